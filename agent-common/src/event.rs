@@ -1,0 +1,278 @@
+//! Events the kernel programs write into the `EVENTS` ring buffer.
+//!
+//! Every event starts with an [`EventHeader`] whose `kind` tells the layout that
+//! follows. Syscall events are variable-length: only `payload_len` bytes of the
+//! payload are sent, so [`SyscallEvent::wire_len`] is what the ring carries.
+
+use crate::config::COMM_LEN;
+
+/// Largest data capture per syscall; the runtime setting may only lower it.
+pub const MAX_PAYLOAD: usize = 4096;
+/// Longest exec filename kept.
+pub const MAX_FILENAME: usize = 256;
+
+/// Type tags in [`EventHeader::kind`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    ProcessExec = 1,
+    ProcessFork = 2,
+    ProcessExit = 3,
+    Syscall = 4,
+    TcpState = 5,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownTag(pub u32);
+
+impl TryFrom<u32> for EventKind {
+    type Error = UnknownTag;
+    fn try_from(v: u32) -> Result<Self, UnknownTag> {
+        Ok(match v {
+            1 => Self::ProcessExec,
+            2 => Self::ProcessFork,
+            3 => Self::ProcessExit,
+            4 => Self::Syscall,
+            5 => Self::TcpState,
+            other => return Err(UnknownTag(other)),
+        })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u32,
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at the event, or at syscall entry.
+    pub ktime_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// What a file descriptor turned out to be.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdKind {
+    None = 0,
+    Socket = 1,
+    File = 2,
+}
+
+impl TryFrom<u16> for FdKind {
+    type Error = UnknownTag;
+    fn try_from(v: u16) -> Result<Self, UnknownTag> {
+        Ok(match v {
+            0 => Self::None,
+            1 => Self::Socket,
+            2 => Self::File,
+            other => return Err(UnknownTag(other as u32)),
+        })
+    }
+}
+
+pub const AF_UNIX: u16 = 1;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// The socket behind a file descriptor, read from the kernel's `struct sock`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketInfo {
+    /// An [`FdKind`] tag.
+    pub fd_kind: u16,
+    /// `AF_*`; 0 when not a socket.
+    pub family: u16,
+    /// Host byte order.
+    pub local_port: u16,
+    /// Host byte order.
+    pub remote_port: u16,
+    /// IPv4 in the first 4 bytes, network order.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    /// Inode of the socket (or file); unix peers pair on it.
+    pub inode: u64,
+    /// For a connected unix socket, the inode of its peer socket.
+    pub peer_inode: u64,
+}
+
+/// `SyscallEvent::flags` bits.
+pub const FLAG_PAYLOAD_TRUNCATED: u32 = 1;
+pub const FLAG_PAYLOAD_READ_FAILED: u32 = 2;
+/// The fd's socket was looked up at entry (close) rather than at exit.
+pub const FLAG_SOCKET_AT_ENTRY: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallEvent {
+    pub header: EventHeader,
+    /// Raw x86_64 syscall number; see [`Syscall`].
+    pub nr: u32,
+    pub fd: i32,
+    /// Return value as the kernel gave it (negative errno on failure).
+    pub ret: i64,
+    pub duration_ns: u64,
+    /// Bytes the caller asked to transfer (count / iov_len).
+    pub requested: u64,
+    pub socket: SocketInfo,
+    /// Bytes of `payload` that are valid.
+    pub payload_len: u32,
+    pub flags: u32,
+    pub payload: [u8; MAX_PAYLOAD],
+}
+
+impl SyscallEvent {
+    pub const HEADER_LEN: usize = core::mem::size_of::<SyscallEvent>() - MAX_PAYLOAD;
+
+    /// Bytes the ring buffer carries for this event.
+    pub fn wire_len(&self) -> usize {
+        let n = self.payload_len as usize;
+        Self::HEADER_LEN + if n > MAX_PAYLOAD { MAX_PAYLOAD } else { n }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ProcessEvent {
+    pub header: EventHeader,
+    /// Exec: the old pid (tid that called exec); fork: the child pid; exit: 0.
+    pub other_pid: u32,
+    /// Network-namespace inode the process runs in (0 when unread).
+    pub netns: u32,
+    /// Exit: 1 when the whole thread group is gone.
+    pub group_dead: u32,
+    pub filename_len: u32,
+    pub filename: [u8; MAX_FILENAME],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpStateEvent {
+    pub header: EventHeader,
+    /// Kernel address of the `struct sock`: identifies the connection over its life.
+    pub skaddr: u64,
+    pub old_state: i32,
+    pub new_state: i32,
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+/// Value of the `TRACKED` map: why a process is traced, and its node.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackedProcess {
+    /// Network namespace of the node the process belongs to.
+    pub node_netns: u32,
+    pub flags: u32,
+}
+
+pub const TRACKED_BY_NAME: u32 = 1;
+pub const TRACKED_BY_PARENT: u32 = 2;
+pub const TRACKED_BY_SCAN: u32 = 4;
+
+/// Syscalls the agent traces, by x86_64 number.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syscall {
+    Read = 0,
+    Write = 1,
+    Close = 3,
+    Readv = 19,
+    Writev = 20,
+    Connect = 42,
+    Accept = 43,
+    Sendto = 44,
+    Recvfrom = 45,
+    Sendmsg = 46,
+    Recvmsg = 47,
+    Execve = 59,
+    Openat = 257,
+    Accept4 = 288,
+}
+
+impl Syscall {
+    pub const ALL: [Syscall; 14] = [
+        Self::Read,
+        Self::Write,
+        Self::Close,
+        Self::Readv,
+        Self::Writev,
+        Self::Connect,
+        Self::Accept,
+        Self::Sendto,
+        Self::Recvfrom,
+        Self::Sendmsg,
+        Self::Recvmsg,
+        Self::Execve,
+        Self::Openat,
+        Self::Accept4,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Close => "close",
+            Self::Readv => "readv",
+            Self::Writev => "writev",
+            Self::Connect => "connect",
+            Self::Accept => "accept",
+            Self::Sendto => "sendto",
+            Self::Recvfrom => "recvfrom",
+            Self::Sendmsg => "sendmsg",
+            Self::Recvmsg => "recvmsg",
+            Self::Execve => "execve",
+            Self::Openat => "openat",
+            Self::Accept4 => "accept4",
+        }
+    }
+
+    /// Data flows from the process to the fd.
+    pub fn is_send(self) -> bool {
+        matches!(self, Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg)
+    }
+
+    /// Data flows from the fd into the process.
+    pub fn is_receive(self) -> bool {
+        matches!(self, Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg)
+    }
+}
+
+impl TryFrom<u32> for Syscall {
+    type Error = UnknownTag;
+    fn try_from(v: u32) -> Result<Self, UnknownTag> {
+        Self::ALL.iter().copied().find(|s| *s as u32 == v).ok_or(UnknownTag(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(core::mem::size_of::<EventHeader>(), 40);
+        assert_eq!(core::mem::size_of::<SocketInfo>(), 56);
+        assert_eq!(SyscallEvent::HEADER_LEN, 40 + 4 + 4 + 8 + 8 + 8 + 56 + 4 + 4);
+        assert_eq!(core::mem::size_of::<TcpStateEvent>(), 40 + 8 + 4 + 4 + 8 + 32);
+        assert_eq!(core::mem::size_of::<ProcessEvent>(), 40 + 16 + MAX_FILENAME);
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        for s in Syscall::ALL {
+            assert_eq!(Syscall::try_from(s as u32), Ok(s));
+        }
+        assert_eq!(Syscall::try_from(9999), Err(UnknownTag(9999)));
+        for k in 1..=5 {
+            assert_eq!(EventKind::try_from(k).map(|k| k as u32), Ok(k));
+        }
+        assert!(EventKind::try_from(0).is_err());
+        assert!(FdKind::try_from(3).is_err());
+    }
+}
