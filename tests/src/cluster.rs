@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::json::{agent_for_node, bool_of};
@@ -96,17 +96,40 @@ impl TwoNodes {
             _netns: netns,
             dir,
         };
-        nodes.start_collector()?;
+        match nodes.start_processes(&agent_bin) {
+            Ok(()) => Ok(nodes),
+            Err(e) => {
+                // Dropping `nodes` stops everything; keep what explains the failure.
+                nodes.dir.keep();
+                Err(anyhow!(
+                    "{e:?}\n\n{}files in {}",
+                    nodes.logs(),
+                    nodes.dir().display()
+                ))
+            }
+        }
+    }
+
+    fn start_processes(&mut self, agent_bin: &Path) -> Result<()> {
+        self.start_collector()?;
         for (node, metrics) in AGENT_METRICS {
-            let mut cmd = netns_command(node, &agent_bin);
+            let mut cmd = netns_command(node, agent_bin);
             cmd.args(["--node-name", node, "--collector", &Self::collector_url()])
                 .args(["--metrics-addr", metrics])
-                .args(&nodes.options.agent_args);
-            let agent = nodes.spawn(&format!("agent-{node}"), cmd)?;
-            nodes.agents.push(agent);
+                .args(&self.options.agent_args);
+            let agent = self.spawn(&format!("agent-{node}"), cmd)?;
+            self.agents.push(agent);
         }
-        nodes.wait_ready()?;
-        Ok(nodes)
+        self.wait_ready()
+    }
+
+    /// The output of the collector(s) and agents so far, for failure messages.
+    pub fn logs(&self) -> String {
+        let collectors = self.stopped.iter().chain(self.collector.as_ref());
+        collectors
+            .chain(&self.agents)
+            .map(ChildGuard::logs)
+            .collect()
     }
 
     /// `http://192.168.56.10:7700`, reachable from both namespaces.
