@@ -36,19 +36,30 @@ impl TargetPattern {
         };
         let mut name = [0u8; COMM_LEN];
         name[..len].copy_from_slice(&body[..len]);
-        Some(Self { len: len as u8, prefix: prefix as u8, _pad: [0; 6], name })
+        Some(Self {
+            len: len as u8,
+            prefix: prefix as u8,
+            _pad: [0; 6],
+            name,
+        })
     }
 
-    /// The same test the kernel program runs (kept here so it is unit-tested).
+    /// The test the kernel program runs at exec, written with a fixed-bound loop and
+    /// no slice comparison so it compiles to BPF the verifier accepts (no memcmp).
+    #[inline(always)]
     pub fn matches(&self, comm: &[u8; COMM_LEN]) -> bool {
         let len = self.len as usize;
         if len == 0 || len >= COMM_LEN {
             return false;
         }
-        if self.name[..len] != comm[..len] {
-            return false;
+        let mut i = 0;
+        while i < COMM_LEN - 1 {
+            if i < len && self.name[i] != comm[i] {
+                return false;
+            }
+            i += 1;
         }
-        self.prefix == 1 || comm[len] == 0
+        self.prefix == 1 || comm[len & (COMM_LEN - 1)] == 0
     }
 }
 

@@ -234,19 +234,29 @@ impl Syscall {
 
     /// Data flows from the process to the fd.
     pub fn is_send(self) -> bool {
-        matches!(self, Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg)
+        matches!(
+            self,
+            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg
+        )
     }
 
     /// Data flows from the fd into the process.
     pub fn is_receive(self) -> bool {
-        matches!(self, Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg)
+        matches!(
+            self,
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg
+        )
     }
 }
 
 impl TryFrom<u32> for Syscall {
     type Error = UnknownTag;
     fn try_from(v: u32) -> Result<Self, UnknownTag> {
-        Self::ALL.iter().copied().find(|s| *s as u32 == v).ok_or(UnknownTag(v))
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|s| *s as u32 == v)
+            .ok_or(UnknownTag(v))
     }
 }
 
@@ -258,8 +268,14 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(core::mem::size_of::<EventHeader>(), 40);
         assert_eq!(core::mem::size_of::<SocketInfo>(), 56);
-        assert_eq!(SyscallEvent::HEADER_LEN, 40 + 4 + 4 + 8 + 8 + 8 + 56 + 4 + 4);
-        assert_eq!(core::mem::size_of::<TcpStateEvent>(), 40 + 8 + 4 + 4 + 8 + 32);
+        assert_eq!(
+            SyscallEvent::HEADER_LEN,
+            40 + 4 + 4 + 8 + 8 + 8 + 56 + 4 + 4
+        );
+        assert_eq!(
+            core::mem::size_of::<TcpStateEvent>(),
+            40 + 8 + 4 + 4 + 8 + 32
+        );
         assert_eq!(core::mem::size_of::<ProcessEvent>(), 40 + 16 + MAX_FILENAME);
     }
 

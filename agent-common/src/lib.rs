@@ -7,6 +7,7 @@
 pub mod config;
 pub mod event;
 pub mod maps;
+pub mod tracepoints;
 
 pub use config::*;
 pub use event::*;

@@ -1,0 +1,8 @@
+//! One probe per file.
+
+mod inet_sock_set_state;
+mod sched_process_exec;
+mod sched_process_exit;
+mod sys_enter;
+mod sys_exit;
+mod task_newtask;

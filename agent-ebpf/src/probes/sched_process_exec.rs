@@ -1,0 +1,79 @@
+//! `sched:sched_process_exec`: start tracking processes that exec a target name, and
+//! report every exec of a tracked process (filename, old pid, network namespace).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_probe_read_kernel_str_bytes},
+    macros::tracepoint,
+    programs::TracePointContext,
+    EbpfContext,
+};
+use ktrail_agent_common::{
+    maps::{DROP_RINGBUF_FULL, DROP_TRACKED_FULL, MAX_TARGETS},
+    EventKind, TrackedProcess, COMM_LEN, TRACKED_BY_NAME,
+};
+
+use crate::{
+    emit::{config, count_drop, current_tgid, fill_header, tracked},
+    kernel::current_netns,
+    maps::{EVENTS, PROCESS_SCRATCH, TARGETS, TRACKED},
+};
+
+use ktrail_agent_common::tracepoints::exec::{FILENAME_DATA_LOC, OLD_PID};
+
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_process_exec(&ctx);
+    0
+}
+
+fn matches_target(comm: &[u8; COMM_LEN]) -> bool {
+    let mut i = 0;
+    while i < MAX_TARGETS {
+        if let Some(pattern) = TARGETS.get(i) {
+            if pattern.matches(comm) {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let cfg = config().ok_or(-1i64)?;
+    let tgid = current_tgid();
+    let netns = current_netns(&cfg.offsets).unwrap_or(0);
+    if tracked(tgid).is_none() {
+        let comm = bpf_get_current_comm()?;
+        if !matches_target(&comm) {
+            return Ok(());
+        }
+        if cfg.scope_netns != 0 && netns != cfg.scope_netns {
+            return Ok(());
+        }
+        let entry = TrackedProcess {
+            node_netns: netns,
+            flags: TRACKED_BY_NAME,
+        };
+        if TRACKED.insert(&tgid, &entry, 0).is_err() {
+            count_drop(DROP_TRACKED_FULL);
+            return Ok(());
+        }
+    }
+
+    let ev = unsafe { &mut *PROCESS_SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
+    fill_header(&mut ev.header, EventKind::ProcessExec as u32, 0);
+    ev.other_pid = unsafe { ctx.read_at::<i32>(OLD_PID)? } as u32;
+    ev.netns = netns;
+    ev.group_dead = 0;
+    let data_loc: u32 = unsafe { ctx.read_at(FILENAME_DATA_LOC)? };
+    let src = unsafe { (ctx.as_ptr() as *const u8).add((data_loc & 0xffff) as usize) };
+    ev.filename_len = match unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.filename) } {
+        Ok(s) => s.len() as u32,
+        Err(_) => 0,
+    };
+    if EVENTS.output(ev, 0).is_err() {
+        count_drop(DROP_RINGBUF_FULL);
+    }
+    Ok(())
+}

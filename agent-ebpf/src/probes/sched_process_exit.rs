@@ -1,0 +1,43 @@
+//! `sched:sched_process_exit`: stop tracking a process when its last thread exits,
+//! and forget a syscall a dying thread left in flight.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+use ktrail_agent_common::{maps::DROP_RINGBUF_FULL, EventKind};
+
+use crate::{
+    emit::{count_drop, current_tgid, fill_header, tracked},
+    maps::{EVENTS, INFLIGHT, PROCESS_SCRATCH, TRACKED},
+};
+
+use ktrail_agent_common::tracepoints::exit::GROUP_DEAD;
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_process_exit(&ctx);
+    0
+}
+
+fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let tgid = current_tgid();
+    let Some(entry) = tracked(tgid) else {
+        return Ok(());
+    };
+    let _ = INFLIGHT.remove(&bpf_get_current_pid_tgid());
+    let group_dead: u8 = unsafe { ctx.read_at(GROUP_DEAD)? };
+    if group_dead == 0 {
+        return Ok(());
+    }
+    let _ = TRACKED.remove(&tgid);
+    let ev = unsafe { &mut *PROCESS_SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
+    fill_header(&mut ev.header, EventKind::ProcessExit as u32, 0);
+    ev.other_pid = 0;
+    ev.netns = entry.node_netns;
+    ev.group_dead = 1;
+    ev.filename_len = 0;
+    if EVENTS.output(ev, 0).is_err() {
+        count_drop(DROP_RINGBUF_FULL);
+    }
+    Ok(())
+}

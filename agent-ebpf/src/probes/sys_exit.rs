@@ -1,0 +1,187 @@
+//! `syscalls:sys_exit_*`: pair the exit with its entry and send one event with the
+//! duration, return value, the socket behind the fd and the first bytes of the data.
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, gen},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use ktrail_agent_common::{
+    maps::{DROP_READ_FAILED, DROP_RINGBUF_FULL},
+    EventKind, SocketInfo, Syscall, SyscallEvent, AF_UNIX, FLAG_PAYLOAD_READ_FAILED,
+    FLAG_PAYLOAD_TRUNCATED, FLAG_SOCKET_AT_ENTRY, MAX_PAYLOAD,
+};
+
+use crate::{
+    emit::{config, count_drop, fill_header},
+    kernel::socket_of_fd,
+    maps::{EVENTS, INFLIGHT, SCRATCH, SOCK_OWNERS},
+};
+
+use ktrail_agent_common::tracepoints::sys::RET;
+
+/// A mask the verifier understands; the real bound is MAX_PAYLOAD (see SyscallScratch).
+const LEN_MASK: u64 = (2 * MAX_PAYLOAD - 1) as u64;
+const MAX_PATH: u32 = 256;
+
+#[repr(C)]
+struct IoVec {
+    base: u64,
+    len: u64,
+}
+
+// struct user_msghdr: msg_iov sits after msg_name (8) and msg_namelen (4 + 4 padding).
+const MSGHDR_IOV: u64 = 16;
+
+#[tracepoint]
+pub fn sys_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit(&ctx);
+    0
+}
+
+/// The user buffer and the number of bytes it holds, for data-carrying syscalls.
+fn data_buffer(syscall: Syscall, args: &[u64; 3], ret: i64) -> Option<(u64, u64)> {
+    if ret <= 0 {
+        return None;
+    }
+    let first_iov = |iov_ptr: u64| -> Option<(u64, u64)> {
+        let iov: IoVec = unsafe { bpf_probe_read_user(iov_ptr as *const IoVec).ok()? };
+        Some((
+            iov.base,
+            if (ret as u64) < iov.len {
+                ret as u64
+            } else {
+                iov.len
+            },
+        ))
+    };
+    match syscall {
+        Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => {
+            Some((args[1], ret as u64))
+        }
+        Syscall::Readv | Syscall::Writev => first_iov(args[1]),
+        Syscall::Sendmsg | Syscall::Recvmsg => {
+            let iov_ptr: u64 =
+                unsafe { bpf_probe_read_user((args[1] + MSGHDR_IOV) as *const u64).ok()? };
+            first_iov(iov_ptr)
+        }
+        _ => None,
+    }
+}
+
+fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let entry = match unsafe { INFLIGHT.get(&pid_tgid) } {
+        Some(e) => *e,
+        None => return Ok(()),
+    };
+    let _ = INFLIGHT.remove(&pid_tgid);
+    let Ok(syscall) = Syscall::try_from(entry.nr) else {
+        return Ok(());
+    };
+    let cfg = config().ok_or(-1i64)?;
+    let ret: i64 = unsafe { ctx.read_at(RET)? };
+
+    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
+    let ev = &mut scratch.event;
+    fill_header(&mut ev.header, EventKind::Syscall as u32, entry.enter_ns);
+    ev.nr = entry.nr;
+    ev.fd = entry.args[0] as i32;
+    ev.ret = ret;
+    ev.duration_ns = unsafe { bpf_ktime_get_ns() } - entry.enter_ns;
+    ev.requested = 0;
+    ev.flags = 0;
+    ev.payload_len = 0;
+    ev.socket = SocketInfo::default();
+
+    match syscall {
+        Syscall::Close => {
+            ev.socket = entry.socket;
+            ev.flags |= FLAG_SOCKET_AT_ENTRY;
+        }
+        // The new connection's fd is the return value.
+        Syscall::Accept | Syscall::Accept4 | Syscall::Connect => {
+            let fd = if syscall == Syscall::Connect {
+                entry.args[0] as i32 as i64
+            } else {
+                ret
+            };
+            if let Ok(sk) = socket_of_fd(&cfg.offsets, fd, &mut ev.socket) {
+                if sk != 0 && ev.socket.family != AF_UNIX {
+                    // Later TCP state changes on this socket may run in softirq.
+                    let _ = SOCK_OWNERS.insert(&sk, &ev.header.tgid, 0);
+                }
+            }
+        }
+        Syscall::Openat => {
+            let _ = socket_of_fd(&cfg.offsets, ret, &mut ev.socket);
+            read_path(ev, entry.args[1]);
+        }
+        Syscall::Execve => {
+            // After a successful exec the old image (and the path) is gone; the
+            // sched_process_exec event carries the filename instead.
+            if ret < 0 {
+                read_path(ev, entry.args[0]);
+            }
+        }
+        _ => {
+            let _ = socket_of_fd(&cfg.offsets, entry.args[0] as i32 as i64, &mut ev.socket);
+        }
+    }
+
+    if syscall.is_send() || syscall.is_receive() {
+        ev.requested = match syscall {
+            Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => entry.args[2],
+            _ => 0,
+        };
+        if let Some((buf, avail)) = data_buffer(syscall, &entry.args, ret) {
+            let cap = if cfg.payload_bytes as u64 > MAX_PAYLOAD as u64 {
+                MAX_PAYLOAD as u64
+            } else {
+                cfg.payload_bytes as u64
+            };
+            let mut n = if avail < cap { avail } else { cap };
+            n &= LEN_MASK;
+            let rc = unsafe {
+                gen::bpf_probe_read_user(
+                    ev.payload.as_mut_ptr() as *mut c_void,
+                    n as u32,
+                    buf as *const c_void,
+                )
+            };
+            if rc < 0 {
+                ev.flags |= FLAG_PAYLOAD_READ_FAILED;
+                count_drop(DROP_READ_FAILED);
+            } else {
+                ev.payload_len = n as u32;
+                if (ret as u64) > n {
+                    ev.flags |= FLAG_PAYLOAD_TRUNCATED;
+                }
+            }
+        }
+    }
+
+    let len = (SyscallEvent::HEADER_LEN as u64 + (ev.payload_len as u64 & LEN_MASK)) as usize;
+    let bytes = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, len) };
+    if EVENTS.output(bytes, 0).is_err() {
+        count_drop(DROP_RINGBUF_FULL);
+    }
+    Ok(())
+}
+
+fn read_path(ev: &mut SyscallEvent, ptr: u64) {
+    let n = unsafe {
+        gen::bpf_probe_read_user_str(
+            ev.payload.as_mut_ptr() as *mut c_void,
+            MAX_PATH,
+            ptr as *const c_void,
+        )
+    };
+    if n > 1 {
+        // Without the trailing NUL.
+        ev.payload_len = ((n - 1) as u32) & (MAX_PATH - 1);
+    } else if n < 0 {
+        ev.flags |= FLAG_PAYLOAD_READ_FAILED;
+    }
+}

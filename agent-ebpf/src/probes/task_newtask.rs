@@ -1,0 +1,55 @@
+//! `task:task_newtask`: a child of a tracked process is tracked too (containerd →
+//! shim → runc → nginx; kubelet → CNI plugin), on the same node.
+//!
+//! This hook rather than `sched_process_fork` because it carries `clone_flags`, which
+//! tells a new thread (ignored) from a new process.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use ktrail_agent_common::{
+    maps::{DROP_RINGBUF_FULL, DROP_TRACKED_FULL},
+    EventKind, TrackedProcess, TRACKED_BY_PARENT,
+};
+
+use crate::{
+    emit::{count_drop, current_tgid, fill_header, tracked},
+    maps::{EVENTS, PROCESS_SCRATCH, TRACKED},
+};
+
+use ktrail_agent_common::tracepoints::newtask::{CLONE_FLAGS, PID as CHILD_PID};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let _ = try_task_newtask(&ctx);
+    0
+}
+
+fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
+    let flags: u64 = unsafe { ctx.read_at(CLONE_FLAGS)? };
+    if flags & CLONE_THREAD != 0 {
+        return Ok(());
+    }
+    let Some(parent) = tracked(current_tgid()) else {
+        return Ok(());
+    };
+    let child = unsafe { ctx.read_at::<i32>(CHILD_PID)? } as u32;
+    let entry = TrackedProcess {
+        node_netns: parent.node_netns,
+        flags: TRACKED_BY_PARENT,
+    };
+    if TRACKED.insert(&child, &entry, 0).is_err() {
+        count_drop(DROP_TRACKED_FULL);
+        return Ok(());
+    }
+    let ev = unsafe { &mut *PROCESS_SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
+    fill_header(&mut ev.header, EventKind::ProcessFork as u32, 0);
+    ev.other_pid = child;
+    ev.netns = parent.node_netns;
+    ev.group_dead = 0;
+    ev.filename_len = 0;
+    if EVENTS.output(ev, 0).is_err() {
+        count_drop(DROP_RINGBUF_FULL);
+    }
+    Ok(())
+}

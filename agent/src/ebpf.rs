@@ -1,0 +1,211 @@
+//! Loads the embedded eBPF object, configures it and attaches its programs.
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::TracePoint,
+    Ebpf,
+};
+use ktrail_agent_common::{
+    maps::{
+        self as names, DROP_INFLIGHT_FULL, DROP_READ_FAILED, DROP_RINGBUF_FULL, DROP_TRACKED_FULL,
+        MAX_TARGETS,
+    },
+    AgentConfig, Syscall, TargetPattern, TrackedProcess,
+};
+
+use crate::metrics::KernelDrops;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ktrail.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "loading the eBPF programs failed: {0} — the agent needs root or CAP_BPF + CAP_PERFMON \
+         (and CAP_SYS_RESOURCE on kernels that charge memlock)"
+    )]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("eBPF program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("program {program} on {category}:{name}: {source}")]
+    Attach {
+        program: &'static str,
+        category: &'static str,
+        name: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("more than {MAX_TARGETS} target patterns")]
+    TooManyTargets,
+}
+
+pub struct Programs {
+    pub ebpf: Ebpf,
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
+    move |source| LoadError::Map { name, source }
+}
+
+impl Programs {
+    pub fn load(config: &AgentConfig, targets: &[TargetPattern]) -> Result<Self, LoadError> {
+        raise_memlock();
+        let mut ebpf = Ebpf::load(OBJECT).map_err(LoadError::Load)?;
+        let mut cfg: Array<_, AgentConfig> = Array::try_from(
+            ebpf.map_mut(names::CONFIG)
+                .ok_or(LoadError::MissingMap(names::CONFIG))?,
+        )
+        .map_err(map_err(names::CONFIG))?;
+        cfg.set(0, *config, 0).map_err(map_err(names::CONFIG))?;
+        if targets.len() > MAX_TARGETS as usize {
+            return Err(LoadError::TooManyTargets);
+        }
+        let mut t: Array<_, TargetPattern> = Array::try_from(
+            ebpf.map_mut(names::TARGETS)
+                .ok_or(LoadError::MissingMap(names::TARGETS))?,
+        )
+        .map_err(map_err(names::TARGETS))?;
+        for (i, p) in targets.iter().enumerate() {
+            t.set(i as u32, *p, 0).map_err(map_err(names::TARGETS))?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    fn tracepoint(&mut self, program: &'static str) -> Result<&mut TracePoint, LoadError> {
+        let p: &mut TracePoint = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(LoadError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| LoadError::Attach {
+                program,
+                category: "-",
+                name: "-".into(),
+                source,
+            })?;
+        Ok(p)
+    }
+
+    fn attach(
+        &mut self,
+        program: &'static str,
+        category: &'static str,
+        names: &[String],
+    ) -> Result<(), LoadError> {
+        let p = self.tracepoint(program)?;
+        p.load().map_err(|source| LoadError::Attach {
+            program,
+            category,
+            name: "(load)".into(),
+            source,
+        })?;
+        for name in names {
+            p.attach(category, name)
+                .map_err(|source| LoadError::Attach {
+                    program,
+                    category,
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Process lifecycle first, so nothing forked during the /proc scan is missed.
+    pub fn attach_process_tracking(&mut self) -> Result<(), LoadError> {
+        self.attach(
+            "sched_process_exec",
+            "sched",
+            &["sched_process_exec".into()],
+        )?;
+        self.attach("task_newtask", "task", &["task_newtask".into()])?;
+        self.attach(
+            "sched_process_exit",
+            "sched",
+            &["sched_process_exit".into()],
+        )
+    }
+
+    pub fn attach_syscalls_and_tcp(&mut self) -> Result<(), LoadError> {
+        let enter: Vec<String> = Syscall::ALL
+            .iter()
+            .map(|s| format!("sys_enter_{}", s.name()))
+            .collect();
+        let exit: Vec<String> = Syscall::ALL
+            .iter()
+            .map(|s| format!("sys_exit_{}", s.name()))
+            .collect();
+        self.attach("sys_enter", "syscalls", &enter)?;
+        self.attach("sys_exit", "syscalls", &exit)?;
+        self.attach(
+            "inet_sock_set_state",
+            "sock",
+            &["inet_sock_set_state".into()],
+        )
+    }
+
+    pub fn seed_tracked(
+        &mut self,
+        tracked: &std::collections::HashMap<u32, TrackedProcess>,
+    ) -> Result<usize, LoadError> {
+        let mut map: HashMap<_, u32, TrackedProcess> = HashMap::try_from(
+            self.ebpf
+                .map_mut(names::TRACKED)
+                .ok_or(LoadError::MissingMap(names::TRACKED))?,
+        )
+        .map_err(map_err(names::TRACKED))?;
+        let mut n = 0;
+        for (pid, entry) in tracked {
+            // A process that exec'd or forked since the scan is already in the map.
+            if map.insert(pid, entry, 1 /* BPF_NOEXIST */).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    pub fn take_ring(&mut self) -> Result<aya::maps::RingBuf<MapData>, LoadError> {
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .ok_or(LoadError::MissingMap(names::EVENTS))?;
+        aya::maps::RingBuf::try_from(map).map_err(map_err(names::EVENTS))
+    }
+
+    pub fn drops_reader(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
+        let map = self
+            .ebpf
+            .take_map(names::DROPS)
+            .ok_or(LoadError::MissingMap(names::DROPS))?;
+        PerCpuArray::try_from(map).map_err(map_err(names::DROPS))
+    }
+}
+
+pub fn read_drops(map: &PerCpuArray<MapData, u64>) -> KernelDrops {
+    let slot = |i: u32| -> Vec<u64> {
+        map.get(&i, 0)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default()
+    };
+    KernelDrops {
+        ringbuf_full_per_cpu: slot(DROP_RINGBUF_FULL),
+        inflight_full: slot(DROP_INFLIGHT_FULL).iter().sum(),
+        tracked_full: slot(DROP_TRACKED_FULL).iter().sum(),
+        read_failed: slot(DROP_READ_FAILED).iter().sum(),
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lifting it is harmless after.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}

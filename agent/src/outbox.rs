@@ -1,0 +1,166 @@
+//! The agent's bounded send buffer. Events get consecutive sequence numbers when they
+//! enter; they stay until the collector acknowledges them as stored, so a collector
+//! restart loses nothing that fits in the bound. An event that does not fit is counted
+//! (`buffer_full`) and never given a sequence number, so the collector sees no gap and
+//! the loss is reported, not silent.
+
+use std::{
+    collections::VecDeque,
+    sync::{Mutex, MutexGuard},
+};
+
+use ktrail_proto::v1::{Event, ProcessInfo};
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Event>,
+    last_seq: u64,
+    acked_seq: u64,
+    buffer_full: u64,
+    processes: Vec<ProcessInfo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStats {
+    pub queued: usize,
+    pub last_seq: u64,
+    pub acked_seq: u64,
+    pub buffer_full: u64,
+}
+
+pub struct Outbox {
+    capacity: usize,
+    inner: Mutex<Inner>,
+    pub ready: Notify,
+}
+
+/// Processes waiting for the next batch; bounded so a collector outage cannot grow it.
+const MAX_PENDING_PROCESSES: usize = 4096;
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Inner::default()),
+            ready: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (no partial updates).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an event; returns false (and counts it) when the buffer is full.
+    pub fn push(&self, mut event: Event) -> bool {
+        let mut inner = self.lock();
+        if inner.queue.len() >= self.capacity {
+            inner.buffer_full += 1;
+            return false;
+        }
+        inner.last_seq += 1;
+        event.seq = inner.last_seq;
+        inner.queue.push_back(event);
+        drop(inner);
+        self.ready.notify_one();
+        true
+    }
+
+    pub fn push_process(&self, info: ProcessInfo) {
+        let mut inner = self.lock();
+        if inner.processes.len() < MAX_PENDING_PROCESSES {
+            inner.processes.push(info);
+        }
+    }
+
+    pub fn take_processes(&self) -> Vec<ProcessInfo> {
+        std::mem::take(&mut self.lock().processes)
+    }
+
+    /// Up to `max` queued events with a sequence number above `after`, in order.
+    pub fn batch_after(&self, after: u64, max: usize) -> Vec<Event> {
+        let inner = self.lock();
+        let Some(first) = inner.queue.front().map(|e| e.seq) else {
+            return Vec::new();
+        };
+        let start = after.saturating_add(1).saturating_sub(first) as usize;
+        inner.queue.iter().skip(start).take(max).cloned().collect()
+    }
+
+    /// The collector stored everything up to `seq`: free it.
+    pub fn ack(&self, seq: u64) {
+        let mut inner = self.lock();
+        while inner.queue.front().is_some_and(|e| e.seq <= seq) {
+            inner.queue.pop_front();
+        }
+        inner.acked_seq = inner.acked_seq.max(seq);
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.lock().acked_seq
+    }
+
+    pub fn stats(&self) -> OutboxStats {
+        let inner = self.lock();
+        OutboxStats {
+            queued: inner.queue.len(),
+            last_seq: inner.last_seq,
+            acked_seq: inner.acked_seq,
+            buffer_full: inner.buffer_full,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev() -> Event {
+        Event::default()
+    }
+
+    #[test]
+    fn numbers_batches_and_acks() {
+        let ob = Outbox::new(10);
+        for _ in 0..5 {
+            assert!(ob.push(ev()));
+        }
+        let b = ob.batch_after(0, 3);
+        assert_eq!(b.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            ob.batch_after(3, 10)
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        ob.ack(3);
+        // After a reconnect the sender restarts from the acked point.
+        assert_eq!(
+            ob.batch_after(ob.acked(), 10)
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        assert_eq!(ob.stats().queued, 2);
+        assert!(ob.batch_after(5, 10).is_empty());
+    }
+
+    #[test]
+    fn full_buffer_counts_drops_without_gaps() {
+        let ob = Outbox::new(3);
+        let accepted = (0..10).filter(|_| ob.push(ev())).count();
+        assert_eq!(accepted, 3);
+        let s = ob.stats();
+        assert_eq!((s.last_seq, s.buffer_full, s.queued), (3, 7, 3));
+        ob.ack(3);
+        assert!(ob.push(ev()));
+        assert_eq!(
+            ob.batch_after(3, 10)[0].seq,
+            4,
+            "numbering continues with no gap"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! Drains the kernel ring buffer: decode, enrich with process metadata, queue.
+
+use std::{collections::HashMap, sync::Arc};
+
+use aya::maps::{MapData, RingBuf};
+use ktrail_proto::v1::{event::Body, Event};
+use tokio::io::unix::AsyncFd;
+use tracing::debug;
+
+use crate::{
+    clock::WallClock,
+    convert,
+    decode::{decode, KernelRecord},
+    metrics::Metrics,
+    outbox::Outbox,
+    procfs,
+};
+
+/// Processes whose metadata was sent; bounded, forgotten at exit.
+const MAX_KNOWN_PROCESSES: usize = 65_536;
+
+pub struct Reader {
+    clock: WallClock,
+    outbox: Arc<Outbox>,
+    metrics: Arc<Metrics>,
+    /// pid → comm, for events raised in softirq context without a name.
+    known: HashMap<u32, String>,
+}
+
+impl Reader {
+    pub fn new(clock: WallClock, outbox: Arc<Outbox>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            clock,
+            outbox,
+            metrics,
+            known: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self, ring: RingBuf<MapData>) -> std::io::Result<()> {
+        // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the fd
+        // stays open for as long as it is registered.
+        let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+        loop {
+            let mut guard = fd.readable_mut().await?;
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                self.handle(&item);
+            }
+            guard.clear_ready();
+        }
+    }
+
+    fn handle(&mut self, bytes: &[u8]) {
+        self.metrics.count_event();
+        let record = match decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, len = bytes.len(), "undecodable record");
+                self.metrics.count_undecodable();
+                return;
+            }
+        };
+        let pid = record.header().tgid;
+        let exiting = matches!(&record, KernelRecord::Exit(_));
+        let execed = matches!(&record, KernelRecord::Exec(_));
+        let mut event: Event = convert::to_proto(record, &self.clock);
+        if execed {
+            // Exec replaces name, exe and command line: send them fresh.
+            let info = procfs::process_info(pid);
+            if let Some(i) = &info {
+                self.known.insert(pid, i.comm.clone());
+            }
+            if let Some(Body::Exec(exec)) = event.body.as_mut() {
+                exec.process = info;
+            }
+        } else if !self.known.contains_key(&pid) {
+            if self.known.len() >= MAX_KNOWN_PROCESSES {
+                self.known.clear();
+            }
+            let comm = match procfs::process_info(pid) {
+                Some(info) => {
+                    let comm = info.comm.clone();
+                    self.outbox.push_process(info);
+                    comm
+                }
+                None => event.comm.clone(),
+            };
+            self.known.insert(pid, comm);
+        }
+        if event.comm.is_empty() {
+            if let Some(comm) = self.known.get(&pid) {
+                event.comm = comm.clone();
+            }
+        }
+        if exiting {
+            self.known.remove(&pid);
+        }
+        tracing::trace!(?event, "event");
+        self.outbox.push(event);
+    }
+}

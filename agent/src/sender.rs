@@ -1,0 +1,140 @@
+//! Streams the outbox to the collector over gRPC, and reconnects with backoff when
+//! the collector goes away. What was sent but not acked is sent again after a
+//! reconnect; the collector ignores sequence numbers it already holds.
+
+use std::{sync::Arc, time::Duration};
+
+use ktrail_proto::v1::{
+    agent_message::Body, ingest_client::IngestClient, AgentMessage, EventBatch, Hello, LossReport,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::{metrics::Metrics, outbox::Outbox};
+
+const MAX_BATCH: usize = 512;
+const LOSS_REPORT_EVERY: Duration = Duration::from_millis(500);
+
+pub struct SenderConfig {
+    pub collector: String,
+    pub hello: Hello,
+}
+
+pub async fn run(
+    cfg: SenderConfig,
+    outbox: Arc<Outbox>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let span = info_span!("collector_stream", collector = %cfg.collector);
+        let result = tokio::select! {
+            r = stream_once(&cfg, &outbox, &metrics).instrument(span) => r,
+            _ = shutdown.changed() => return,
+        };
+        metrics.set_connected(false);
+        match result {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                warn!(collector = %cfg.collector, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "collector stream ended; reconnecting");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn stream_once(
+    cfg: &SenderConfig,
+    outbox: &Arc<Outbox>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let mut client = IngestClient::connect(cfg.collector.clone()).await?;
+    let (tx, rx) = mpsc::channel::<AgentMessage>(16);
+    tx.send(AgentMessage {
+        body: Some(Body::Hello(cfg.hello.clone())),
+    })
+    .await?;
+    let mut acks = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    metrics.set_connected(true);
+    info!(node = %cfg.hello.node, agent_id = %cfg.hello.agent_id, "connected to collector");
+
+    // Acks are read on their own task so a long run of sends never stalls them.
+    let ack_outbox = Arc::clone(outbox);
+    let ack_metrics = Arc::clone(metrics);
+    let mut ack_task = tokio::spawn(async move {
+        while let Some(ack) = acks.next().await {
+            let ack =
+                ack.map_err(|status| anyhow::anyhow!("collector closed the stream: {status}"))?;
+            ack_outbox.ack(ack.acked_seq);
+            ack_metrics.set_acked(ack.acked_seq);
+        }
+        anyhow::bail!("collector closed the stream")
+    });
+    let result = send_loop(&tx, outbox, metrics, &mut ack_task).await;
+    ack_task.abort();
+    result
+}
+
+async fn send_loop(
+    tx: &mpsc::Sender<AgentMessage>,
+    outbox: &Outbox,
+    metrics: &Metrics,
+    ack_task: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    // Everything not yet acked goes (again) first.
+    let mut sent = outbox.acked();
+    let mut report = tokio::time::interval(LOSS_REPORT_EVERY);
+    loop {
+        let batch = outbox.batch_after(sent, MAX_BATCH);
+        if let Some(last) = batch.last() {
+            sent = last.seq;
+            let processes = outbox.take_processes();
+            let msg = AgentMessage {
+                body: Some(Body::Batch(EventBatch {
+                    events: batch,
+                    processes,
+                })),
+            };
+            tx.send(msg).await?;
+            continue;
+        }
+        tokio::select! {
+            done = &mut *ack_task => {
+                return match done {
+                    Ok(r) => r,
+                    Err(e) => Err(anyhow::anyhow!("ack reader failed: {e}")),
+                };
+            }
+            _ = outbox.ready.notified() => {}
+            _ = report.tick() => {
+                let loss = loss_report(outbox, metrics);
+                tx.send(AgentMessage { body: Some(Body::Loss(loss)) }).await?;
+            }
+        }
+    }
+}
+
+pub fn loss_report(outbox: &Outbox, metrics: &Metrics) -> LossReport {
+    let stats = outbox.stats();
+    let kernel = metrics.kernel_drops();
+    LossReport {
+        ringbuf_full_per_cpu: kernel.ringbuf_full_per_cpu,
+        inflight_full: kernel.inflight_full,
+        tracked_full: kernel.tracked_full,
+        read_failed: kernel.read_failed,
+        buffer_full: stats.buffer_full,
+        undecodable: metrics.undecodable(),
+        last_seq: stats.last_seq,
+        sent_unix_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    }
+}
