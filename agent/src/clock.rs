@@ -25,7 +25,7 @@ impl WallClock {
         Self { offset_ns }
     }
 
-    pub fn to_unix_ns(&self, ktime_ns: u64) -> u64 {
+    pub fn to_unix_ns(self, ktime_ns: u64) -> u64 {
         (ktime_ns as i128 + self.offset_ns).max(0) as u64
     }
 }

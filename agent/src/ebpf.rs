@@ -23,7 +23,7 @@ pub enum LoadError {
         "loading the eBPF programs failed: {0} — the agent needs root or CAP_BPF + CAP_PERFMON \
          (and CAP_SYS_RESOURCE on kernels that charge memlock)"
     )]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
     #[error("eBPF program {0} is missing from the object")]
@@ -31,14 +31,14 @@ pub enum LoadError {
     #[error("eBPF map {name}: {source}")]
     Map {
         name: &'static str,
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error("program {program} on {category}:{name}: {source}")]
     Attach {
         program: &'static str,
         category: &'static str,
         name: String,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("more than {MAX_TARGETS} target patterns")]
     TooManyTargets,
@@ -49,13 +49,16 @@ pub struct Programs {
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
-    move |source| LoadError::Map { name, source }
+    move |source| LoadError::Map {
+        name,
+        source: Box::new(source),
+    }
 }
 
 impl Programs {
     pub fn load(config: &AgentConfig, targets: &[TargetPattern]) -> Result<Self, LoadError> {
         raise_memlock();
-        let mut ebpf = Ebpf::load(OBJECT).map_err(LoadError::Load)?;
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| LoadError::Load(Box::new(e)))?;
         let mut cfg: Array<_, AgentConfig> = Array::try_from(
             ebpf.map_mut(names::CONFIG)
                 .ok_or(LoadError::MissingMap(names::CONFIG))?,
@@ -86,7 +89,7 @@ impl Programs {
                 program,
                 category: "-",
                 name: "-".into(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(p)
     }
@@ -102,7 +105,7 @@ impl Programs {
             program,
             category,
             name: "(load)".into(),
-            source,
+            source: Box::new(source),
         })?;
         for name in names {
             p.attach(category, name)
@@ -110,7 +113,7 @@ impl Programs {
                     program,
                     category,
                     name: name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         Ok(())

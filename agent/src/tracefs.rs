@@ -59,7 +59,7 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     Ok(PathBuf::from(CANDIDATES[0]))
 }
 
-/// Finds `field:<type> <name>;	offset:N;	size:M;` in a format file.
+/// Finds `field:<type> <name>; offset:N; size:M;` (tab separated) in a format file.
 pub fn field_layout(format: &str, field: &str) -> Option<(usize, usize)> {
     format.lines().find_map(|line| {
         let line = line.trim();
