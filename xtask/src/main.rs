@@ -1,1 +1,56 @@
-fn main() {}
+//! `cargo xtask`: ktrail's developer tasks.
+
+mod demo;
+mod ebpf;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "ktrail developer tasks",
+    long_about = "ktrail developer tasks. All of them need root: they install Debian \
+                  packages, mount tracefs, create network namespaces and load eBPF programs."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and running ktrail needs (idempotent, quick when done)
+    #[command(long_about = setup::LONG_ABOUT)]
+    Setup,
+    /// Run setup, build everything, run all tests (the one test command, also used by CI)
+    #[command(long_about = test::LONG_ABOUT)]
+    Test,
+    /// Run setup, start a two-node stand-in cluster and show live hops (Ctrl-C stops)
+    #[command(long_about = demo::LONG_ABOUT)]
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Test => test::run(),
+        Command::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes; no backtrace even when RUST_BACKTRACE is set.
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `cargo xtask demo`: live hops between two stand-in nodes on this machine.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ktrail_tests::{ChildGuard, ClusterOptions, TwoNodes, CONTROL, WORKER};
+
+use crate::setup;
+use crate::util::{cargo, require_root, run_cmd};
+
+pub const LONG_ABOUT: &str = "\
+Show ktrail live. For now this runs on a stand-in for a cluster; the real local Kubernetes
+cluster comes in a later issue.
+
+The stand-in: two network namespaces on this machine, k8s-control (192.168.56.10) and
+k8s-worker (192.168.56.20), joined by a veth pair — two nodes sharing one kernel, as in kind.
+The demo runs setup, builds the workspace, then starts ktrail-collector in k8s-control, a
+ktrail-agent in each namespace, a `kube-apiserver` HTTP server in k8s-control and a
+`kubelet` in k8s-worker that GETs /api/v1/namespaces/default/pods once a second (both are
+tests/'s ktrail-test-peer under the names the agent traces), and runs `ktrail watch`, so
+each request appears as a hop with both ends' node, process and pid.
+
+Ctrl-C stops everything and removes the namespaces. Logs: /tmp/ktrail-demo. Needs root;
+cannot run while `cargo xtask test` runs (they share the namespace names; one waits).";
+
+const DIR: &str = "/tmp/ktrail-demo";
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C, a closed terminal or `kill` set [`STOP`] instead of killing us, so the guards
+/// get to stop the processes and remove the namespaces.
+fn catch_stop_signals() -> Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        if unsafe { libc::signal(signal, handler) } == libc::SIG_ERR {
+            return Err(std::io::Error::last_os_error()).context("installing a signal handler");
+        }
+    }
+    Ok(())
+}
+
+pub fn run() -> Result<()> {
+    require_root("demo")?;
+    setup::run()?;
+    println!("\n==> build");
+    run_cmd(cargo().args(["build", "--workspace", "--bins"]))?;
+    catch_stop_signals()?;
+
+    println!("\n==> starting the collector and an agent per node (logs in {DIR}) …");
+    let options = ClusterOptions {
+        // Ctrl-C reaches only us and `ktrail watch`; we stop the rest in order.
+        own_process_group: true,
+        dir: Some(DIR.into()),
+        ..ClusterOptions::default()
+    };
+    let cluster = TwoNodes::start(options)?;
+    let mut server = cluster.spawn_server()?;
+    let mut kubelet = cluster.spawn_kubelet(0, 1000)?;
+    println!(
+        "\n==> kubelet ({WORKER}) -> kube-apiserver ({CONTROL}): GET {} every second\n\
+         ==> ktrail watch (Ctrl-C to stop and clean up)\n",
+        TwoNodes::pods_url()
+    );
+    let mut watch = ChildGuard::spawn_inherit("ktrail watch", cluster.cli(["watch"]))?;
+
+    let mut cluster = cluster;
+    let ended = loop {
+        if STOP.load(Ordering::SeqCst) {
+            break None;
+        }
+        if let Some(status) = watch.try_status()? {
+            break Some(format!("ktrail watch exited ({status})"));
+        }
+        let died = [&mut server, &mut kubelet]
+            .into_iter()
+            .find_map(|child| child.ensure_running().err())
+            .or_else(|| cluster.ensure_running().err());
+        if let Some(e) = died {
+            break Some(format!("{e:#}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    println!("\n==> stopping …");
+    if let Some(reason) = &ended {
+        eprintln!("{reason}");
+    }
+    drop(watch);
+    drop(kubelet);
+    drop(server);
+    drop(cluster);
+    println!(
+        "==> stopped; namespaces removed; logs in {}",
+        Path::new(DIR).display()
+    );
+    match ended {
+        None => Ok(()),
+        Some(reason) => Err(anyhow::anyhow!("the demo stopped early: {reason}")),
+    }
+}
