@@ -1,0 +1,81 @@
+//! Which syscalls move data, open or close a connection.
+
+use ktrail_proto::v1::{event::Body, Event, FdKind};
+
+/// What a syscall means for hop assembly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallClass {
+    Send,
+    Recv,
+    Connect,
+    Accept,
+    Close,
+    Other,
+}
+
+/// Classifies a syscall by its strace name.
+pub fn classify(name: &str) -> SyscallClass {
+    match name {
+        "write" | "writev" | "pwrite64" | "pwritev" | "pwritev2" | "send" | "sendto"
+        | "sendmsg" | "sendmmsg" | "sendfile" | "sendfile64" | "splice" => SyscallClass::Send,
+        "read" | "readv" | "pread64" | "preadv" | "preadv2" | "recv" | "recvfrom" | "recvmsg"
+        | "recvmmsg" => SyscallClass::Recv,
+        "connect" => SyscallClass::Connect,
+        "accept" | "accept4" => SyscallClass::Accept,
+        "close" => SyscallClass::Close,
+        _ => SyscallClass::Other,
+    }
+}
+
+/// Whether an event can contribute to a hop: a syscall on an inet/unix socket,
+/// or a TCP state change. Everything else can skip the assembler.
+pub fn is_relevant(event: &Event) -> bool {
+    match &event.body {
+        Some(Body::TcpState(_)) => true,
+        Some(Body::Syscall(sc)) => {
+            classify(&sc.name) != SyscallClass::Other
+                && sc.socket.as_ref().is_some_and(|s| {
+                    s.kind == FdKind::Socket as i32
+                        && matches!(s.family.as_str(), "inet" | "inet6" | "unix")
+                })
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ktrail_proto::v1::{ProcessExit, Socket, SyscallEvent};
+
+    #[test]
+    fn names_map_to_classes() {
+        assert_eq!(classify("write"), SyscallClass::Send);
+        assert_eq!(classify("recvfrom"), SyscallClass::Recv);
+        assert_eq!(classify("accept4"), SyscallClass::Accept);
+        assert_eq!(classify("openat"), SyscallClass::Other);
+    }
+
+    #[test]
+    fn only_socket_syscalls_and_tcp_states_are_relevant() {
+        let mut ev = Event {
+            body: Some(Body::Syscall(SyscallEvent {
+                name: "write".into(),
+                socket: Some(Socket {
+                    kind: FdKind::Socket as i32,
+                    family: "inet".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert!(is_relevant(&ev));
+        if let Some(Body::Syscall(sc)) = &mut ev.body {
+            sc.socket = None;
+        }
+        assert!(!is_relevant(&ev));
+        ev.body = Some(Body::Exit(ProcessExit { group_dead: true }));
+        assert!(!is_relevant(&ev));
+    }
+}

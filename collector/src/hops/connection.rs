@@ -1,0 +1,391 @@
+//! One connection: its sides, and pairing their exchanges into hops.
+
+use ktrail_proto::v1::EventRef;
+
+use super::endpoint::{ConnectionKey, LocalId};
+use super::exchange::{is_complete, split, Completion};
+use super::roles::{self, RoleHint};
+use super::run::Run;
+use super::side::{Role, Side, SideIdentity};
+
+/// Events kept per connection for its next hop (TCP state changes).
+const MAX_CONN_REFS: usize = 32;
+
+/// Timing of pairing, all on the collector clock.
+#[derive(Clone, Copy, Debug)]
+pub struct PairTiming {
+    pub completion: Completion,
+    /// How long a complete exchange waits for the other side to show up.
+    pub missing_side_wait_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairKind {
+    RequestResponse,
+    Connection,
+}
+
+/// One end's share of a hop. `request` is what travelled from client to server
+/// as this end saw it (sends for the client, receives for the server).
+#[derive(Clone, Debug, Default)]
+pub struct EndPart {
+    /// `None` when no agent saw this end.
+    pub ident: Option<SideIdentity>,
+    pub request: Option<Run>,
+    pub response: Option<Run>,
+    pub event_span: Option<(u64, u64)>,
+}
+
+/// Everything needed to build one hop.
+#[derive(Clone, Debug)]
+pub struct PairReady {
+    pub protocol: &'static str,
+    pub kind: PairKind,
+    pub client: EndPart,
+    pub server: EndPart,
+    pub refs: Vec<EventRef>,
+}
+
+/// Where one role's side stands for the exchange being paired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExState {
+    /// No side of this role is known.
+    Absent,
+    /// The side is known but has not shown this exchange (yet).
+    Missing,
+    Pending,
+    Complete,
+}
+
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub key: ConnectionKey,
+    pub sides: Vec<Side>,
+    hints: Vec<RoleHint>,
+    pending_refs: Vec<EventRef>,
+    /// Exchanges paired so far: the index of the next one.
+    pub pairs_emitted: usize,
+    head_wait_since: Option<u64>,
+    /// Per role (client, server): the side never showed up within the wait
+    /// once, so later exchanges need not wait for it again.
+    absent_confirmed: [bool; 2],
+    first_close_at: Option<u64>,
+    connection_hop_emitted: bool,
+    /// Set by a TCP `CLOSE` when no side is known.
+    tcp_closed: bool,
+    locked: [Option<usize>; 2],
+    pub last_activity: u64,
+    /// Collector clock since when [`Connection::is_finished`] holds.
+    pub finished_since: Option<u64>,
+}
+
+fn role_index(role: Role) -> usize {
+    match role {
+        Role::Client => 0,
+        Role::Server => 1,
+    }
+}
+
+impl Connection {
+    pub fn new(key: ConnectionKey, now: u64) -> Self {
+        Self {
+            key,
+            sides: Vec::new(),
+            hints: Vec::new(),
+            pending_refs: Vec::new(),
+            pairs_emitted: 0,
+            head_wait_since: None,
+            absent_confirmed: [false; 2],
+            first_close_at: None,
+            connection_hop_emitted: false,
+            tcp_closed: false,
+            locked: [None; 2],
+            last_activity: now,
+            finished_since: None,
+        }
+    }
+
+    pub fn side_index(&self, node: &str, pid: u32, local_id: &LocalId) -> Option<usize> {
+        self.sides
+            .iter()
+            .position(|s| s.ident.node == node && s.ident.pid == pid && &s.local_id == local_id)
+    }
+
+    /// An opening event for `node`/`local_id` by `pid` starts a new connection
+    /// on the same key: that endpoint was closed, and not by a process that is
+    /// still using it.
+    pub fn is_reused_by(&self, node: &str, pid: u32, local_id: &LocalId) -> bool {
+        let same_end = |s: &&Side| s.ident.node == node && &s.local_id == local_id;
+        let endpoint_closed = self.sides.iter().filter(same_end).any(|s| s.closed);
+        let own_open = self
+            .sides
+            .iter()
+            .filter(same_end)
+            .any(|s| s.ident.pid == pid && !s.closed);
+        endpoint_closed && !own_open
+    }
+
+    pub fn add_side(&mut self, side: Side) -> usize {
+        self.sides.push(side);
+        self.sides.len() - 1
+    }
+
+    pub fn add_hint(&mut self, node: &str, local_id: &LocalId, role: Role) {
+        self.hints
+            .retain(|h| !(h.node == node && &h.local_id == local_id));
+        self.hints.push(RoleHint {
+            node: node.to_owned(),
+            local_id: local_id.clone(),
+            role,
+        });
+    }
+
+    pub fn push_ref(&mut self, r: EventRef) {
+        if self.pending_refs.len() < MAX_CONN_REFS {
+            self.pending_refs.push(r);
+        }
+    }
+
+    pub fn close_side(&mut self, idx: usize, now: u64) {
+        if let Some(side) = self.sides.get_mut(idx) {
+            side.closed = true;
+            self.first_close_at.get_or_insert(now);
+        }
+    }
+
+    /// A TCP `CLOSE` for an endpoint closes every side using it.
+    pub fn close_endpoint(&mut self, node: &str, local_id: &LocalId, now: u64) {
+        self.tcp_closed = true;
+        for i in 0..self.sides.len() {
+            if self.sides[i].ident.node == node && &self.sides[i].local_id == local_id {
+                self.close_side(i, now);
+            }
+        }
+    }
+
+    fn any_data(&self) -> bool {
+        self.sides.iter().any(Side::data_seen)
+    }
+
+    /// Something could still become a hop.
+    pub fn has_pending(&self) -> bool {
+        self.sides.iter().any(|s| !s.runs.is_empty()) || self.connection_hop_due()
+    }
+
+    fn connection_hop_due(&self) -> bool {
+        !self.connection_hop_emitted
+            && !self.sides.is_empty()
+            && self.first_close_at.is_some()
+            && !self.any_data()
+    }
+
+    /// Closed on every known side (or by TCP) with nothing left to emit.
+    pub fn is_finished(&self) -> bool {
+        let closed = if self.sides.is_empty() {
+            self.tcp_closed
+        } else {
+            self.sides.iter().all(|s| s.closed)
+        };
+        closed && !self.has_pending()
+    }
+
+    fn pick_sides(&self) -> (Option<usize>, Option<usize>) {
+        let roles = roles::resolve(&self.sides, &self.hints);
+        let client = self.locked[0].or_else(|| roles::pick(&self.sides, &roles, Role::Client));
+        let server = self.locked[1].or_else(|| roles::pick(&self.sides, &roles, Role::Server));
+        match (client, server) {
+            (Some(c), Some(s)) if c == s => (Some(c), None),
+            other => other,
+        }
+    }
+
+    /// Emits every hop that is ready at `now`.
+    pub fn poll(&mut self, now: u64, t: &PairTiming, out: &mut Vec<PairReady>) {
+        self.poll_connection_hop(now, t, false, out);
+        loop {
+            let (ci, si) = self.pick_sides();
+            if ci.is_none() && si.is_none() {
+                return;
+            }
+            let p = self.pairs_emitted;
+            self.drop_stale(ci, Role::Client, p, now, t, false);
+            self.drop_stale(si, Role::Server, p, now, t, false);
+            let cs = self.state(ci, Role::Client, p, now, t);
+            let ss = self.state(si, Role::Server, p, now, t);
+            use ExState::*;
+            let emit = match (cs, ss) {
+                (Complete, Complete) => true,
+                (Complete, Absent | Missing) | (Absent | Missing, Complete) => {
+                    let waiting = if cs == Complete { ss } else { cs };
+                    let waiting_role = if cs == Complete {
+                        Role::Server
+                    } else {
+                        Role::Client
+                    };
+                    if waiting == Absent && self.absent_confirmed[role_index(waiting_role)] {
+                        true
+                    } else {
+                        let since = *self.head_wait_since.get_or_insert(now);
+                        let due = now.saturating_sub(since) >= t.missing_side_wait_ns;
+                        if due && waiting == Absent {
+                            self.absent_confirmed[role_index(waiting_role)] = true;
+                        }
+                        due
+                    }
+                }
+                _ => {
+                    self.head_wait_since = None;
+                    false
+                }
+            };
+            if !emit {
+                return;
+            }
+            let pair = self.take_pair(ci, si, cs == Complete, ss == Complete);
+            out.push(pair);
+        }
+    }
+
+    /// Emits everything left, complete or not (eviction, shutdown).
+    pub fn finalize(&mut self, now: u64, t: &PairTiming, out: &mut Vec<PairReady>) {
+        self.poll_connection_hop(now, t, true, out);
+        loop {
+            let (ci, si) = self.pick_sides();
+            let p = self.pairs_emitted;
+            self.drop_stale(ci, Role::Client, p, now, t, true);
+            self.drop_stale(si, Role::Server, p, now, t, true);
+            let has = |idx: Option<usize>| idx.is_some_and(|i| !self.sides[i].runs.is_empty());
+            let (c, s) = (has(ci), has(si));
+            if !c && !s {
+                return;
+            }
+            let pair = self.take_pair(ci, si, c, s);
+            out.push(pair);
+        }
+    }
+
+    fn poll_connection_hop(
+        &mut self,
+        now: u64,
+        t: &PairTiming,
+        force: bool,
+        out: &mut Vec<PairReady>,
+    ) {
+        if !self.connection_hop_due() {
+            return;
+        }
+        // Both ends known and closed: nothing more to wait for. Otherwise give
+        // the other end's agent the usual time to show up.
+        let all_closed = self.sides.iter().all(|s| s.closed);
+        let both_ends = self.sides.iter().any(|s| {
+            s.ident.node != self.sides[0].ident.node || s.local_id != self.sides[0].local_id
+        });
+        let since = self.first_close_at.unwrap_or(now);
+        let ready = force || (all_closed && both_ends);
+        if !ready && now.saturating_sub(since) < t.missing_side_wait_ns {
+            return;
+        }
+        let (mut ci, mut si) = self.pick_sides();
+        if ci.is_none() && si.is_none() {
+            // Nothing tells the roles: the first side seen is taken as the client.
+            ci = Some(0);
+            si = self.sides.iter().position(|s| {
+                s.local_id != self.sides[0].local_id || s.ident.node != self.sides[0].ident.node
+            });
+        }
+        let mut pair = self.take_pair(ci, si, false, false);
+        pair.kind = PairKind::Connection;
+        // A connection hop is not an exchange: later data pairs from index 0.
+        self.pairs_emitted -= 1;
+        self.connection_hop_emitted = true;
+        out.push(pair);
+    }
+
+    /// Drops a side's exchanges that were paired without it (it showed up late).
+    fn drop_stale(
+        &mut self,
+        idx: Option<usize>,
+        role: Role,
+        p: usize,
+        now: u64,
+        t: &PairTiming,
+        force: bool,
+    ) {
+        let Some(i) = idx else { return };
+        let side = &mut self.sides[i];
+        while side.dropped_exchanges < p {
+            let spans = split(&side.runs, role);
+            if spans.is_empty() || !(force || is_complete(side, &spans, 0, now, t.completion)) {
+                return;
+            }
+            side.runs.drain(..spans[0].run_count());
+            side.dropped_exchanges += 1;
+        }
+    }
+
+    fn state(&self, idx: Option<usize>, role: Role, p: usize, now: u64, t: &PairTiming) -> ExState {
+        let Some(i) = idx else { return ExState::Absent };
+        let side = &self.sides[i];
+        if side.dropped_exchanges < p {
+            return ExState::Pending;
+        }
+        let spans = split(&side.runs, role);
+        let local = p - side.dropped_exchanges;
+        if local >= spans.len() {
+            ExState::Missing
+        } else if is_complete(side, &spans, local, now, t.completion) {
+            ExState::Complete
+        } else {
+            ExState::Pending
+        }
+    }
+
+    fn take_end(&mut self, idx: Option<usize>, role: Role, take: bool) -> EndPart {
+        let Some(i) = idx else {
+            return EndPart::default();
+        };
+        self.locked[role_index(role)] = Some(i);
+        let side = &mut self.sides[i];
+        side.locked_role = Some(role);
+        let mut part = EndPart {
+            ident: Some(side.ident.clone()),
+            event_span: side.event_span(),
+            ..EndPart::default()
+        };
+        if take {
+            if let Some(span) = split(&side.runs, role).first().copied() {
+                let mut runs = side.runs.drain(..span.run_count());
+                if span.request.is_some() {
+                    part.request = runs.next();
+                }
+                part.response = runs.next();
+                side.dropped_exchanges += 1;
+            }
+        }
+        part
+    }
+
+    fn take_pair(
+        &mut self,
+        ci: Option<usize>,
+        si: Option<usize>,
+        take_c: bool,
+        take_s: bool,
+    ) -> PairReady {
+        let client = self.take_end(ci, Role::Client, take_c);
+        let server = self.take_end(si, Role::Server, take_s);
+        let mut refs = std::mem::take(&mut self.pending_refs);
+        for side in &mut self.sides {
+            refs.append(&mut side.pending_refs);
+        }
+        self.pairs_emitted += 1;
+        self.head_wait_since = None;
+        PairReady {
+            protocol: self.key.protocol(),
+            kind: PairKind::RequestResponse,
+            client,
+            server,
+            refs,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Deciding which side of a connection is the client.
+//!
+//! In order of strength: a role already used in a hop; a hint for the side's own
+//! endpoint (`connect` → client, `accept` → server, TCP `SYN_SENT`/`SYN_RECV` →
+//! `ESTABLISHED`); the opposite of a hint for another endpoint; and last, data:
+//! the endpoint seen sending first is the client, every other one the server (a
+//! lone side that only received so far is a server: its unseen peer spoke first).
+
+use super::endpoint::LocalId;
+use super::run::Direction;
+use super::side::{Role, Side};
+
+/// A role learnt for an endpoint (node + local end) of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleHint {
+    pub node: String,
+    pub local_id: LocalId,
+    pub role: Role,
+}
+
+fn same_endpoint(side: &Side, node: &str, local_id: &LocalId) -> bool {
+    side.ident.node == node && &side.local_id == local_id
+}
+
+/// The role of each side, `None` while nothing tells.
+pub fn resolve(sides: &[Side], hints: &[RoleHint]) -> Vec<Option<Role>> {
+    let strong: Vec<Option<Role>> = sides
+        .iter()
+        .map(|side| {
+            side.locked_role
+                .or_else(|| {
+                    hints
+                        .iter()
+                        .find(|h| same_endpoint(side, &h.node, &h.local_id))
+                        .map(|h| h.role)
+                })
+                .or_else(|| {
+                    hints
+                        .iter()
+                        .find(|h| !same_endpoint(side, &h.node, &h.local_id))
+                        .map(|h| h.role.opposite())
+                })
+        })
+        .collect();
+    // A locked side tells the others what they are, like a hint.
+    let anchor = sides
+        .iter()
+        .zip(&strong)
+        .find_map(|(s, r)| r.map(|r| (s.ident.node.as_str(), &s.local_id, r)));
+    let first_sender = sides
+        .iter()
+        .filter_map(|s| match s.first_data {
+            Some((Direction::Send, arrival)) => Some((arrival, s)),
+            _ => None,
+        })
+        .min_by_key(|(arrival, _)| *arrival)
+        .map(|(_, s)| (s.ident.node.as_str(), &s.local_id));
+    sides
+        .iter()
+        .zip(strong)
+        .map(|(side, strong)| {
+            if strong.is_some() {
+                return strong;
+            }
+            if let Some((node, local_id, role)) = anchor {
+                return Some(if same_endpoint(side, node, local_id) {
+                    role
+                } else {
+                    role.opposite()
+                });
+            }
+            side.first_data?;
+            Some(match first_sender {
+                Some((node, local_id)) if same_endpoint(side, node, local_id) => Role::Client,
+                _ => Role::Server,
+            })
+        })
+        .collect()
+}
+
+/// The side to pair for `role`: one that carried data, else the first one.
+pub fn pick(sides: &[Side], roles: &[Option<Role>], role: Role) -> Option<usize> {
+    let mut candidates = roles
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| **r == Some(role))
+        .map(|(i, _)| i);
+    let first = candidates.clone().next();
+    candidates.find(|&i| sides[i].data_seen()).or(first)
+}

@@ -1,0 +1,117 @@
+//! A run: consecutive data transfers in one direction on one side of a connection.
+
+use ktrail_proto::v1::EventRef;
+
+/// Bytes kept of a request or a response.
+pub const CAPTURE_CAP: usize = 4096;
+/// Event references kept per run; a long stream keeps its first ones.
+pub const MAX_REFS_PER_RUN: usize = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Send,
+    Recv,
+}
+
+/// One data transfer as the assembler needs it.
+#[derive(Clone, Debug, Default)]
+pub struct Transfer<'a> {
+    pub timestamp_ns: u64,
+    pub duration_ns: u64,
+    /// Bytes moved (the syscall's positive return value).
+    pub bytes: u64,
+    pub data: &'a [u8],
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub dir: Direction,
+    pub first_ts: u64,
+    /// Latest `timestamp + duration` of the run's transfers.
+    pub last_end: u64,
+    pub bytes: u64,
+    /// The first bytes moved, contiguous, at most [`CAPTURE_CAP`].
+    pub data: Vec<u8>,
+    /// False once a transfer was captured only in part: later bytes would not
+    /// follow on from what we hold.
+    capture_open: bool,
+    pub refs: Vec<EventRef>,
+    pub refs_dropped: u64,
+}
+
+impl Run {
+    pub fn new(dir: Direction, t: &Transfer<'_>, r: EventRef) -> Self {
+        let mut run = Self {
+            dir,
+            first_ts: t.timestamp_ns,
+            last_end: 0,
+            bytes: 0,
+            data: Vec::new(),
+            capture_open: true,
+            refs: Vec::new(),
+            refs_dropped: 0,
+        };
+        run.add(t, r);
+        run
+    }
+
+    pub fn add(&mut self, t: &Transfer<'_>, r: EventRef) {
+        self.first_ts = self.first_ts.min(t.timestamp_ns);
+        self.last_end = self
+            .last_end
+            .max(t.timestamp_ns.saturating_add(t.duration_ns));
+        self.bytes = self.bytes.saturating_add(t.bytes);
+        if self.capture_open {
+            let moved = usize::try_from(t.bytes).unwrap_or(usize::MAX);
+            let have = t.data.len().min(moved);
+            let room = CAPTURE_CAP - self.data.len();
+            self.data.extend_from_slice(&t.data[..have.min(room)]);
+            if t.truncated || have < moved || self.data.len() >= CAPTURE_CAP {
+                self.capture_open = false;
+            }
+        }
+        if self.refs.len() < MAX_REFS_PER_RUN {
+            self.refs.push(r);
+        } else {
+            self.refs_dropped += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ts: u64, bytes: u64, data: &[u8]) -> Transfer<'_> {
+        Transfer {
+            timestamp_ns: ts,
+            duration_ns: 10,
+            bytes,
+            data,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn captures_contiguous_bytes_until_a_partial_capture() {
+        let mut run = Run::new(Direction::Send, &t(100, 3, b"abc"), EventRef::default());
+        run.add(&t(200, 5, b"de"), EventRef::default());
+        // "de" was only part of the 5 bytes sent: nothing after it is contiguous.
+        run.add(&t(300, 2, b"zz"), EventRef::default());
+        assert_eq!(run.data, b"abcde");
+        assert_eq!(run.bytes, 10);
+        assert_eq!(run.first_ts, 100);
+        assert_eq!(run.last_end, 310);
+        assert_eq!(run.refs.len(), 3);
+    }
+
+    #[test]
+    fn capture_is_capped() {
+        let big = vec![b'x'; 3000];
+        let mut run = Run::new(Direction::Recv, &t(1, 3000, &big), EventRef::default());
+        run.add(&t(2, 3000, &big), EventRef::default());
+        assert_eq!(run.data.len(), CAPTURE_CAP);
+        assert_eq!(run.bytes, 6000);
+    }
+}

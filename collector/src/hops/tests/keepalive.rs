@@ -1,0 +1,115 @@
+//! Several requests on one connection, and flows.
+
+use super::fixtures::*;
+
+#[test]
+fn keep_alive_requests_pair_in_order() {
+    let mut sim = Sim::new();
+    let (c, s) = http_pair();
+    let paths = ["/a", "/b", "/c"];
+    for (i, p) in paths.iter().enumerate() {
+        let ts = T0 + i as u64 * 10 * MS;
+        let req = format!("GET {p} HTTP/1.1\r\n\r\n");
+        let resp = format!("HTTP/1.1 200 OK\r\n\r\n{p}");
+        sim.feed_all(
+            CLIENT_NODE,
+            client_exchange(&c, ts, req.as_bytes(), resp.as_bytes()),
+        );
+        sim.feed_all(
+            SERVER_NODE,
+            server_exchange(&s, ts, req.as_bytes(), resp.as_bytes()),
+        );
+    }
+    // The next request completes the previous exchange on both sides.
+    assert_eq!(
+        sim.hops.len(),
+        2,
+        "exchanges 0 and 1 are over, 2 waits for quiet"
+    );
+    sim.run_for(150);
+    let hops = sim.take_hops();
+    let summaries: Vec<&str> = hops.iter().map(|h| h.summary.as_str()).collect();
+    assert_eq!(
+        summaries,
+        ["GET /a HTTP/1.1", "GET /b HTTP/1.1", "GET /c HTTP/1.1"]
+    );
+    for (i, hop) in hops.iter().enumerate() {
+        assert_eq!(hop.start_unix_ns, T0 + i as u64 * 10 * MS);
+        assert!(hop.response.ends_with(paths[i].as_bytes()));
+        assert_eq!(hop.events.len(), 4, "two events per side");
+    }
+    assert!(
+        hops.iter().all(|h| h.flow_id == hops[0].flow_id),
+        "one client, no pause: one flow"
+    );
+    assert_ne!(hops[0].id, hops[1].id);
+}
+
+#[test]
+fn a_request_split_over_several_sends_is_one_request() {
+    let mut sim = Sim::new();
+    let (c, s) = http_pair();
+    sim.feed(CLIENT_NODE, c.send(T0, b"POST /x HTTP/1.1\r\n"));
+    sim.feed(CLIENT_NODE, c.send(T0 + 1, b"\r\nbody"));
+    sim.feed(CLIENT_NODE, c.recv(T0 + MS, b"HTTP/1.1 201 "));
+    sim.feed(CLIENT_NODE, c.recv(T0 + MS + 1, b"Created\r\n\r\n"));
+    sim.feed(SERVER_NODE, s.recv(T0, b"POST /x HTTP/1.1\r\n\r\nbody"));
+    sim.feed(
+        SERVER_NODE,
+        s.send(T0 + MS, b"HTTP/1.1 201 Created\r\n\r\n"),
+    );
+    sim.run_for(150);
+    let hops = sim.take_hops();
+    assert_eq!(hops.len(), 1);
+    assert_eq!(hops[0].request, b"POST /x HTTP/1.1\r\n\r\nbody");
+    assert_eq!(hops[0].request_bytes, 24);
+    assert_eq!(hops[0].response, b"HTTP/1.1 201 Created\r\n\r\n");
+}
+
+#[test]
+fn a_slow_server_does_not_split_the_exchange() {
+    let mut sim = Sim::new();
+    let (c, s) = http_pair();
+    sim.feed(CLIENT_NODE, c.send(T0, REQ));
+    sim.feed(SERVER_NODE, s.recv(T0, REQ));
+    sim.run_for(800);
+    assert!(sim.hops.is_empty(), "a request waits for its response");
+    sim.feed(SERVER_NODE, s.send(T0 + 800 * MS, RESP));
+    sim.feed(CLIENT_NODE, c.recv(T0 + 801 * MS, RESP));
+    sim.run_for(150);
+    let hops = sim.take_hops();
+    assert_eq!(hops.len(), 1);
+    assert_eq!(hops[0].response, RESP);
+    assert_eq!(hops[0].duration_ns, 801 * MS + 10_000);
+}
+
+#[test]
+fn a_pause_starts_a_new_flow_and_other_clients_have_their_own() {
+    let mut sim = Sim::new();
+    let (c, s) = http_pair();
+    sim.feed_all(CLIENT_NODE, client_exchange(&c, T0, REQ, RESP));
+    sim.feed_all(SERVER_NODE, server_exchange(&s, T0, REQ, RESP));
+    sim.run_for(150);
+    sim.feed_all(CLIENT_NODE, client_exchange(&c, T0 + 500 * MS, REQ, RESP));
+    sim.feed_all(SERVER_NODE, server_exchange(&s, T0 + 500 * MS, REQ, RESP));
+    sim.run_for(150);
+    sim.feed_all(CLIENT_NODE, client_exchange(&c, T0 + 3_000 * MS, REQ, RESP));
+    sim.feed_all(SERVER_NODE, server_exchange(&s, T0 + 3_000 * MS, REQ, RESP));
+    sim.run_for(150);
+    let other = End::tcp(
+        5000,
+        "wget",
+        ("192.168.56.21", 40000),
+        ("192.168.56.10", 8080),
+    );
+    sim.feed_all(
+        "k8s-worker2",
+        client_exchange(&other, T0 + 3_000 * MS, REQ, RESP),
+    );
+    sim.run_for(700);
+    let hops = sim.take_hops();
+    assert_eq!(hops.len(), 4);
+    assert_eq!(hops[0].flow_id, hops[1].flow_id);
+    assert_ne!(hops[1].flow_id, hops[2].flow_id, "3 s pause");
+    assert_ne!(hops[2].flow_id, hops[3].flow_id, "another process");
+}

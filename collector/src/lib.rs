@@ -1,0 +1,2 @@
+//! ktrail collector library.
+pub mod hops;
