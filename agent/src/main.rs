@@ -6,6 +6,8 @@ mod clock;
 mod convert;
 mod decode;
 mod ebpf;
+#[allow(dead_code)] // wired to uprobes in the Go TLS work (issue 4)
+mod gotls;
 mod metrics;
 mod outbox;
 mod procfs;
