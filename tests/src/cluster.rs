@@ -352,3 +352,15 @@ impl TwoNodes {
         )
     }
 }
+
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        // Ask all agents at once: each may spend a moment flushing to the collector, and
+        // the field drops below then wait for them (SIGKILL after the grace time).
+        for agent in &mut self.agents {
+            if let Err(e) = agent.signal(libc::SIGTERM) {
+                eprintln!("ktrail-tests: {e:#}");
+            }
+        }
+    }
+}

@@ -60,7 +60,7 @@ pub fn run() -> Result<()> {
         dir: Some(DIR.into()),
         ..ClusterOptions::default()
     };
-    let cluster = TwoNodes::start(options)?;
+    let mut cluster = TwoNodes::start(options)?;
     let mut server = cluster.spawn_server()?;
     let mut kubelet = cluster.spawn_kubelet(0, 1000)?;
     println!(
@@ -70,12 +70,16 @@ pub fn run() -> Result<()> {
     );
     let mut watch = ChildGuard::spawn_inherit("ktrail watch", cluster.cli(["watch"]))?;
 
-    let mut cluster = cluster;
     let ended = loop {
         if STOP.load(Ordering::SeqCst) {
             break None;
         }
         if let Some(status) = watch.try_status()? {
+            // Ctrl-C reaches `ktrail watch` too; it may exit before our flag is seen.
+            std::thread::sleep(Duration::from_millis(100));
+            if STOP.load(Ordering::SeqCst) {
+                break None;
+            }
             break Some(format!("ktrail watch exited ({status})"));
         }
         let died = [&mut server, &mut kubelet]
