@@ -193,9 +193,14 @@ pub enum Syscall {
     Execve = 59,
     Openat = 257,
     Accept4 = 288,
+    /// Not a syscall: plaintext passed to Go's `crypto/tls.(*Conn).Write` (uprobe).
+    GoTlsWrite = 1000,
+    /// Not a syscall: plaintext returned by Go's `crypto/tls.(*Conn).Read` (uprobe).
+    GoTlsRead = 1001,
 }
 
 impl Syscall {
+    /// The real syscalls, each with `syscalls:sys_enter_<name>` / `sys_exit_<name>`.
     pub const ALL: [Syscall; 14] = [
         Self::Read,
         Self::Write,
@@ -229,6 +234,8 @@ impl Syscall {
             Self::Execve => "execve",
             Self::Openat => "openat",
             Self::Accept4 => "accept4",
+            Self::GoTlsWrite => "tls_write",
+            Self::GoTlsRead => "tls_read",
         }
     }
 
@@ -236,7 +243,7 @@ impl Syscall {
     pub fn is_send(self) -> bool {
         matches!(
             self,
-            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg
+            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg | Self::GoTlsWrite
         )
     }
 
@@ -244,19 +251,28 @@ impl Syscall {
     pub fn is_receive(self) -> bool {
         matches!(
             self,
-            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::GoTlsRead
         )
+    }
+
+    /// Plaintext seen inside the process (TLS), not bytes on the socket.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::GoTlsWrite | Self::GoTlsRead)
     }
 }
 
 impl TryFrom<u32> for Syscall {
     type Error = UnknownTag;
     fn try_from(v: u32) -> Result<Self, UnknownTag> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|s| *s as u32 == v)
-            .ok_or(UnknownTag(v))
+        match v {
+            1000 => Ok(Self::GoTlsWrite),
+            1001 => Ok(Self::GoTlsRead),
+            _ => Self::ALL
+                .iter()
+                .copied()
+                .find(|s| *s as u32 == v)
+                .ok_or(UnknownTag(v)),
+        }
     }
 }
 
@@ -281,7 +297,10 @@ mod tests {
 
     #[test]
     fn tags_round_trip() {
-        for s in Syscall::ALL {
+        for s in Syscall::ALL
+            .into_iter()
+            .chain([Syscall::GoTlsWrite, Syscall::GoTlsRead])
+        {
             assert_eq!(Syscall::try_from(s as u32), Ok(s));
         }
         assert_eq!(Syscall::try_from(9999), Err(UnknownTag(9999)));
@@ -291,4 +310,25 @@ mod tests {
         assert!(EventKind::try_from(0).is_err());
         assert!(FdKind::try_from(3).is_err());
     }
+}
+
+/// Key of an in-flight Go TLS call: the goroutine (R14 holds `g` in Go's register
+/// ABI), since a goroutine may move between threads while it blocks in Read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoCallKey {
+    pub tgid: u32,
+    /// 0 = Write, 1 = Read.
+    pub direction: u32,
+    pub goroutine: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoCall {
+    pub buf: u64,
+    pub len: u64,
+    pub enter_ns: u64,
+    pub fd: i32,
+    pub _pad: u32,
 }

@@ -8,6 +8,8 @@ pub const DROPS: &str = "DROPS";
 pub const INFLIGHT: &str = "INFLIGHT";
 pub const SCRATCH: &str = "SCRATCH";
 pub const SOCK_OWNERS: &str = "SOCK_OWNERS";
+pub const GO_TLS_CALLS: &str = "GO_TLS_CALLS";
+pub const MAX_GO_TLS_CALLS: u32 = 16_384;
 
 /// Capacity of the ring buffer shared by all CPUs (bytes, a power of two).
 pub const RING_BYTES: u32 = 16 * 1024 * 1024;

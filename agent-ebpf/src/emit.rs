@@ -1,11 +1,22 @@
 //! Helpers shared by the probes: headers, loss counters, config, tracking checks.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        gen,
+    },
 };
-use ktrail_agent_common::{AgentConfig, EventHeader, TrackedProcess};
+use ktrail_agent_common::{
+    maps::{DROP_READ_FAILED, DROP_RINGBUF_FULL},
+    AgentConfig, EventHeader, SyscallEvent, TrackedProcess, FLAG_PAYLOAD_READ_FAILED,
+    FLAG_PAYLOAD_TRUNCATED, MAX_PAYLOAD,
+};
 
-use crate::maps::{CONFIG, DROPS, TRACKED};
+use crate::maps::{SyscallScratch, CONFIG, DROPS, EVENTS, TRACKED};
+
+/// A mask the verifier understands; the real bound is MAX_PAYLOAD (see SyscallScratch).
+const LEN_MASK: u64 = (2 * MAX_PAYLOAD - 1) as u64;
 
 #[inline(always)]
 pub fn count_drop(slot: u32) {
@@ -43,4 +54,43 @@ pub fn fill_header(header: &mut EventHeader, kind: u32, ktime_ns: u64) {
     header.tgid = (pid_tgid >> 32) as u32;
     header.tid = pid_tgid as u32;
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// Copies the first bytes of a user buffer holding `avail` bytes into the payload.
+#[inline(always)]
+pub fn capture_payload(ev: &mut SyscallEvent, cfg: &AgentConfig, buf: u64, avail: u64) {
+    let cap = if cfg.payload_bytes as u64 > MAX_PAYLOAD as u64 {
+        MAX_PAYLOAD as u64
+    } else {
+        cfg.payload_bytes as u64
+    };
+    let mut n = if avail < cap { avail } else { cap };
+    n &= LEN_MASK;
+    let rc = unsafe {
+        gen::bpf_probe_read_user(
+            ev.payload.as_mut_ptr() as *mut c_void,
+            n as u32,
+            buf as *const c_void,
+        )
+    };
+    if rc < 0 {
+        ev.flags |= FLAG_PAYLOAD_READ_FAILED;
+        count_drop(DROP_READ_FAILED);
+    } else {
+        ev.payload_len = n as u32;
+        if avail > n {
+            ev.flags |= FLAG_PAYLOAD_TRUNCATED;
+        }
+    }
+}
+
+/// Sends the header and only the captured part of the payload.
+#[inline(always)]
+pub fn send_syscall_event(scratch: &SyscallScratch) {
+    let len =
+        (SyscallEvent::HEADER_LEN as u64 + (scratch.event.payload_len as u64 & LEN_MASK)) as usize;
+    let bytes = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, len) };
+    if EVENTS.output(bytes, 0).is_err() {
+        count_drop(DROP_RINGBUF_FULL);
+    }
 }

@@ -5,9 +5,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use ktrail_agent_common::{
-    maps::{DROP_SLOTS, MAX_INFLIGHT, MAX_SOCK_OWNERS, MAX_TARGETS, MAX_TRACKED, RING_BYTES},
-    AgentConfig, ProcessEvent, SocketInfo, SyscallEvent, TargetPattern, TrackedProcess,
-    MAX_PAYLOAD,
+    maps::{
+        DROP_SLOTS, MAX_GO_TLS_CALLS, MAX_INFLIGHT, MAX_SOCK_OWNERS, MAX_TARGETS, MAX_TRACKED,
+        RING_BYTES,
+    },
+    AgentConfig, GoCall, GoCallKey, ProcessEvent, SocketInfo, SyscallEvent, TargetPattern,
+    TrackedProcess, MAX_PAYLOAD,
 };
 
 #[map]
@@ -61,3 +64,8 @@ pub static SCRATCH: PerCpuArray<SyscallScratch> = PerCpuArray::with_max_entries(
 
 #[map]
 pub static PROCESS_SCRATCH: PerCpuArray<ProcessEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Go TLS calls between their entry and a return, per goroutine.
+#[map]
+pub static GO_TLS_CALLS: LruHashMap<GoCallKey, GoCall> =
+    LruHashMap::with_max_entries(MAX_GO_TLS_CALLS, 0);

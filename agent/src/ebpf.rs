@@ -2,7 +2,7 @@
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::TracePoint,
+    programs::{TracePoint, UProbe},
     Ebpf,
 };
 use ktrail_agent_common::{
@@ -92,6 +92,19 @@ impl Programs {
                 source: Box::new(source),
             })?;
         Ok(p)
+    }
+
+    pub fn uprobe(&mut self, program: &'static str) -> Result<&mut UProbe, LoadError> {
+        self.ebpf
+            .program_mut(program)
+            .ok_or(LoadError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| LoadError::Attach {
+                program,
+                category: "uprobe",
+                name: "-".into(),
+                source: Box::new(source),
+            })
     }
 
     fn attach(

@@ -6,7 +6,6 @@ mod clock;
 mod convert;
 mod decode;
 mod ebpf;
-#[allow(dead_code)] // wired to uprobes in the Go TLS work (issue 4)
 mod gotls;
 mod metrics;
 mod outbox;
@@ -91,6 +90,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let seeded = programs.seed_tracked(&selected)?;
     programs.attach_syscalls_and_tcp()?;
     info!(node = %node, scope_netns, targets = ?args.targets, tracked_at_start = seeded, "programs attached");
+    let drops = programs.drops_reader()?;
+    let ring = programs.take_ring()?;
+
+    // Go TLS: instrument target binaries on PATH and those already running, before
+    // reporting ready, so a kubectl started right after is seen from its first byte.
+    let mut tls = gotls::attach::GoTlsAttacher::new(programs);
+    if let Err(e) = tls.load() {
+        warn!(error = %e, "Go TLS uprobes unavailable: TLS traffic will show as ciphertext only");
+    }
+    for path in gotls::attach::GoTlsAttacher::binaries_on_path(&targets) {
+        tls.instrument(&path);
+    }
+    for pid in selected.keys() {
+        tls.instrument(std::path::Path::new(&format!("/proc/{pid}/exe")));
+    }
+    let tls_counters = Arc::clone(&tls.counters);
+    let (tls_tx, tls_rx) = std::sync::mpsc::channel::<Option<std::path::PathBuf>>();
+    // Resolving a binary reads and decodes it: keep that off the async runtime.
+    let tls_thread = std::thread::spawn(move || {
+        while let Ok(Some(path)) = tls_rx.recv() {
+            tls.instrument(&path);
+        }
+        // Dropping the attacher drops the programs: every probe is detached here.
+        drop(tls);
+    });
 
     let outbox = Arc::new(Outbox::new(args.buffer_events));
     let metrics = Arc::new(Metrics::default());
@@ -132,7 +156,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             warn!(addr = %metrics_addr, error = %e, "metrics endpoint failed");
         }
     });
-    let drops = programs.drops_reader()?;
     let m = Arc::clone(&metrics);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -142,19 +165,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let ring = programs.take_ring()?;
+    metrics.set_go_tls(tls_counters);
     let reader = reader::Reader::new(
         clock::WallClock::new(args.clock_offset_ms),
         Arc::clone(&outbox),
         Arc::clone(&metrics),
+        tls_tx.clone(),
     );
     tokio::select! {
         r = reader.run(ring) => r.context("reading the ring buffer")?,
         _ = shutdown_signal() => info!("shutting down"),
     }
 
-    // Detach first (dropping the programs), then give the sender a moment to flush.
-    drop(programs);
+    // Detach first (the attacher thread drops the programs), then let the sender flush.
+    let _ = tls_tx.send(None);
+    let _ = tls_thread.join();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while outbox.stats().queued > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

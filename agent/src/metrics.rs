@@ -31,6 +31,7 @@ pub struct Metrics {
     ready: AtomicBool,
     tracked_at_start: AtomicU64,
     kernel: Mutex<KernelDrops>,
+    go_tls: Mutex<Option<Arc<crate::gotls::attach::GoTlsCounters>>>,
 }
 
 impl Metrics {
@@ -59,6 +60,10 @@ impl Metrics {
     pub fn set_kernel_drops(&self, drops: KernelDrops) {
         *self.kernel.lock().unwrap_or_else(|e| e.into_inner()) = drops;
     }
+    pub fn set_go_tls(&self, counters: Arc<crate::gotls::attach::GoTlsCounters>) {
+        *self.go_tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(counters);
+    }
+
     pub fn kernel_drops(&self) -> KernelDrops {
         self.kernel
             .lock()

@@ -25,15 +25,23 @@ pub struct Reader {
     metrics: Arc<Metrics>,
     /// pid → comm, for events raised in softirq context without a name.
     known: HashMap<u32, String>,
+    /// Binaries of newly exec'd tracked processes, for the Go TLS attacher.
+    exec_binaries: std::sync::mpsc::Sender<Option<std::path::PathBuf>>,
 }
 
 impl Reader {
-    pub fn new(clock: WallClock, outbox: Arc<Outbox>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        clock: WallClock,
+        outbox: Arc<Outbox>,
+        metrics: Arc<Metrics>,
+        exec_binaries: std::sync::mpsc::Sender<Option<std::path::PathBuf>>,
+    ) -> Self {
         Self {
             clock,
             outbox,
             metrics,
             known: HashMap::new(),
+            exec_binaries,
         }
     }
 
@@ -66,6 +74,10 @@ impl Reader {
         let execed = matches!(&record, KernelRecord::Exec(_));
         let mut event: Event = convert::to_proto(record, &self.clock);
         if execed {
+            // The magic link reaches the file even inside a container's mount namespace.
+            let _ = self
+                .exec_binaries
+                .send(Some(format!("/proc/{pid}/exe").into()));
             // Exec replaces name, exe and command line: send them fresh.
             let info = procfs::process_info(pid);
             if let Some(i) = &info {

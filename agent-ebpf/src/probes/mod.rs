@@ -1,5 +1,6 @@
 //! One probe per file.
 
+mod go_tls;
 mod inet_sock_set_state;
 mod sched_process_exec;
 mod sched_process_exit;

@@ -8,21 +8,16 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use ktrail_agent_common::{
-    maps::{DROP_READ_FAILED, DROP_RINGBUF_FULL},
-    EventKind, SocketInfo, Syscall, SyscallEvent, AF_UNIX, FLAG_PAYLOAD_READ_FAILED,
-    FLAG_PAYLOAD_TRUNCATED, FLAG_SOCKET_AT_ENTRY, MAX_PAYLOAD,
+    tracepoints::sys::RET, EventKind, SocketInfo, Syscall, SyscallEvent, AF_UNIX,
+    FLAG_PAYLOAD_READ_FAILED, FLAG_SOCKET_AT_ENTRY,
 };
 
 use crate::{
-    emit::{config, count_drop, fill_header},
+    emit::{capture_payload, config, fill_header, send_syscall_event},
     kernel::socket_of_fd,
-    maps::{EVENTS, INFLIGHT, SCRATCH, SOCK_OWNERS},
+    maps::{INFLIGHT, SCRATCH, SOCK_OWNERS},
 };
 
-use ktrail_agent_common::tracepoints::sys::RET;
-
-/// A mask the verifier understands; the real bound is MAX_PAYLOAD (see SyscallScratch).
-const LEN_MASK: u64 = (2 * MAX_PAYLOAD - 1) as u64;
 const MAX_PATH: u32 = 256;
 
 #[repr(C)]
@@ -136,37 +131,10 @@ fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i64> {
             _ => 0,
         };
         if let Some((buf, avail)) = data_buffer(syscall, &entry.args, ret) {
-            let cap = if cfg.payload_bytes as u64 > MAX_PAYLOAD as u64 {
-                MAX_PAYLOAD as u64
-            } else {
-                cfg.payload_bytes as u64
-            };
-            let mut n = if avail < cap { avail } else { cap };
-            n &= LEN_MASK;
-            let rc = unsafe {
-                gen::bpf_probe_read_user(
-                    ev.payload.as_mut_ptr() as *mut c_void,
-                    n as u32,
-                    buf as *const c_void,
-                )
-            };
-            if rc < 0 {
-                ev.flags |= FLAG_PAYLOAD_READ_FAILED;
-                count_drop(DROP_READ_FAILED);
-            } else {
-                ev.payload_len = n as u32;
-                if (ret as u64) > n {
-                    ev.flags |= FLAG_PAYLOAD_TRUNCATED;
-                }
-            }
+            capture_payload(ev, cfg, buf, avail);
         }
     }
-
-    let len = (SyscallEvent::HEADER_LEN as u64 + (ev.payload_len as u64 & LEN_MASK)) as usize;
-    let bytes = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, len) };
-    if EVENTS.output(bytes, 0).is_err() {
-        count_drop(DROP_RINGBUF_FULL);
-    }
+    send_syscall_event(scratch);
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! stacks move, so return probes (uretprobes) are unsafe on Go; `returns.rs` finds each
 //! function's `RET` instructions instead, to probe them directly.
 
+pub mod attach;
 pub mod binary;
 pub mod buildinfo;
 pub mod pclntab;

@@ -105,10 +105,6 @@ impl<'a> Pclntab<'a> {
         Err(PclntabError::NoMagic)
     }
 
-    pub fn len(&self) -> usize {
-        self.nfunc
-    }
-
     /// (entry, offset of the _func record) of functab entry `i` (i ≤ nfunc: the last
     /// entry is the end-of-text sentinel).
     fn functab(&self, i: usize) -> Option<(u64, usize)> {

@@ -1,0 +1,125 @@
+//! Uprobes on Go's `crypto/tls.(*Conn).Write` and `(*Conn).Read`: the plaintext of TLS
+//! connections, read from Go's register ABI (amd64, Go ≥ 1.17).
+//!
+//! At entry: RAX = *Conn, RBX = buffer, RCX = length, R14 = the goroutine `g`. The
+//! arguments are kept per goroutine until one of the function's RET instructions
+//! (found by the agent by decoding the function), where RAX = bytes written/read.
+//! Go moves goroutine stacks, so uretprobes (which patch the return address) are not
+//! an option.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::uprobe,
+    programs::ProbeContext,
+};
+use ktrail_agent_common::{EventKind, GoCall, GoCallKey, SocketInfo, Syscall};
+
+use crate::{
+    emit::{capture_payload, config, fill_header, send_syscall_event, tracked},
+    kernel::socket_of_fd,
+    maps::{GO_TLS_CALLS, SCRATCH},
+};
+
+const WRITE: u32 = 0;
+const READ: u32 = 1;
+
+/// `tls.Conn.conn` (a net.Conn interface) is the first field: its data word at +8
+/// points to a `*net.TCPConn`, whose first field `fd *netFD` leads to `poll.FD`, where
+/// `Sysfd` follows the 16-byte `fdMutex`. Stable since Go 1.12.
+const CONN_IFACE_DATA: u64 = 8;
+const POLL_FD_SYSFD: u64 = 16;
+
+#[uprobe]
+pub fn go_tls_write_entry(ctx: ProbeContext) -> u32 {
+    let _ = try_entry(&ctx, WRITE);
+    0
+}
+
+#[uprobe]
+pub fn go_tls_write_return(ctx: ProbeContext) -> u32 {
+    let _ = try_return(&ctx, WRITE);
+    0
+}
+
+#[uprobe]
+pub fn go_tls_read_entry(ctx: ProbeContext) -> u32 {
+    let _ = try_entry(&ctx, READ);
+    0
+}
+
+#[uprobe]
+pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
+    let _ = try_return(&ctx, READ);
+    0
+}
+
+fn conn_fd(conn: u64) -> Result<i32, i64> {
+    unsafe {
+        let tcp_conn: u64 = bpf_probe_read_user((conn + CONN_IFACE_DATA) as *const u64)?;
+        let net_fd: u64 = bpf_probe_read_user(tcp_conn as *const u64)?;
+        let sysfd: i64 = bpf_probe_read_user((net_fd + POLL_FD_SYSFD) as *const i64)?;
+        Ok(sysfd as i32)
+    }
+}
+
+fn try_entry(ctx: &ProbeContext, direction: u32) -> Result<(), i64> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tracked(tgid).is_none() {
+        return Ok(());
+    }
+    let regs = unsafe { &*ctx.regs };
+    let key = GoCallKey {
+        tgid,
+        direction,
+        goroutine: regs.r14,
+    };
+    let call = GoCall {
+        buf: regs.rbx,
+        len: regs.rcx,
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        fd: conn_fd(regs.rax).unwrap_or(-1),
+        _pad: 0,
+    };
+    // A stack-growth restart of the prologue re-enters with the same values.
+    let _ = GO_TLS_CALLS.insert(&key, &call, 0);
+    Ok(())
+}
+
+fn try_return(ctx: &ProbeContext, direction: u32) -> Result<(), i64> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let regs = unsafe { &*ctx.regs };
+    let key = GoCallKey {
+        tgid,
+        direction,
+        goroutine: regs.r14,
+    };
+    let call = match unsafe { GO_TLS_CALLS.get(&key) } {
+        Some(c) => *c,
+        None => return Ok(()),
+    };
+    let _ = GO_TLS_CALLS.remove(&key);
+    let n = regs.rax as i64;
+    if n <= 0 {
+        return Ok(());
+    }
+    let cfg = config().ok_or(-1i64)?;
+    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
+    let ev = &mut scratch.event;
+    fill_header(&mut ev.header, EventKind::Syscall as u32, call.enter_ns);
+    ev.nr = if direction == WRITE {
+        Syscall::GoTlsWrite as u32
+    } else {
+        Syscall::GoTlsRead as u32
+    };
+    ev.fd = call.fd;
+    ev.ret = n;
+    ev.duration_ns = unsafe { bpf_ktime_get_ns() } - call.enter_ns;
+    ev.requested = call.len;
+    ev.flags = 0;
+    ev.payload_len = 0;
+    ev.socket = SocketInfo::default();
+    let _ = socket_of_fd(&cfg.offsets, call.fd as i64, &mut ev.socket);
+    capture_payload(ev, cfg, call.buf, n as u64);
+    send_syscall_event(scratch);
+    Ok(())
+}

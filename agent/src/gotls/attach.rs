@@ -1,0 +1,194 @@
+//! Attaches the Go TLS uprobes to each traced Go binary, once per file (uprobes hold
+//! for every process that maps the file; the kernel side filters on TRACKED).
+//!
+//! A short-lived `kubectl` may finish its first request before the agent has seen its
+//! exec, so target binaries on PATH are instrumented at start, before they run.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+};
+
+use aya::programs::UProbe;
+use ktrail_agent_common::TargetPattern;
+use tracing::{debug, info, warn};
+
+use super::binary::{GoBinary, GoTlsFunctions, ResolveError};
+use crate::{ebpf::Programs, scan::comm_bytes};
+
+pub const PROGRAMS: [&str; 4] = [
+    "go_tls_write_entry",
+    "go_tls_write_return",
+    "go_tls_read_entry",
+    "go_tls_read_return",
+];
+
+#[derive(Debug, Default)]
+pub struct GoTlsCounters {
+    pub attached: AtomicU64,
+    pub not_go: AtomicU64,
+    pub no_tls: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Attached { go_version: String, probes: usize },
+    NotGo,
+    NoTls,
+    Failed(String),
+}
+
+pub struct GoTlsAttacher {
+    programs: Programs,
+    /// False when the uprobe programs could not be loaded: nothing is attached.
+    enabled: bool,
+    /// (device, inode) → what happened, so each file is handled once.
+    done: HashMap<(u64, u64), Outcome>,
+    pub counters: Arc<GoTlsCounters>,
+}
+
+impl GoTlsAttacher {
+    pub fn new(programs: Programs) -> Self {
+        Self {
+            programs,
+            enabled: false,
+            done: HashMap::new(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Loads the uprobe programs; until this succeeds `instrument` does nothing.
+    pub fn load(&mut self) -> Result<(), crate::ebpf::LoadError> {
+        for name in PROGRAMS {
+            self.programs.uprobe(name)?.load().map_err(|source| {
+                crate::ebpf::LoadError::Attach {
+                    program: name,
+                    category: "uprobe",
+                    name: "(load)".into(),
+                    source: Box::new(source),
+                }
+            })?;
+        }
+        self.enabled = true;
+        Ok(())
+    }
+
+    /// Instruments the binary at `path` unless that file was handled before.
+    pub fn instrument(&mut self, path: &Path) -> Option<Outcome> {
+        if !self.enabled {
+            return None;
+        }
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let key = (meta.dev(), meta.ino());
+        if let Some(done) = self.done.get(&key) {
+            return Some(done.clone());
+        }
+        let outcome = match GoBinary::open(path).and_then(|b| b.resolve_tls()) {
+            Ok(functions) => match self.attach(path, &functions) {
+                Ok(probes) => {
+                    info!(binary = %path.display(), go_version = %functions.go_version, probes,
+                        "Go TLS plaintext probes attached");
+                    self.counters.attached.fetch_add(1, Relaxed);
+                    Outcome::Attached {
+                        go_version: functions.go_version,
+                        probes,
+                    }
+                }
+                Err(e) => {
+                    warn!(binary = %path.display(), error = %e, "cannot attach Go TLS probes");
+                    self.counters.failed.fetch_add(1, Relaxed);
+                    Outcome::Failed(e.to_string())
+                }
+            },
+            Err(ResolveError::NotGo(..)) | Err(ResolveError::NotElf(..)) => {
+                debug!(binary = %path.display(), "not a Go binary: no TLS plaintext probes");
+                self.counters.not_go.fetch_add(1, Relaxed);
+                Outcome::NotGo
+            }
+            Err(e @ ResolveError::NoFunction { .. }) => {
+                info!(binary = %path.display(), reason = %e, "no Go TLS in this binary");
+                self.counters.no_tls.fetch_add(1, Relaxed);
+                Outcome::NoTls
+            }
+            Err(e) => {
+                warn!(binary = %path.display(), error = %e,
+                    "cannot trace TLS plaintext of this binary; its traffic shows as ciphertext");
+                self.counters.failed.fetch_add(1, Relaxed);
+                Outcome::Failed(e.to_string())
+            }
+        };
+        self.done.insert(key, outcome.clone());
+        Some(outcome)
+    }
+
+    fn attach(
+        &mut self,
+        path: &Path,
+        f: &GoTlsFunctions,
+    ) -> Result<usize, aya::programs::ProgramError> {
+        let mut n = 0;
+        let plan: [(&str, &[u64]); 4] = [
+            ("go_tls_write_entry", std::slice::from_ref(&f.write_offset)),
+            ("go_tls_write_return", &f.write_returns),
+            ("go_tls_read_entry", std::slice::from_ref(&f.read_offset)),
+            ("go_tls_read_return", &f.read_returns),
+        ];
+        for (program, offsets) in plan {
+            let p: &mut UProbe = match self.programs.uprobe(program) {
+                Ok(p) => p,
+                Err(_) => return Err(aya::programs::ProgramError::NotLoaded),
+            };
+            for &offset in offsets {
+                p.attach(None, offset, path, None)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Target binaries found on PATH (and their symlink targets, e.g. kubectl's
+    /// versioned siblings), to instrument before any of them runs.
+    pub fn binaries_on_path(targets: &[TargetPattern]) -> Vec<PathBuf> {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < dirs.len() {
+            let dir = dirs[i].clone();
+            i += 1;
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let comm = comm_bytes(name);
+                if !targets.iter().any(|t| t.matches(&comm)) {
+                    continue;
+                }
+                let Ok(real) = std::fs::canonicalize(entry.path()) else {
+                    continue;
+                };
+                // A dispatcher symlink (kubectl → …/kubectl) leads to siblings too.
+                if let Some(parent) = real.parent() {
+                    if !dirs.iter().any(|d| d == parent) {
+                        dirs.push(parent.to_path_buf());
+                    }
+                }
+                if !out.contains(&real) {
+                    out.push(real);
+                }
+            }
+        }
+        out
+    }
+}
