@@ -1,1 +1,114 @@
-fn main() {}
+//! `ktrail-collector`: the cluster-wide collector of ktrail agents' events.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use ktrail_collector::{Collector, CollectorConfig};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Receives ktrail agents' event streams, stores them, pairs both ends of each
+/// connection into hops, and serves hops, syscalls and agent status to `ktrail`.
+#[derive(Debug, Parser)]
+#[command(name = "ktrail-collector", version)]
+struct Args {
+    /// Address to serve both gRPC services (agents' Ingest and the CLI's Query) on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7700")]
+    listen: SocketAddr,
+
+    /// Directory for the store (DIR/ktrail.redb); created when missing. Reused
+    /// across restarts: agents' sequence numbers survive, so resent events are
+    /// recognised as duplicates.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+
+    /// Most recent hops kept in memory for `ktrail watch --replay` and ListHops.
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    window_hops: u64,
+
+    /// Log format on stderr. Verbosity: RUST_LOG (default "info").
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            r.context("installing the SIGINT handler")?;
+            Ok("SIGINT")
+        }
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let format = args.log_format;
+    init_logging(format);
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match format {
+                LogFormat::Json => tracing::error!(error = %format!("{e:#}"), "collector failed"),
+                LogFormat::Text => eprintln!("ktrail-collector: error: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let window_hops = usize::try_from(args.window_hops).context("--window-hops is too large")?;
+    let cfg = CollectorConfig {
+        window_hops,
+        ..CollectorConfig::new(args.listen, &args.data_dir)
+    };
+    let mut collector = Collector::start(cfg).await.with_context(|| {
+        format!(
+            "starting the collector (--listen {}, --data-dir {})",
+            args.listen,
+            args.data_dir.display()
+        )
+    })?;
+    tokio::select! {
+        signal = wait_for_signal() => {
+            info!(signal = signal?, "stopping");
+        }
+        err = collector.failed() => {
+            return Err(anyhow::Error::new(err).context("the collector stopped"));
+        }
+    }
+    collector.shutdown().await.context("shutting down")?;
+    info!("collector stopped");
+    Ok(())
+}

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use ktrail_proto::v1::{event::Body, Event, EventRef, Hop, SyscallEvent, TcpStateChange};
 
 use super::build::build_hop;
-use super::classify::{classify, SyscallClass};
+use super::classify::{classify, is_tls_plaintext, SyscallClass};
 use super::connection::{Connection, PairReady, PairTiming};
 use super::endpoint::{socket_view, tcp_state_view, ConnectionKey};
 use super::exchange::Completion;
@@ -191,7 +191,11 @@ impl HopAssembler {
                     data: &sc.data,
                     truncated: sc.truncated,
                 };
-                side.push_transfer(dir, &transfer, r, arrival);
+                if is_tls_plaintext(&sc.name) {
+                    side.push_plaintext(dir, &transfer, r, arrival);
+                } else if !side.tls {
+                    side.push_transfer(dir, &transfer, r, arrival);
+                }
             }
             SyscallClass::Connect => {
                 side.push_ref(r);

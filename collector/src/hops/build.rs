@@ -75,9 +75,20 @@ pub fn build_hop(pair: PairReady) -> Hop {
         mut refs,
     } = pair;
     let (start_unix_ns, duration_ns) = timing(&client, &server);
-    // The request as the client sent it, the response as the server sent it.
-    let request = client.request.as_ref().or(server.request.as_ref());
-    let response = server.response.as_ref().or(client.response.as_ref());
+    // The request as the client sent it, the response as the server sent it,
+    // unless only the receiving end saw them in plaintext.
+    let (c_req, s_req) = (client.request.as_ref(), server.request.as_ref());
+    let (c_resp, s_resp) = (client.response.as_ref(), server.response.as_ref());
+    let request = if server.tls && !client.tls {
+        s_req.or(c_req)
+    } else {
+        c_req.or(s_req)
+    };
+    let response = if client.tls && !server.tls {
+        c_resp.or(s_resp)
+    } else {
+        s_resp.or(c_resp)
+    };
     for run in [
         &client.request,
         &client.response,

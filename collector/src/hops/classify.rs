@@ -17,14 +17,22 @@ pub enum SyscallClass {
 pub fn classify(name: &str) -> SyscallClass {
     match name {
         "write" | "writev" | "pwrite64" | "pwritev" | "pwritev2" | "send" | "sendto"
-        | "sendmsg" | "sendmmsg" | "sendfile" | "sendfile64" | "splice" => SyscallClass::Send,
+        | "sendmsg" | "sendmmsg" | "sendfile" | "sendfile64" | "splice" | "tls_write" => {
+            SyscallClass::Send
+        }
         "read" | "readv" | "pread64" | "preadv" | "preadv2" | "recv" | "recvfrom" | "recvmsg"
-        | "recvmmsg" => SyscallClass::Recv,
+        | "recvmmsg" | "tls_read" => SyscallClass::Recv,
         "connect" => SyscallClass::Connect,
         "accept" | "accept4" => SyscallClass::Accept,
         "close" => SyscallClass::Close,
         _ => SyscallClass::Other,
     }
+}
+
+/// Plaintext captured inside a TLS library (e.g. Go's crypto/tls) rather than
+/// at the syscall, which carries the same bytes encrypted.
+pub fn is_tls_plaintext(name: &str) -> bool {
+    name.starts_with("tls_")
 }
 
 /// Whether an event can contribute to a hop: a syscall on an inet/unix socket,

@@ -34,6 +34,8 @@ pub struct EndPart {
     pub request: Option<Run>,
     pub response: Option<Run>,
     pub event_span: Option<(u64, u64)>,
+    /// Its data is TLS plaintext.
+    pub tls: bool,
 }
 
 /// Everything needed to build one hop.
@@ -350,6 +352,7 @@ impl Connection {
         let mut part = EndPart {
             ident: Some(side.ident.clone()),
             event_span: side.event_span(),
+            tls: side.tls,
             ..EndPart::default()
         };
         if take {

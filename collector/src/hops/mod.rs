@@ -16,7 +16,7 @@ mod roles;
 mod run;
 mod side;
 mod summary;
-// pub mod task;
+pub mod task;
 
 #[cfg(test)]
 mod tests;

@@ -56,6 +56,13 @@ impl Run {
         run
     }
 
+    /// Forgets the captured bytes (not the counts): what follows replaces them,
+    /// e.g. TLS plaintext after the encrypted handshake.
+    pub fn restart_capture(&mut self) {
+        self.data.clear();
+        self.capture_open = true;
+    }
+
     pub fn add(&mut self, t: &Transfer<'_>, r: EventRef) {
         self.first_ts = self.first_ts.min(t.timestamp_ns);
         self.last_end = self

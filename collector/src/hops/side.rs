@@ -58,6 +58,8 @@ pub struct Side {
     /// Event-time span of everything seen on this side (for connection hops).
     pub first_ts: u64,
     pub last_ts: u64,
+    /// TLS plaintext was seen: from then on the encrypted syscalls are ignored.
+    pub tls: bool,
 }
 
 impl Side {
@@ -74,6 +76,7 @@ impl Side {
             pending_refs: Vec::new(),
             first_ts: u64::MAX,
             last_ts: 0,
+            tls: false,
         }
     }
 
@@ -90,6 +93,17 @@ impl Side {
 
     pub fn data_seen(&self) -> bool {
         self.first_data.is_some()
+    }
+
+    /// Records TLS plaintext; the side's encrypted transfers are ignored from now.
+    pub fn push_plaintext(&mut self, dir: Direction, t: &Transfer<'_>, r: EventRef, arrival: u64) {
+        if !self.tls {
+            self.tls = true;
+            if let Some(run) = self.runs.back_mut().filter(|run| run.dir == dir) {
+                run.restart_capture();
+            }
+        }
+        self.push_transfer(dir, t, r, arrival);
     }
 
     pub fn push_transfer(&mut self, dir: Direction, t: &Transfer<'_>, r: EventRef, arrival: u64) {

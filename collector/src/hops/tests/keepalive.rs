@@ -113,3 +113,37 @@ fn a_pause_starts_a_new_flow_and_other_clients_have_their_own() {
     assert_ne!(hops[1].flow_id, hops[2].flow_id, "3 s pause");
     assert_ne!(hops[2].flow_id, hops[3].flow_id, "another process");
 }
+
+#[test]
+fn tls_plaintext_replaces_the_encrypted_bytes() {
+    let mut sim = Sim::new();
+    let (c, s) = http_pair();
+    let tls = |ev: ktrail_proto::v1::Event, name: &str| {
+        let mut ev = ev;
+        if let Some(ktrail_proto::v1::event::Body::Syscall(sc)) = &mut ev.body {
+            sc.name = name.into();
+        }
+        ev
+    };
+    // Go's crypto/tls: plaintext through the uprobe, then the record via write().
+    sim.feed(CLIENT_NODE, tls(c.send(T0, REQ), "tls_write"));
+    sim.feed(CLIENT_NODE, c.send(T0 + 1, b"\x17\x03\x03encrypted"));
+    sim.feed(CLIENT_NODE, c.recv(T0 + MS, b"\x17\x03\x03encrypted-reply"));
+    sim.feed(CLIENT_NODE, tls(c.recv(T0 + MS + 1, RESP), "tls_read"));
+    sim.feed_all(
+        SERVER_NODE,
+        server_exchange(
+            &s,
+            T0,
+            b"\x17\x03\x03encrypted",
+            b"\x17\x03\x03encrypted-reply",
+        ),
+    );
+    sim.run_for(150);
+    let hops = sim.take_hops();
+    assert_eq!(hops.len(), 1);
+    assert_eq!(hops[0].request, REQ);
+    assert_eq!(hops[0].summary, "GET /healthz HTTP/1.1");
+    assert_eq!(hops[0].request_bytes, REQ.len() as u64);
+    assert_eq!(hops[0].response, RESP, "the plaintext end is preferred");
+}

@@ -1,0 +1,113 @@
+//! The task that runs the assembler in the collector: fed by ingest, ticked
+//! every 50 ms, publishing hops live and to the store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ktrail_proto::v1::{Event, Hop};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::{AssemblerStats, HopAssembler, HopConfig};
+use crate::live::LiveHub;
+use crate::store::writer::StoreWriter;
+
+/// How often time-based completion runs.
+pub const TICK: Duration = Duration::from_millis(50);
+/// Queue between ingest and the assembler.
+pub const INPUT_QUEUE: usize = 1024;
+
+/// Accepted events of one batch that may matter for hops.
+#[derive(Debug)]
+pub struct HopInput {
+    pub node: Arc<str>,
+    pub agent_id: Arc<str>,
+    pub events: Vec<Event>,
+}
+
+/// Starts the task; it ends, after emitting what is left, when every sender
+/// of its input is dropped.
+pub fn spawn(
+    cfg: HopConfig,
+    live: Arc<LiveHub>,
+    writer: StoreWriter,
+) -> (mpsc::Sender<HopInput>, JoinHandle<AssemblerStats>) {
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    (tx, tokio::spawn(run(cfg, rx, live, writer)))
+}
+
+fn id_seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+async fn run(
+    cfg: HopConfig,
+    mut rx: mpsc::Receiver<HopInput>,
+    live: Arc<LiveHub>,
+    writer: StoreWriter,
+) -> AssemblerStats {
+    let start = Instant::now();
+    let now = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let mut asm = HopAssembler::new(cfg, id_seed());
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut out = Vec::new();
+    let mut reported = asm.stats();
+    loop {
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(input) => {
+                    let t = now();
+                    for event in &input.events {
+                        asm.ingest(&input.node, &input.agent_id, event, t, &mut out);
+                    }
+                }
+                None => break,
+            },
+            _ = ticker.tick() => {
+                asm.tick(now(), &mut out);
+                reported = report(reported, asm.stats());
+            }
+        }
+        publish(&mut out, &live, &writer).await;
+    }
+    asm.flush(now(), &mut out);
+    publish(&mut out, &live, &writer).await;
+    let stats = asm.stats();
+    info!(hops = stats.hops_emitted, "hop assembly stopped");
+    stats
+}
+
+/// Logs evictions since the last report.
+fn report(last: AssemblerStats, now: AssemblerStats) -> AssemblerStats {
+    if now.evicted_cap > last.evicted_cap {
+        warn!(
+            evicted = now.evicted_cap - last.evicted_cap,
+            evicted_total = now.evicted_cap,
+            connections = now.connections,
+            "connection cap reached: least recently active connections evicted"
+        );
+    }
+    if now.evicted_idle > last.evicted_idle {
+        debug!(
+            evicted = now.evicted_idle - last.evicted_idle,
+            connections = now.connections,
+            "idle connections evicted"
+        );
+    }
+    now
+}
+
+async fn publish(out: &mut Vec<Hop>, live: &LiveHub, writer: &StoreWriter) {
+    for hop in out.drain(..) {
+        debug!(hop_id = %hop.id, kind = %hop.kind, summary = %hop.summary, "hop");
+        if writer.write_hop(&hop).await.is_err() {
+            warn!(hop_id = %hop.id, "store writer stopped: hop not stored");
+        }
+        live.publish_hop(hop);
+    }
+}

@@ -1,0 +1,264 @@
+//! One agent's ingest stream after its Hello.
+
+use std::sync::Arc;
+
+use ktrail_proto::v1::agent_message::Body;
+use ktrail_proto::v1::event::Body as EventBody;
+use ktrail_proto::v1::{
+    AgentMessage, Event, EventBatch, Hello, IngestAck, LossReport, TracedEvent,
+};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::encode::encode_stored_event;
+use super::IngestShared;
+use crate::agents::{apply_seq, AgentHandle, SeqVerdict};
+use crate::clock::unix_now_ns;
+use crate::hops::is_relevant;
+use crate::hops::task::HopInput;
+use crate::shutdown;
+use crate::store::writer::{AckTarget, EventsWrite, WriterClosed};
+
+type AckSender = mpsc::UnboundedSender<Result<IngestAck, Status>>;
+
+pub(super) struct AgentStream {
+    shared: Arc<IngestShared>,
+    conn_id: u64,
+    node: Arc<str>,
+    agent_id: Arc<str>,
+    agent: AgentHandle,
+    acks: AckSender,
+}
+
+/// Why a stream stopped being read.
+#[derive(Debug, thiserror::Error)]
+enum StreamEnd {
+    #[error("the store writer has stopped")]
+    Writer(#[from] WriterClosed),
+}
+
+impl AgentStream {
+    /// Registers the agent as connected. Its first ack (after the next commit)
+    /// tells it what the collector already holds, so it can drop those events.
+    pub(super) async fn connect(
+        shared: Arc<IngestShared>,
+        hello: &Hello,
+        conn_id: u64,
+        acks: AckSender,
+    ) -> Result<Self, Status> {
+        let agent = shared.registry.get_or_insert(&hello.agent_id, &hello.node);
+        let stream = Self {
+            conn_id,
+            node: Arc::from(hello.node.as_str()),
+            agent_id: Arc::from(hello.agent_id.as_str()),
+            agent,
+            acks,
+            shared,
+        };
+        let mut state = stream.agent.lock().await;
+        if state.status.node != hello.node {
+            warn!(previous_node = %state.status.node, "agent id seen before on another node");
+            state.status.node.clone_from(&hello.node);
+        }
+        if state.conn_id.is_some() {
+            warn!("agent reconnected while its previous stream looked open; the new stream takes over");
+        }
+        state.status.connected = true;
+        state.conn_id = Some(conn_id);
+        state.status.last_seen_unix_ns = unix_now_ns();
+        info!(
+            agent_version = %hello.agent_version,
+            kernel = %hello.kernel,
+            contiguous_seq = state.status.contiguous_seq,
+            "agent connected"
+        );
+        let write = EventsWrite {
+            agent_id: hello.agent_id.clone(),
+            events: Vec::new(),
+            status: state.status.clone(),
+            ack: Some(stream.ack_target(state.status.contiguous_seq)),
+        };
+        stream
+            .shared
+            .writer
+            .write_events(write)
+            .await
+            .map_err(|_| Status::unavailable("the collector's store is not accepting writes"))?;
+        drop(state);
+        Ok(stream)
+    }
+
+    fn ack_target(&self, acked_seq: u64) -> AckTarget {
+        AckTarget {
+            conn_id: self.conn_id,
+            acked_seq,
+            tx: self.acks.clone(),
+        }
+    }
+
+    pub(super) async fn run(self, mut inbound: Streaming<AgentMessage>) {
+        let stop = shutdown::requested(self.shared.shutdown.clone());
+        tokio::pin!(stop);
+        loop {
+            let message = tokio::select! {
+                () = &mut stop => {
+                    info!("collector shutting down: closing the agent's stream");
+                    break;
+                }
+                message = inbound.message() => message,
+            };
+            let result = match message {
+                Ok(Some(message)) => self.handle(message).await,
+                Ok(None) => {
+                    info!("agent closed its stream");
+                    break;
+                }
+                Err(status) => {
+                    warn!(code = ?status.code(), error = %status.message(), "agent stream failed");
+                    break;
+                }
+            };
+            if let Err(e) = result {
+                warn!(error = %e, "closing the agent's stream");
+                let _ = self.acks.send(Err(Status::unavailable(e.to_string())));
+                break;
+            }
+        }
+        self.disconnect().await;
+    }
+
+    async fn handle(&self, message: AgentMessage) -> Result<(), StreamEnd> {
+        match message.body {
+            Some(Body::Batch(batch)) => self.accept_batch(batch).await,
+            Some(Body::Loss(loss)) => self.record_loss(loss).await,
+            Some(Body::Hello(_)) => {
+                warn!("second Hello on one stream ignored");
+                Ok(())
+            }
+            None => {
+                debug!("empty agent message ignored");
+                Ok(())
+            }
+        }
+    }
+
+    async fn accept_batch(&self, batch: EventBatch) -> Result<(), StreamEnd> {
+        let received = batch.events.len();
+        let mut accepted = Vec::with_capacity(received);
+        {
+            let mut state = self.agent.lock().await;
+            let state = &mut *state;
+            for event in batch.events {
+                match apply_seq(&mut state.status, &mut state.gaps, event.seq) {
+                    SeqVerdict::Duplicate => {}
+                    SeqVerdict::Next => accepted.push(event),
+                    SeqVerdict::Gap { missing } => {
+                        warn!(
+                            seq = event.seq,
+                            missing,
+                            gaps_total = state.gaps,
+                            "sequence gap: events between agent and collector were lost"
+                        );
+                        accepted.push(event);
+                    }
+                }
+            }
+            state.status.last_seen_unix_ns = unix_now_ns();
+            let events = accepted
+                .iter()
+                .map(|e| (e.seq, encode_stored_event(&self.node, e)))
+                .collect();
+            // Queued while the agent is locked: writes of one agent reach the
+            // store in the order its state changed.
+            let write = EventsWrite {
+                agent_id: self.agent_id.to_string(),
+                events,
+                status: state.status.clone(),
+                ack: Some(self.ack_target(state.status.contiguous_seq)),
+            };
+            self.shared.writer.write_events(write).await?;
+        }
+        if accepted.len() < received {
+            debug!(
+                received,
+                accepted = accepted.len(),
+                "duplicate events ignored"
+            );
+        }
+        self.fan_out(accepted).await;
+        Ok(())
+    }
+
+    /// Live tracers get process and syscall events; the assembler gets what
+    /// can make a hop.
+    async fn fan_out(&self, accepted: Vec<Event>) {
+        if self.shared.live.has_tracers() {
+            for event in &accepted {
+                if matches!(
+                    event.body,
+                    Some(
+                        EventBody::Syscall(_)
+                            | EventBody::Exec(_)
+                            | EventBody::Fork(_)
+                            | EventBody::Exit(_)
+                    )
+                ) {
+                    self.shared.live.publish_event(TracedEvent {
+                        node: self.node.to_string(),
+                        event: Some(event.clone()),
+                    });
+                }
+            }
+        }
+        let events: Vec<Event> = accepted.into_iter().filter(is_relevant).collect();
+        if events.is_empty() {
+            return;
+        }
+        let input = HopInput {
+            node: self.node.clone(),
+            agent_id: self.agent_id.clone(),
+            events,
+        };
+        if self.shared.hop_input.send(input).await.is_err() {
+            warn!("hop assembly has stopped: events not paired");
+        }
+    }
+
+    async fn record_loss(&self, loss: LossReport) -> Result<(), StreamEnd> {
+        let mut state = self.agent.lock().await;
+        debug!(
+            last_seq = loss.last_seq,
+            buffer_full = loss.buffer_full,
+            "loss report"
+        );
+        state.status.loss = Some(loss);
+        state.status.last_seen_unix_ns = unix_now_ns();
+        self.shared.writer.write_agent(state.status.clone()).await?;
+        Ok(())
+    }
+
+    async fn disconnect(self) {
+        let mut state = self.agent.lock().await;
+        if state.conn_id == Some(self.conn_id) {
+            state.conn_id = None;
+            state.status.connected = false;
+        }
+        state.status.last_seen_unix_ns = unix_now_ns();
+        if self
+            .shared
+            .writer
+            .write_agent(state.status.clone())
+            .await
+            .is_err()
+        {
+            warn!("store writer stopped: disconnect not stored");
+        }
+        info!(
+            events_received = state.status.events_received,
+            contiguous_seq = state.status.contiguous_seq,
+            duplicates_ignored = state.status.duplicates_ignored,
+            "agent disconnected"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! The `Query` service: live hops (`Watch`), live events (`Trace`), agent
+//! status and recent hops.
+
+// Stream items are `Result<_, Status>` as tonic wants them, large as it is.
+#![allow(clippy::result_large_err)]
+
+mod filter;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use ktrail_proto::v1::query_server::Query;
+use ktrail_proto::v1::{
+    trace_update, watch_update, ListHopsReply, ListHopsRequest, StatusReply, StatusRequest,
+    TraceRequest, TraceUpdate, WatchRequest, WatchUpdate,
+};
+use tokio::sync::watch;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info};
+
+use crate::agents::AgentRegistry;
+use crate::live::LiveHub;
+use crate::shutdown;
+
+pub use filter::TraceFilter;
+
+/// `ListHops` with `limit` 0 returns this many.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[derive(Debug, Clone)]
+pub struct QueryService {
+    registry: Arc<AgentRegistry>,
+    live: Arc<LiveHub>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl QueryService {
+    pub fn new(
+        registry: Arc<AgentRegistry>,
+        live: Arc<LiveHub>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            registry,
+            live,
+            shutdown,
+        }
+    }
+}
+
+fn hop_update(hop: &ktrail_proto::v1::Hop) -> WatchUpdate {
+    WatchUpdate {
+        body: Some(watch_update::Body::Hop(hop.clone())),
+    }
+}
+
+#[tonic::async_trait]
+impl Query for QueryService {
+    type WatchStream = BoxStream<WatchUpdate>;
+    type TraceStream = BoxStream<TraceUpdate>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let replay = request.into_inner().replay as usize;
+        let (replayed, rx) = self.live.watch(replay);
+        info!(replay, replayed = replayed.len(), "watch started");
+        let replayed = futures::stream::iter(replayed.into_iter().map(|hop| Ok(hop_update(&hop))));
+        let live = BroadcastStream::new(rx).map(|item| {
+            Ok(match item {
+                Ok(hop) => hop_update(&hop),
+                Err(BroadcastStreamRecvError::Lagged(skipped)) => {
+                    debug!(skipped, "watcher lagged");
+                    WatchUpdate {
+                        body: Some(watch_update::Body::Lagged(skipped)),
+                    }
+                }
+            })
+        });
+        let stream = replayed
+            .chain(live)
+            .take_until(shutdown::requested(self.shutdown.clone()));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn trace(
+        &self,
+        request: Request<TraceRequest>,
+    ) -> Result<Response<Self::TraceStream>, Status> {
+        let req = request.into_inner();
+        info!(node = %req.node, comm = %req.comm, pid = req.pid, "trace started");
+        let filter = TraceFilter::new(&req);
+        let stream = BroadcastStream::new(self.live.trace())
+            .filter_map(move |item| {
+                let update = match item {
+                    Ok(traced) => filter.matches(&traced).then(|| TraceUpdate {
+                        body: Some(trace_update::Body::Event((*traced).clone())),
+                    }),
+                    Err(BroadcastStreamRecvError::Lagged(skipped)) => Some(TraceUpdate {
+                        body: Some(trace_update::Body::Lagged(skipped)),
+                    }),
+                };
+                futures::future::ready(update.map(Ok))
+            })
+            .take_until(shutdown::requested(self.shutdown.clone()));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        let agents = self.registry.snapshot().await;
+        let events_total = agents.iter().map(|a| a.events_received).sum();
+        Ok(Response::new(StatusReply {
+            agents,
+            hops_total: self.live.hops_total(),
+            events_total,
+        }))
+    }
+
+    async fn list_hops(
+        &self,
+        request: Request<ListHopsRequest>,
+    ) -> Result<Response<ListHopsReply>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => DEFAULT_LIST_LIMIT,
+            n => n as usize,
+        };
+        let hops = self
+            .live
+            .recent_hops(limit)
+            .iter()
+            .map(|h| (**h).clone())
+            .collect();
+        Ok(Response::new(ListHopsReply { hops }))
+    }
+}

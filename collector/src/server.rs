@@ -1,0 +1,236 @@
+//! Starting and stopping the collector: store, writer, hop assembly, and the
+//! gRPC server with both services on one address.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ktrail_proto::v1::ingest_server::IngestServer;
+use ktrail_proto::v1::query_server::QueryServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tracing::{info, warn};
+
+use crate::agents::AgentRegistry;
+use crate::error::{CollectorError, StoreError};
+use crate::hops::{self, AssemblerStats, HopConfig};
+use crate::ingest::IngestService;
+use crate::live::LiveHub;
+use crate::query::QueryService;
+use crate::shutdown;
+use crate::store::writer::{self, WriterConfig, WriterStats};
+use crate::store::Store;
+
+/// Largest agent message accepted (a batch of events with payloads).
+pub const MAX_AGENT_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// How the collector runs.
+#[derive(Clone, Debug)]
+pub struct CollectorConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Hops kept in memory for `Watch` replay and `ListHops`.
+    pub window_hops: usize,
+    pub hops: HopConfig,
+    pub writer: WriterConfig,
+    /// How long each stage of shutdown may take before it is cut short.
+    pub shutdown_grace: Duration,
+}
+
+impl CollectorConfig {
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen,
+            data_dir: data_dir.into(),
+            window_hops: 10_000,
+            hops: HopConfig::default(),
+            writer: WriterConfig::default(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running collector.
+#[derive(Debug)]
+pub struct Collector {
+    local_addr: SocketAddr,
+    store: Store,
+    shutdown_tx: watch::Sender<bool>,
+    grace: Duration,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    hop_task: Option<JoinHandle<AssemblerStats>>,
+    writer: Option<JoinHandle<Result<WriterStats, StoreError>>>,
+}
+
+enum Stopped {
+    Server(Result<Result<(), tonic::transport::Error>, JoinError>),
+    Writer(Result<Result<WriterStats, StoreError>, JoinError>),
+}
+
+async fn join<T>(handle: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
+    match handle {
+        Some(h) => h.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn task_error(task: &'static str, reason: impl ToString) -> CollectorError {
+    CollectorError::Task {
+        task,
+        reason: reason.to_string(),
+    }
+}
+
+impl Collector {
+    /// Opens the store, starts the background tasks and serves `Ingest` and
+    /// `Query` on `cfg.listen` (port 0 picks one: see [`Collector::local_addr`]).
+    pub async fn start(cfg: CollectorConfig) -> Result<Self, CollectorError> {
+        let store = Store::open(&cfg.data_dir)?;
+        let loaded = store.load(cfg.window_hops)?;
+        info!(
+            path = %store.path().display(),
+            agents = loaded.agents.len(),
+            hops_total = loaded.hops_total,
+            "store opened"
+        );
+        let listener =
+            TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|error| CollectorError::Bind {
+                    addr: cfg.listen,
+                    error,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|error| CollectorError::Bind {
+                addr: cfg.listen,
+                error,
+            })?;
+
+        let registry = Arc::new(AgentRegistry::from_stored(loaded.agents));
+        let live = Arc::new(LiveHub::new(
+            cfg.window_hops,
+            loaded.recent_hops,
+            loaded.hops_total,
+        ));
+        let (store_writer, writer_task) = writer::spawn(store.clone(), cfg.writer);
+        let (hop_input, hop_task) = hops::task::spawn(cfg.hops, live.clone(), store_writer.clone());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let ingest = IngestService::new(
+            registry.clone(),
+            live.clone(),
+            store_writer,
+            hop_input,
+            shutdown_rx.clone(),
+        );
+        let query = QueryService::new(registry, live, shutdown_rx.clone());
+        let server = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(IngestServer::new(ingest).max_decoding_message_size(MAX_AGENT_MESSAGE))
+            .add_service(QueryServer::new(query))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                shutdown::requested(shutdown_rx),
+            );
+        let server = tokio::spawn(server);
+        info!(addr = %local_addr, window_hops = cfg.window_hops, "collector listening");
+        Ok(Self {
+            local_addr,
+            store,
+            shutdown_tx,
+            grace: cfg.shutdown_grace,
+            server: Some(server),
+            hop_task: Some(hop_task),
+            writer: Some(writer_task),
+        })
+    }
+
+    /// The address actually listened on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Resolves only if the server or the store writer stops by itself, with
+    /// why. Cancel-safe: use it in a `select!` next to the shutdown signal.
+    pub async fn failed(&mut self) -> CollectorError {
+        let stopped = tokio::select! {
+            r = join(&mut self.server) => Stopped::Server(r),
+            r = join(&mut self.writer) => Stopped::Writer(r),
+        };
+        match stopped {
+            Stopped::Server(r) => {
+                self.server = None;
+                match r {
+                    Ok(Ok(())) => task_error("gRPC server", "stopped unexpectedly"),
+                    Ok(Err(e)) => CollectorError::Serve(e),
+                    Err(e) => task_error("gRPC server", e),
+                }
+            }
+            Stopped::Writer(r) => {
+                self.writer = None;
+                match r {
+                    Ok(Ok(_)) => task_error("store writer", "stopped unexpectedly"),
+                    Ok(Err(e)) => CollectorError::Store(e),
+                    Err(e) => task_error("store writer", e),
+                }
+            }
+        }
+    }
+
+    /// Stops serving (agent streams and watchers are closed), emits the hops
+    /// still being assembled and commits everything to the store.
+    pub async fn shutdown(mut self) -> Result<(), CollectorError> {
+        info!("collector shutting down");
+        let _ = self.shutdown_tx.send(true);
+        if let Some(server) = self.server.take() {
+            let abort = server.abort_handle();
+            match tokio::time::timeout(self.grace, server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(error = %e, "gRPC server ended with an error"),
+                Ok(Err(e)) => warn!(error = %e, "gRPC server task failed"),
+                Err(_) => {
+                    warn!("gRPC server did not stop in time; dropping its connections");
+                    abort.abort();
+                }
+            }
+        }
+        // Hop assembly ends once the ingest streams are gone; the writer once
+        // hop assembly is (each holds the next one's sender).
+        if let Some(task) = self.hop_task.take() {
+            match tokio::time::timeout(self.grace, task).await {
+                Ok(Ok(stats)) => info!(hops = stats.hops_emitted, "hop assembly flushed"),
+                Ok(Err(e)) => warn!(error = %e, "hop assembly task failed"),
+                Err(_) => warn!("hop assembly did not stop in time"),
+            }
+        }
+        let Some(writer) = self.writer.take() else {
+            return Err(task_error("store writer", "had already stopped"));
+        };
+        match tokio::time::timeout(self.grace, writer).await {
+            Ok(Ok(Ok(stats))) => {
+                info!(
+                    commits = stats.commits,
+                    events = stats.events,
+                    hops = stats.hops,
+                    "store flushed"
+                );
+                Ok(())
+            }
+            Ok(Ok(Err(e))) => Err(e.into()),
+            Ok(Err(e)) => Err(task_error("store writer", e)),
+            Err(_) => Err(task_error(
+                "store writer",
+                "did not finish its last commit in time",
+            )),
+        }
+    }
+}
