@@ -1,5 +1,6 @@
 //! `cargo xtask`: ktrail's developer tasks.
 
+mod cluster;
 mod demo;
 mod ebpf;
 mod setup;
@@ -34,6 +35,12 @@ enum Command {
     /// Run setup, start a two-node stand-in cluster and show live hops (Ctrl-C stops)
     #[command(long_about = demo::LONG_ABOUT)]
     Demo,
+    /// A real two-node Kubernetes cluster on this machine: up, down, status, kubeconfig
+    #[command(long_about = cluster::LONG_ABOUT)]
+    Cluster {
+        #[command(subcommand)]
+        action: cluster::Action,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +48,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Test => test::run(),
         Command::Demo => demo::run(),
+        Command::Cluster { action } => cluster::run(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,40 @@
+# Shared settings and helpers for the ktrail local cluster scripts (sourced, not run).
+# shellcheck shell=bash
+
+K8S_VERSION=${K8S_VERSION:-v1.34.4}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+REGISTRY_VERSION=${REGISTRY_VERSION:-v3.1.2}
+CRANE_VERSION=${CRANE_VERSION:-v0.22.1}
+
+CLUSTER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${KTRAIL_CACHE:-/var/cache/ktrail}
+STATE=${KTRAIL_CLUSTER_STATE:-/var/lib/ktrail-cluster}
+RUN=/run/ktrail-cluster
+LOGS=${KTRAIL_CLUSTER_LOGS:-/var/log/ktrail-cluster}
+
+K8S_BIN=$CACHE/kubernetes-$K8S_VERSION/bin
+ETCD_BIN=$CACHE/etcd-$ETCD_VERSION/bin
+REGISTRY_BIN=$CACHE/registry-$REGISTRY_VERSION/bin
+CRANE_BIN=$CACHE/crane-$CRANE_VERSION/bin
+IMAGES_DIR=$CACHE/images
+
+BRIDGE=ktrail-br0
+HOST_IP=192.168.56.1
+CONTROL_IP=192.168.56.10
+WORKER_IP=192.168.56.20
+NODES=(k8s-control k8s-worker)
+SERVICE_CIDR=10.96.0.0/12
+CLUSTER_CIDR=10.244.0.0/16
+REGISTRY_PORT=5000
+REGISTRY=$CONTROL_IP:$REGISTRY_PORT
+PAUSE_IMAGE=registry.k8s.io/pause:3.10.1
+
+export PATH=/usr/local/go/bin:$PATH
+
+node_ip() { case $1 in k8s-control) echo "$CONTROL_IP" ;; k8s-worker) echo "$WORKER_IP" ;; esac; }
+node_pod_cidr() { case $1 in k8s-control) echo 10.244.0.0/24 ;; k8s-worker) echo 10.244.1.0/24 ;; esac; }
+node_veth() { case $1 in k8s-control) echo ktrail-ctl ;; k8s-worker) echo ktrail-wrk ;; esac; }
+
+step() { printf '\n==> %s\n' "$*"; }
+info() { printf '    %s\n' "$*"; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }

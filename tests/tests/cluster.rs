@@ -1,0 +1,311 @@
+//! The local two-node Kubernetes cluster (`cargo xtask cluster`, cluster/*.sh): brings it up
+//! from nothing, checks it works as a cluster, and checks `down` removes everything.
+//!
+//! Ignored by default (it builds Kubernetes on a cold machine, and it owns the network
+//! namespaces k8s-control/k8s-worker, which the two-node tests also use). Run it as root:
+//!
+//!     cargo test -p ktrail-tests --test cluster -- --ignored --nocapture
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ktrail_tests::{run_with_timeout, skip_unless_root, wait_for, workspace_root, Check};
+
+const KUBECONFIG: &str = "/var/lib/ktrail-cluster/admin.conf";
+const POD: &str = "mynginx-trace-test";
+const STEP_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn script(name: &str) -> PathBuf {
+    workspace_root().join("cluster").join(name)
+}
+
+fn run_script(name: &str) -> bool {
+    let start = Instant::now();
+    let status = Command::new("bash")
+        .arg(script(name))
+        .stdin(Stdio::null())
+        .status()
+        .expect("run bash");
+    eprintln!(
+        "[cluster test] {name}: {status} in {:.0}s",
+        start.elapsed().as_secs_f64()
+    );
+    status.success()
+}
+
+/// Takes the cluster down when the test ends, passing or failing.
+struct Down;
+impl Drop for Down {
+    fn drop(&mut self) {
+        if std::env::var_os("KTRAIL_CLUSTER_KEEP").is_none() {
+            run_script("down.sh");
+        }
+    }
+}
+
+fn out(cmd: Command) -> Output {
+    let shown = format!("{cmd:?}");
+    run_with_timeout(cmd, STEP_TIMEOUT).unwrap_or_else(|e| panic!("{shown}: {e:#}"))
+}
+
+fn kubectl(args: &[&str]) -> Output {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig").arg(KUBECONFIG).args(args);
+    out(cmd)
+}
+
+/// kubectl that must succeed; returns stdout.
+fn kubectl_ok(args: &[&str]) -> String {
+    let o = kubectl(args);
+    assert!(
+        o.status.success(),
+        "kubectl {args:?} failed: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command run in a node's network namespace (curl from a "node").
+fn in_node(node: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", node]).args(args);
+    out(cmd)
+}
+
+fn wait_kubectl(what: &str, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    wait_for(what, STEP_TIMEOUT, || {
+        let o = kubectl(args);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() && done(&text) {
+            Ok(Check::Done(text))
+        } else {
+            Ok(Check::NotYet(format!(
+                "{text}{}",
+                String::from_utf8_lossy(&o.stderr)
+            )))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn nothing_left() -> Vec<String> {
+    let mut left = Vec::new();
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns");
+    let netns = String::from_utf8_lossy(&netns.stdout).into_owned();
+    for n in ["k8s-control", "k8s-worker"] {
+        if netns
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(n))
+        {
+            left.push(format!("netns {n}"));
+        }
+    }
+    let link = Command::new("ip")
+        .args(["link", "show", "ktrail-br0"])
+        .output()
+        .expect("ip link");
+    if link.status.success() {
+        left.push("bridge ktrail-br0".into());
+    }
+    let rules = Command::new("iptables")
+        .args(["-S", "FORWARD"])
+        .output()
+        .expect("iptables");
+    if String::from_utf8_lossy(&rules.stdout).contains("ktrail-cluster") {
+        left.push("iptables FORWARD rules".into());
+    }
+    for d in [
+        "/sys/fs/cgroup/pids/ktrail",
+        "/sys/fs/cgroup/memory/ktrail",
+        "/run/ktrail-cluster",
+        "/var/lib/ktrail-cluster",
+    ] {
+        if std::path::Path::new(d).exists() {
+            left.push(d.into());
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if mounts.contains("ktrail-cluster") {
+        left.push("mounts of ktrail-cluster".into());
+    }
+    let ps = Command::new("ps")
+        .args(["-eo", "comm="])
+        .output()
+        .expect("ps");
+    for comm in String::from_utf8_lossy(&ps.stdout).lines() {
+        if [
+            "kube-apiserver",
+            "kubelet",
+            "etcd",
+            "kube-proxy",
+            "kube-scheduler",
+            "containerd-shim",
+        ]
+        .iter()
+        .any(|c| comm.starts_with(c))
+        {
+            left.push(format!("process {comm}"));
+        }
+    }
+    left
+}
+
+#[test]
+#[ignore = "brings up a real Kubernetes cluster (cold: builds it); run with --ignored"]
+fn cluster_up_works_and_down_cleans_up() {
+    skip_unless_root();
+    assert!(run_script("down.sh"), "initial down failed");
+    let down = Down;
+
+    // up.sh bounds each of its waits itself and names the component that failed.
+    assert!(
+        run_script("up.sh"),
+        "cluster up failed (see the message above)"
+    );
+    assert!(
+        run_script("status.sh"),
+        "cluster status is not healthy right after up"
+    );
+
+    // Both nodes Ready; the control-plane node carries kubeadm's taint and label.
+    let nodes = kubectl_ok(&["get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}"]);
+    for n in ["k8s-control", "k8s-worker"] {
+        assert!(
+            nodes.lines().any(|l| l == format!("{n} True")),
+            "node {n} not Ready:\n{nodes}"
+        );
+    }
+    let taints = kubectl_ok(&[
+        "get",
+        "node",
+        "k8s-control",
+        "-o",
+        "jsonpath={.spec.taints}",
+    ]);
+    assert!(
+        taints.contains("node-role.kubernetes.io/control-plane") && taints.contains("NoSchedule"),
+        "control-plane taint missing: {taints}"
+    );
+    let labels = kubectl_ok(&[
+        "get",
+        "node",
+        "k8s-control",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(
+        labels.contains("node-role.kubernetes.io/control-plane"),
+        "label missing: {labels}"
+    );
+
+    // The reference operation: kubectl run X --image=nginx → Running on k8s-worker with an IP.
+    kubectl_ok(&["run", POD, "--image=nginx"]);
+    let pod = wait_kubectl(
+        "mynginx-trace-test Running",
+        &[
+            "get",
+            "pod",
+            POD,
+            "-o",
+            "jsonpath={.status.phase} {.spec.nodeName} {.status.podIP}",
+        ],
+        |t| t.starts_with("Running ") && t.split_whitespace().count() == 3,
+    );
+    let fields: Vec<&str> = pod.split_whitespace().collect();
+    assert_eq!(fields[1], "k8s-worker", "pod placed on {}", fields[1]);
+    let pod_ip = fields[2].to_string();
+    assert!(
+        pod_ip.starts_with("10.244.1."),
+        "pod IP {pod_ip} not in k8s-worker's pod CIDR"
+    );
+    let image = kubectl_ok(&[
+        "get",
+        "pod",
+        POD,
+        "-o",
+        "jsonpath={.status.containerStatuses[0].imageID}",
+    ]);
+    assert!(
+        image.contains("docker.io/library/nginx@sha256:"),
+        "imageID {image}"
+    );
+
+    // The image was pulled through the registry on k8s-control.
+    let registry_log = std::fs::read_to_string("/var/log/ktrail-cluster/k8s-control/registry.log")
+        .unwrap_or_default();
+    assert!(
+        registry_log.contains("/v2/library/nginx/manifests/latest"),
+        "registry log shows no pull of library/nginx"
+    );
+
+    // nginx serves on port 80, reached from the other node (pod CIDR routing).
+    let page = in_node(
+        "k8s-control",
+        &[
+            "curl",
+            "-sf",
+            "--max-time",
+            "10",
+            &format!("http://{pod_ip}/"),
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&page.stdout).contains("Welcome to nginx"),
+        "curl http://{pod_ip}/ from k8s-control: {}",
+        String::from_utf8_lossy(&page.stderr)
+    );
+    // kubectl logs (nginx's access log on stdout) and kubectl exec.
+    let logs = wait_kubectl("nginx access log in kubectl logs", &["logs", POD], |t| {
+        t.contains("GET / HTTP/1.1")
+    });
+    assert!(logs.contains("GET / HTTP/1.1"));
+    let hostname = kubectl_ok(&["exec", POD, "--", "cat", "/etc/hostname"]);
+    assert_eq!(hostname.trim(), POD, "kubectl exec output");
+    kubectl_ok(&["delete", "pod", POD, "--wait=true", "--timeout=120s"]);
+    let gone = kubectl(&["get", "pod", POD]);
+    assert!(!gone.status.success(), "pod still there after delete");
+
+    // A 2-replica Deployment becomes available, and a Service reaches it from the other node.
+    kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    kubectl_ok(&["expose", "deployment", "web", "--port=80"]);
+    let cluster_ip = kubectl_ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(!cluster_ip.is_empty(), "service web has no clusterIP");
+    wait_for("service web answers from k8s-control", STEP_TIMEOUT, || {
+        let o = in_node(
+            "k8s-control",
+            &[
+                "curl",
+                "-sf",
+                "--max-time",
+                "5",
+                &format!("http://{cluster_ip}/"),
+            ],
+        );
+        let body = String::from_utf8_lossy(&o.stdout).into_owned();
+        Ok(if body.contains("Welcome to nginx") {
+            Check::Done(())
+        } else {
+            Check::NotYet(String::from_utf8_lossy(&o.stderr).into_owned())
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    kubectl_ok(&["delete", "service", "web"]);
+    kubectl_ok(&["delete", "deployment", "web"]);
+
+    // down removes everything up made.
+    drop(down);
+    let left = nothing_left();
+    assert!(left.is_empty(), "left after down: {left:?}");
+}
