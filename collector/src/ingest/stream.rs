@@ -73,11 +73,12 @@ impl AgentStream {
             contiguous_seq = state.status.contiguous_seq,
             "agent connected"
         );
+        let held = state.status.contiguous_seq;
         let write = EventsWrite {
             agent_id: hello.agent_id.clone(),
             events: Vec::new(),
             status: state.status.clone(),
-            ack: Some(stream.ack_target(state.status.contiguous_seq)),
+            ack: (held > 0).then(|| stream.ack_target(held)),
         };
         stream
             .shared
