@@ -9,19 +9,27 @@ set -uo pipefail
 [[ $(id -u) == 0 ]] || die "cluster down needs root"
 
 step "stopping cluster processes"
-# Components in reverse start order, politely first.
+# Components: TERM the node agents first (so they do not restart what goes away), then the
+# rest, all at once; KILL whatever has not exited 10 s later.
+declare -A PIDS=()
 for name in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd registry; do
 	for n in "${NODES[@]}"; do
 		f=$RUN/$n.$name.pid
 		[[ -f $f ]] || continue
 		pid=$(cat "$f")
-		if kill -0 "$pid" 2>/dev/null; then
-			kill -TERM "$pid" 2>/dev/null
-			for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-			kill -KILL "$pid" 2>/dev/null && info "$n: $name killed (pid $pid)" || info "$n: $name stopped (pid $pid)"
-		fi
+		kill -0 "$pid" 2>/dev/null && PIDS[$n/$name]=$pid && kill -TERM "$pid" 2>/dev/null
 		rm -f "$f"
 	done
+	[[ $name == kubelet ]] && sleep 1
+done
+for _ in $(seq 1 100); do
+	alive=0
+	for k in "${!PIDS[@]}"; do kill -0 "${PIDS[$k]}" 2>/dev/null && alive=1; done
+	((alive)) || break
+	sleep 0.1
+done
+for k in "${!PIDS[@]}"; do
+	if kill -KILL "${PIDS[$k]}" 2>/dev/null; then info "$k: killed (pid ${PIDS[$k]}, did not exit on TERM)"; else info "$k: stopped (pid ${PIDS[$k]})"; fi
 done
 # Everything else: shims and the pods' processes (in the /ktrail cgroups) and anything left
 # in the nodes' network namespaces.

@@ -92,15 +92,18 @@ build_pause_layer() {
 build_nginx_layer
 build_pause_layer
 
-step "pushing images to the registry at $REGISTRY"
+PUSH_LOG=$LOGS/images-push.log
+step "pushing images to the registry at $REGISTRY (log: $PUSH_LOG)"
+: >"$PUSH_LOG"
 push() { # push REPO TAG LAYER [crane mutate args...]
 	local repo=$1 tag=$2 layer=$3; shift 3
 	local ref=$REGISTRY/$repo:$tag
-	$CRANE append -f "$layer" -t "$ref" >/dev/null
-	$CRANE mutate "$ref" --set-platform linux/amd64 "$@" -t "$ref" >/dev/null
-	info "$ref -> $($CRANE digest "$ref")"
+	{ $CRANE append -f "$layer" -t "$ref" && $CRANE mutate "$ref" --set-platform linux/amd64 "$@" -t "$ref"; } \
+		>>"$PUSH_LOG" 2>&1 || { tail -5 "$PUSH_LOG" >&2; die "pushing $ref failed; log: $PUSH_LOG"; }
+	info "$ref -> $($CRANE digest "$ref" 2>>"$PUSH_LOG")"
 }
 push library/nginx 1.22.1 "$IMAGES_DIR/nginx-layer.tar" \
 	--cmd 'nginx,-g,daemon off;' --exposed-ports 80 -e PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-$CRANE tag "$REGISTRY/library/nginx:1.22.1" latest
+$CRANE tag "$REGISTRY/library/nginx:1.22.1" latest >>"$PUSH_LOG" 2>&1
+info "$REGISTRY/library/nginx:latest -> 1.22.1"
 push pause 3.10.1 "$IMAGES_DIR/pause-layer.tar" --entrypoint /pause

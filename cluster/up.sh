@@ -95,6 +95,9 @@ state = "/run/containerd"
   level = "info"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
+  # This machine withholds CAP_SYS_RESOURCE even from root: no process may lower its
+  # oom_score_adj, so clamp the pause container's -998 (and Guaranteed pods' -997) to ours.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -171,6 +174,7 @@ evictionHard:
   memory.available: 100Mi
   nodefs.available: 2%
   imagefs.available: 2%
+oomScoreAdj: 0
 imageGCHighThresholdPercent: 98
 imageGCLowThresholdPercent: 95
 EOF
@@ -180,6 +184,7 @@ kind: KubeProxyConfiguration
 clientConnection:
   kubeconfig: /etc/kubernetes/kube-proxy.conf
 mode: iptables
+oomScoreAdj: 0
 clusterCIDR: $CLUSTER_CIDR
 hostnameOverride: $n
 bindAddress: $ip
