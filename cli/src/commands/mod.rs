@@ -1,0 +1,5 @@
+//! The subcommands.
+
+pub mod status;
+pub mod trace;
+pub mod watch;

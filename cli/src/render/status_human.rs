@@ -1,0 +1,158 @@
+//! `ktrail status`: an agents table and totals.
+
+use ktrail_proto::v1::{AgentStatus, StatusReply};
+
+use crate::style::{Color, Style};
+use crate::time::local_time_s;
+
+const HEADERS: [&str; 13] = [
+    "NODE",
+    "CONNECTED",
+    "EVENTS",
+    "CONTIG SEQ",
+    "DUPLICATES",
+    "RINGBUF FULL",
+    "INFLIGHT FULL",
+    "TRACKED FULL",
+    "READ FAILED",
+    "BUFFER FULL",
+    "UNDECODABLE",
+    "LAST SEEN",
+    "AGENT",
+];
+
+fn ago(now_ns: u64, then_ns: u64) -> String {
+    if then_ns == 0 {
+        return "never".to_owned();
+    }
+    let secs = now_ns.saturating_sub(then_ns) / 1_000_000_000;
+    let ago = match secs {
+        0..=119 => format!("{secs}s ago"),
+        120..=7199 => format!("{}m ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
+    };
+    format!("{} ({ago})", local_time_s(then_ns))
+}
+
+fn row(a: &AgentStatus, now_ns: u64) -> Vec<String> {
+    let loss = a.loss.clone().unwrap_or_default();
+    vec![
+        a.node.clone(),
+        if a.connected { "yes" } else { "no" }.to_owned(),
+        a.events_received.to_string(),
+        a.contiguous_seq.to_string(),
+        a.duplicates_ignored.to_string(),
+        loss.ringbuf_full_per_cpu.iter().sum::<u64>().to_string(),
+        loss.inflight_full.to_string(),
+        loss.tracked_full.to_string(),
+        loss.read_failed.to_string(),
+        loss.buffer_full.to_string(),
+        loss.undecodable.to_string(),
+        ago(now_ns, a.last_seen_unix_ns),
+        a.agent_id.clone(),
+    ]
+}
+
+/// The table, one agent per line, then a totals line.
+pub fn status_lines(reply: &StatusReply, now_ns: u64, style: &Style) -> Vec<String> {
+    let rows: Vec<Vec<String>> = reply.agents.iter().map(|a| row(a, now_ns)).collect();
+    let widths: Vec<usize> = (0..HEADERS.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([HEADERS[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let format_row = |cells: Vec<String>, paint: &dyn Fn(usize, &str) -> String| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pad = widths[i].saturating_sub(c.chars().count());
+                format!("{}{}", paint(i, c), " ".repeat(pad))
+            })
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    let mut lines = vec![format_row(
+        HEADERS.iter().map(|h| (*h).to_owned()).collect(),
+        &|_, c| style.paint(Color::Bold, c),
+    )];
+    for (r, agent) in rows.into_iter().zip(&reply.agents) {
+        lines.push(format_row(r, &|i, c| match i {
+            1 if agent.connected => style.paint(Color::Green, c),
+            1 => style.paint(Color::Red, c),
+            5..=10 if c != "0" => style.paint(Color::Yellow, c),
+            _ => c.to_owned(),
+        }));
+    }
+    let connected = reply.agents.iter().filter(|a| a.connected).count();
+    lines.push(String::new());
+    lines.push(format!(
+        "agents: {} ({connected} connected)   events: {}   hops: {}",
+        reply.agents.len(),
+        reply.events_total,
+        reply.hops_total
+    ));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ktrail_proto::v1::LossReport;
+
+    #[test]
+    fn a_table_with_aligned_columns_and_totals() {
+        let reply = StatusReply {
+            agents: vec![
+                AgentStatus {
+                    node: "k8s-worker".into(),
+                    agent_id: "agent-1".into(),
+                    connected: true,
+                    events_received: 12345,
+                    contiguous_seq: 12345,
+                    loss: Some(LossReport {
+                        buffer_full: 7,
+                        ..LossReport::default()
+                    }),
+                    last_seen_unix_ns: 1_000_000_000_000,
+                    ..AgentStatus::default()
+                },
+                AgentStatus {
+                    node: "cp".into(),
+                    agent_id: "agent-2".into(),
+                    ..AgentStatus::default()
+                },
+            ],
+            hops_total: 3,
+            events_total: 12345,
+        };
+        let lines = status_lines(&reply, 1_005_000_000_000, &Style::plain());
+        assert!(
+            lines[0].starts_with("NODE        CONNECTED  EVENTS"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("k8s-worker  yes        12345"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].contains("(5s ago)"), "{}", lines[1]);
+        assert!(
+            lines[2].starts_with("cp          no         0"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[2].contains("never"));
+        let col = |line: &str, field: &str| line.find(field).unwrap_or(0);
+        assert_eq!(col(&lines[0], "AGENT"), col(&lines[1], "agent-1"));
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("agents: 2 (1 connected)   events: 12345   hops: 3")
+        );
+    }
+}

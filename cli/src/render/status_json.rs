@@ -1,0 +1,115 @@
+//! `ktrail status --output json` (see docs/json.md).
+
+use ktrail_proto::v1::{AgentStatus, LossReport, StatusReply};
+use serde::Serialize;
+
+use crate::time::rfc3339_utc;
+
+#[derive(Serialize)]
+struct LossJson<'a> {
+    ringbuf_full_per_cpu: &'a [u64],
+    ringbuf_full: u64,
+    inflight_full: u64,
+    tracked_full: u64,
+    read_failed: u64,
+    buffer_full: u64,
+    undecodable: u64,
+    last_seq: u64,
+    sent_unix_ns: u64,
+}
+
+#[derive(Serialize)]
+struct AgentJson<'a> {
+    node: &'a str,
+    agent_id: &'a str,
+    connected: bool,
+    events_received: u64,
+    contiguous_seq: u64,
+    duplicates_ignored: u64,
+    loss: Option<LossJson<'a>>,
+    last_seen_unix_ns: u64,
+    last_seen: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    r#type: &'static str,
+    agents: Vec<AgentJson<'a>>,
+    hops_total: u64,
+    events_total: u64,
+}
+
+fn loss(l: &LossReport) -> LossJson<'_> {
+    LossJson {
+        ringbuf_full_per_cpu: &l.ringbuf_full_per_cpu,
+        ringbuf_full: l.ringbuf_full_per_cpu.iter().sum(),
+        inflight_full: l.inflight_full,
+        tracked_full: l.tracked_full,
+        read_failed: l.read_failed,
+        buffer_full: l.buffer_full,
+        undecodable: l.undecodable,
+        last_seq: l.last_seq,
+        sent_unix_ns: l.sent_unix_ns,
+    }
+}
+
+fn agent(a: &AgentStatus) -> AgentJson<'_> {
+    AgentJson {
+        node: &a.node,
+        agent_id: &a.agent_id,
+        connected: a.connected,
+        events_received: a.events_received,
+        contiguous_seq: a.contiguous_seq,
+        duplicates_ignored: a.duplicates_ignored,
+        loss: a.loss.as_ref().map(loss),
+        last_seen_unix_ns: a.last_seen_unix_ns,
+        last_seen: (a.last_seen_unix_ns > 0).then(|| rfc3339_utc(a.last_seen_unix_ns)),
+    }
+}
+
+/// The whole status as one line of JSON.
+pub fn status_json(reply: &StatusReply) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&StatusJson {
+        r#type: "status",
+        agents: reply.agents.iter().map(agent).collect(),
+        hops_total: reply.hops_total,
+        events_total: reply.events_total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn agents_with_their_loss_counters() {
+        let reply = StatusReply {
+            agents: vec![AgentStatus {
+                node: "k8s-worker".into(),
+                agent_id: "a1".into(),
+                connected: true,
+                events_received: 10,
+                contiguous_seq: 10,
+                duplicates_ignored: 2,
+                loss: Some(LossReport {
+                    ringbuf_full_per_cpu: vec![1, 2],
+                    buffer_full: 3,
+                    last_seq: 10,
+                    ..LossReport::default()
+                }),
+                last_seen_unix_ns: 1_700_000_000_000_000_000,
+            }],
+            hops_total: 4,
+            events_total: 10,
+        };
+        let v: Value = serde_json::from_str(&status_json(&reply).expect("json")).expect("parses");
+        let a = &v["agents"][0];
+        assert_eq!(a["connected"], true);
+        assert_eq!(a["loss"]["ringbuf_full"], 3);
+        assert_eq!(a["loss"]["buffer_full"], 3);
+        assert_eq!(a["loss"]["last_seq"], 10);
+        assert_eq!(a["last_seen"], "2023-11-14T22:13:20.000000000Z");
+        assert_eq!(v["hops_total"], 4);
+    }
+}
