@@ -35,7 +35,7 @@ impl NetnsPair {
     pub fn create() -> Result<Self> {
         let lock = lock_namespaces()?;
         for ns in [CONTROL, WORKER] {
-            delete_if_present(ns)?;
+            remove_stale(ns)?;
         }
         for ns in [CONTROL, WORKER] {
             ip(["netns", "add", ns])?;
@@ -138,6 +138,33 @@ fn lock_namespaces() -> Result<File> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Removes `ns` left behind by a crashed run — but not one that processes still use: that
+/// is the local Kubernetes cluster (`cargo xtask cluster`, same names) or someone else's
+/// run, and deleting it would break them.
+fn remove_stale(ns: &str) -> Result<()> {
+    if !netns_exists(ns)? {
+        return Ok(());
+    }
+    let out = ip_output(["netns", "pids", ns])?;
+    let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} {}", comm.trim())
+        })
+        .collect();
+    if !pids.is_empty() {
+        bail!(
+            "network namespace {ns} exists and is in use by {} process(es) ({}): probably the \
+             local Kubernetes cluster (`cargo xtask cluster down` removes it) or another \
+             ktrail run; not deleting it",
+            pids.len(),
+            pids.join(", ")
+        );
+    }
+    ip(["netns", "delete", ns])
 }
 
 fn delete_if_present(ns: &str) -> Result<()> {

@@ -138,6 +138,33 @@ fn netns_guard_cleans_up() {
 }
 
 #[test]
+fn netns_guard_refuses_to_delete_a_namespace_in_use() {
+    skip_unless_root();
+    drop(NetnsPair::create().expect("start from no namespaces"));
+    let dir = WorkDir::new("netns-in-use").expect("work dir");
+    let out = Command::new("ip")
+        .args(["netns", "add", WORKER])
+        .output()
+        .expect("ip netns add");
+    assert!(out.status.success(), "{out:?}");
+    // A process inside it, like the local cluster's kubelet.
+    let mut cmd = netns_command(WORKER, "sleep");
+    cmd.arg("60");
+    let sleeper = ChildGuard::spawn("sleeper", cmd, dir.path()).expect("spawn sleep");
+
+    let err = NetnsPair::create()
+        .err()
+        .expect("must refuse to delete a namespace in use");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("in use") && msg.contains("sleep"), "{msg}");
+    assert!(netns_exists(WORKER).expect("ip netns list"), "left alone");
+
+    drop(sleeper);
+    drop(NetnsPair::create().expect("unused now: removed as stale and re-created"));
+    assert!(!netns_exists(WORKER).expect("ip netns list"));
+}
+
+#[test]
 fn netns_guard_cleans_up_on_panic() {
     skip_unless_root();
     let result = std::panic::catch_unwind(|| {
