@@ -16,7 +16,7 @@ use crate::store::writer::StoreWriter;
 /// How often time-based completion runs.
 pub const TICK: Duration = Duration::from_millis(50);
 /// Queue between ingest and the assembler.
-pub const INPUT_QUEUE: usize = 1024;
+pub const INPUT_QUEUE: usize = 256;
 
 /// Accepted events of one batch that may matter for hops.
 #[derive(Debug)]

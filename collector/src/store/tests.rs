@@ -111,3 +111,46 @@ fn a_second_open_of_the_same_store_is_refused() {
     let err = Store::open(dir.path()).expect_err("in use");
     assert!(matches!(err, StoreError::InUse { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn many_writes_share_few_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let (w, task) = writer::spawn(store.clone(), WriterConfig::default());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let started = std::time::Instant::now();
+    for seq in 1..=2_000u64 {
+        w.write_events(EventsWrite {
+            agent_id: "a".into(),
+            events: vec![(seq, stored("n", seq))],
+            status: AgentStatus::default(),
+            ack: Some(AckTarget {
+                conn_id: 1,
+                acked_seq: seq,
+                tx: tx.clone(),
+            }),
+        })
+        .await
+        .expect("queued");
+    }
+    let mut last = 0;
+    while last < 2_000 {
+        last = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("acks in time")
+            .expect("ack")
+            .expect("ok")
+            .acked_seq;
+    }
+    let elapsed = started.elapsed();
+    drop(w);
+    let stats = task.await.expect("join").expect("ok");
+    assert_eq!(stats.events, 2_000);
+    // One fsync per ~50 ms, not per write.
+    let bound = elapsed.as_millis() as u64 / 50 + 2;
+    assert!(
+        stats.commits <= bound,
+        "{} commits in {elapsed:?}",
+        stats.commits
+    );
+}

@@ -97,13 +97,17 @@ pub struct WriterConfig {
     pub commit_interval: Duration,
     /// Writes queued before senders wait (backpressure on ingest).
     pub queue: usize,
+    /// A batch stops taking writes at this many bytes and waits for its
+    /// commit time, so memory stays bounded under any load.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             commit_interval: Duration::from_millis(50),
-            queue: 4096,
+            queue: 256,
+            max_batch_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -128,6 +132,7 @@ struct Batch {
     data: BatchData,
     acks: Vec<AckTarget>,
     flushes: Vec<oneshot::Sender<()>>,
+    bytes: usize,
 }
 
 impl Batch {
@@ -135,6 +140,7 @@ impl Batch {
         match op {
             WriteOp::Events(w) => {
                 for (seq, bytes) in w.events {
+                    self.bytes += bytes.len();
                     self.data.events.push((w.agent_id.clone(), seq, bytes));
                 }
                 self.data
@@ -146,7 +152,10 @@ impl Batch {
                 let bytes = status.encode_to_vec();
                 self.data.agents.insert(status.agent_id, bytes);
             }
-            WriteOp::Hop { start, id, bytes } => self.data.hops.push((start, id, bytes)),
+            WriteOp::Hop { start, id, bytes } => {
+                self.bytes += bytes.len();
+                self.data.hops.push((start, id, bytes));
+            }
             WriteOp::Flush(tx) => self.flushes.push(tx),
         }
     }
@@ -175,17 +184,20 @@ async fn run(
         let now = Instant::now();
         let deadline = last_commit.map_or(now, |t| (t + cfg.commit_interval).max(now));
         let deadline = tokio::time::Instant::from_std(deadline);
-        // Take whatever else is queued, and what arrives until the deadline.
-        while let Ok(Some(op)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            batch.push(op);
+        // Take what arrives until the deadline, unless the batch is full:
+        // then the senders wait (the queue is bounded) until this commit.
+        while batch.bytes < cfg.max_batch_bytes {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(op)) => batch.push(op),
+                Ok(None) | Err(_) => break,
+            }
         }
-        while let Ok(op) = rx.try_recv() {
-            batch.push(op);
-        }
+        tokio::time::sleep_until(deadline).await;
         let Batch {
             data,
             acks,
             flushes,
+            ..
         } = batch;
         let (n_events, n_hops) = (data.events.len() as u64, data.hops.len() as u64);
         let started = Instant::now();
