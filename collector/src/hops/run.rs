@@ -24,9 +24,21 @@ pub struct Transfer<'a> {
     pub truncated: bool,
 }
 
+/// When the data of a transfer moved. Syscall timestamps are taken at entry:
+/// right for a send, but a receive may block long before its data arrives
+/// (a keep-alive server waiting for the next request), so for a receive it is
+/// the syscall's end.
+fn data_time(dir: Direction, t: &Transfer<'_>) -> u64 {
+    match dir {
+        Direction::Send => t.timestamp_ns,
+        Direction::Recv => t.timestamp_ns.saturating_add(t.duration_ns),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Run {
     pub dir: Direction,
+    /// When the run's first data moved (see [`data_time`]).
     pub first_ts: u64,
     /// Latest `timestamp + duration` of the run's transfers.
     pub last_end: u64,
@@ -44,7 +56,7 @@ impl Run {
     pub fn new(dir: Direction, t: &Transfer<'_>, r: EventRef) -> Self {
         let mut run = Self {
             dir,
-            first_ts: t.timestamp_ns,
+            first_ts: data_time(dir, t),
             last_end: 0,
             bytes: 0,
             data: Vec::new(),
@@ -64,7 +76,7 @@ impl Run {
     }
 
     pub fn add(&mut self, t: &Transfer<'_>, r: EventRef) {
-        self.first_ts = self.first_ts.min(t.timestamp_ns);
+        self.first_ts = self.first_ts.min(data_time(self.dir, t));
         self.last_end = self
             .last_end
             .max(t.timestamp_ns.saturating_add(t.duration_ns));
@@ -111,6 +123,19 @@ mod tests {
         assert_eq!(run.first_ts, 100);
         assert_eq!(run.last_end, 310);
         assert_eq!(run.refs.len(), 3);
+    }
+
+    #[test]
+    fn a_receive_counts_from_when_its_data_arrived() {
+        let blocking = Transfer {
+            timestamp_ns: 1_000,
+            duration_ns: 50_000,
+            bytes: 1,
+            data: b"x",
+            truncated: false,
+        };
+        let run = Run::new(Direction::Recv, &blocking, EventRef::default());
+        assert_eq!((run.first_ts, run.last_end), (51_000, 51_000));
     }
 
     #[test]
