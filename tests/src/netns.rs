@@ -34,6 +34,7 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 impl NetnsPair {
     pub fn create() -> Result<Self> {
         let lock = lock_namespaces()?;
+        refuse_if_cluster_present()?;
         for ns in [CONTROL, WORKER] {
             remove_stale(ns)?;
         }
@@ -138,6 +139,32 @@ fn lock_namespaces() -> Result<File> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Signs of the local Kubernetes cluster (`cargo xtask cluster`, cluster/lib.sh), which
+/// uses the same namespace names and addresses: its runtime directory and its bridge.
+const CLUSTER_RUN_DIR: &str = "/run/ktrail-cluster";
+const CLUSTER_BRIDGE: &str = "ktrail-br0";
+
+/// The two-node setup and the local cluster cannot coexist (same names, same addresses);
+/// fail clearly instead of tearing down a cluster that is up or coming up.
+fn refuse_if_cluster_present() -> Result<()> {
+    let bridge = ip_output(["link", "show", CLUSTER_BRIDGE])?
+        .status
+        .success();
+    if Path::new(CLUSTER_RUN_DIR).exists() || bridge {
+        bail!(
+            "the local Kubernetes cluster is up or coming up ({}), and it uses the \
+             {CONTROL}/{WORKER} namespaces this needs; take it down first with \
+             `cargo xtask cluster down`",
+            if bridge {
+                format!("bridge {CLUSTER_BRIDGE} exists")
+            } else {
+                format!("{CLUSTER_RUN_DIR} exists")
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Removes `ns` left behind by a crashed run — but not one that processes still use: that
