@@ -5,32 +5,46 @@
 # Logs in $LOGS are kept (for post-mortems) and cleared by the next `up`.
 # Safe to run repeatedly and on a half-made cluster.
 set -uo pipefail
+shopt -s extglob
 . "$(dirname "$0")/lib.sh"
 [[ $(id -u) == 0 ]] || die "cluster down needs root"
 
 step "stopping cluster processes"
-# Components: TERM the node agents first (so they do not restart what goes away), then the
-# rest, all at once; KILL whatever has not exited 10 s later.
-declare -A PIDS=()
-for name in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd registry; do
-	for n in "${NODES[@]}"; do
-		f=$RUN/$n.$name.pid
-		[[ -f $f ]] || continue
-		pid=$(cat "$f")
-		kill -0 "$pid" 2>/dev/null && PIDS[$n/$name]=$pid && kill -TERM "$pid" 2>/dev/null
-		rm -f "$f"
+# Components in three stages (node agents; control plane; etcd, containerd, registry), each
+# TERMed at once, KILLed if still there after its grace period.
+gone() { [[ ! -e /proc/$1 ]] || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
+stop_stage() { # stop_stage GRACE-SECONDS NAME...
+	local grace=$1; shift
+	local -A pids=()
+	local name n f pid k
+	for name in "$@"; do
+		for n in "${NODES[@]}"; do
+			f=$RUN/$n.$name.pid
+			[[ -f $f ]] || continue
+			pid=$(cat "$f"); rm -f "$f"
+			gone "$pid" && continue
+			pids[$n/$name]=$pid
+			kill -TERM "$pid" 2>/dev/null
+		done
 	done
-	[[ $name == kubelet ]] && sleep 1
-done
-for _ in $(seq 1 100); do
-	alive=0
-	for k in "${!PIDS[@]}"; do kill -0 "${PIDS[$k]}" 2>/dev/null && alive=1; done
-	((alive)) || break
-	sleep 0.1
-done
-for k in "${!PIDS[@]}"; do
-	if kill -KILL "${PIDS[$k]}" 2>/dev/null; then info "$k: killed (pid ${PIDS[$k]}, did not exit on TERM)"; else info "$k: stopped (pid ${PIDS[$k]})"; fi
-done
+	for _ in $(seq 1 $((grace * 10))); do
+		local alive=0
+		for k in "${!pids[@]}"; do gone "${pids[$k]}" || alive=1; done
+		((alive)) || break
+		sleep 0.1
+	done
+	for k in "${!pids[@]}"; do
+		if ! gone "${pids[$k]}"; then
+			kill -KILL "${pids[$k]}" 2>/dev/null
+			info "$k: killed (pid ${pids[$k]}, still running ${grace}s after TERM)"
+		else
+			info "$k: stopped (pid ${pids[$k]})"
+		fi
+	done
+}
+stop_stage 5 kube-proxy kubelet
+stop_stage 10 kube-scheduler kube-controller-manager kube-apiserver
+stop_stage 10 etcd containerd registry
 # Everything else: shims and the pods' processes (in the /ktrail cgroups) and anything left
 # in the nodes' network namespaces.
 for round in $(seq 1 30); do
@@ -44,6 +58,16 @@ for round in $(seq 1 30); do
 	# Freeze-free: SIGKILL is enough for shims and containers (runc's init is pid 1 in its pidns).
 	kill -KILL $pids 2>/dev/null
 	sleep 0.2
+done
+# SIGKILL is asynchronous: wait until no cluster process is left but zombies.
+for _ in $(seq 1 50); do
+	busy=0
+	for p in /proc/[0-9]*; do
+		pid=${p#/proc/}
+		[[ $(readlink "$p/exe" 2>/dev/null) == @($CACHE/*|/usr/bin/containerd*|/usr/sbin/runc) ]] && ! gone "$pid" && busy=1
+	done
+	((busy)) || break
+	sleep 0.1
 done
 
 step "mount namespaces"
