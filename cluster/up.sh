@@ -27,12 +27,24 @@ elif [[ -d $STATE || -d $RUN ]] || ip netns list | grep -qE '^k8s-(control|worke
 fi
 
 step "checking prerequisites"
-missing=()
-for c in containerd containerd-shim-runc-v2 runc iptables conntrack kubectl nsenter unshare openssl gcc busybox; do
-	command -v "$c" >/dev/null || missing+=("$c")
-done
-for p in bridge host-local loopback portmap; do [[ -x /usr/lib/cni/$p ]] || missing+=("/usr/lib/cni/$p"); done
-((${#missing[@]} == 0)) || die "missing: ${missing[*]} (apt-get install containerd runc containernetworking-plugins iptables conntrack busybox-static gcc libc6-dev openssl)"
+DEBS=(containerd runc containernetworking-plugins iptables conntrack busybox-static gcc libc6-dev openssl curl util-linux iproute2)
+missing_prereqs() {
+	local c p
+	for c in containerd containerd-shim-runc-v2 runc iptables conntrack kubectl nsenter unshare openssl gcc busybox curl; do
+		command -v "$c" >/dev/null || echo "$c"
+	done
+	for p in bridge host-local loopback portmap; do [[ -x /usr/lib/cni/$p ]] || echo "/usr/lib/cni/$p"; done
+	[[ -x /usr/local/go/bin/go ]] || command -v go >/dev/null || echo go
+}
+missing=$(missing_prereqs | tr '\n' ' ')
+if [[ -n $missing ]]; then
+	info "missing: $missing; installing Debian packages: ${DEBS[*]} (log: $LOGS/apt.log)"
+	mkdir -p "$LOGS"
+	{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${DEBS[@]}"; } \
+		>"$LOGS/apt.log" 2>&1 || { tail -5 "$LOGS/apt.log" >&2; die "apt-get install failed; log: $LOGS/apt.log"; }
+	missing=$(missing_prereqs | tr '\n' ' ')
+	[[ -z $missing ]] || die "still missing after apt-get install: $missing (kubectl and Go are expected preinstalled)"
+fi
 info "containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), CNI plugins /usr/lib/cni"
 
 [[ -n ${KTRAIL_CLUSTER_SKIP_BUILD:-} ]] || "$CLUSTER_DIR/build.sh" all
