@@ -1,0 +1,383 @@
+//! Assembly of one request or response: headers, body, and what the body
+//! decodes to (Kubernetes objects, gRPC messages, etcd and CRI operations),
+//! redaction, and streamed events. Shared by HTTP/1.1 and HTTP/2.
+
+use crate::cri;
+use crate::etcd;
+use crate::grpc::{self, GrpcMessage, GrpcStream};
+use crate::k8s::{self, WatchStream};
+use crate::message::{Header, HeaderValue, Message, Part, Protocol, BODY_PREFIX_MAX, MAX_HEADERS, MAX_OBJECTS};
+use crate::redact;
+use crate::util;
+
+/// Most body bytes buffered per message for decoding.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Decoder settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Redact credentials (on by default).
+    pub redact: bool,
+    /// Longest body prefix kept per message (at most `BODY_PREFIX_MAX`).
+    pub body_prefix: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            redact: true,
+            body_prefix: BODY_PREFIX_MAX,
+        }
+    }
+}
+
+/// One side (request or response) of an exchange being assembled.
+#[derive(Debug)]
+pub struct Half {
+    pub msg: Message,
+    body: Vec<u8>,
+    cut: bool,
+    grpc: Option<GrpcStream>,
+    watch: Option<WatchStream>,
+    /// Messages of a streaming call are emitted as events.
+    streaming: bool,
+    /// The `Message` of this half was already emitted (streaming response).
+    pub emitted: bool,
+    grpc_msgs: Vec<GrpcMessage>,
+}
+
+/// Adds a header to a message, redacting credentials.
+pub fn add_header(msg: &mut Message, name: Option<&[u8]>, value: Option<&[u8]>, cfg: &Config) {
+    let name_s = name.map(util::text);
+    let v = match (value, &name_s) {
+        (None, _) => {
+            msg.unknown = true;
+            HeaderValue::Unknown
+        }
+        (Some(v), Some(n)) if cfg.redact && redact::is_secret_header(n) => {
+            msg.note_redacted(&format!("header {}", n.to_ascii_lowercase()));
+            let _ = v;
+            HeaderValue::Redacted
+        }
+        (Some(v), _) if cfg.redact && redact::has_bearer(v) => {
+            msg.note_redacted("bearer token");
+            HeaderValue::Redacted
+        }
+        (Some(v), _) => HeaderValue::Text(util::text(v)),
+    };
+    if name_s.is_none() {
+        msg.unknown = true;
+    }
+    if let (Some(n), HeaderValue::Text(t)) = (&name_s, &v) {
+        match n.to_ascii_lowercase().as_str() {
+            ":method" => msg.method = Some(t.clone()),
+            ":path" => msg.path = Some(t.clone()),
+            ":authority" | "host" => msg.authority = Some(t.clone()),
+            ":status" => msg.status = t.parse().ok(),
+            "content-type" => msg.content_type = Some(t.clone()),
+            "grpc-status" => msg.grpc_status = t.parse().ok(),
+            "grpc-message" => msg.grpc_message = Some(grpc::decode_message(t)),
+            _ => {}
+        }
+    }
+    if msg.headers.len() < MAX_HEADERS {
+        msg.headers.push(Header { name: name_s, value: v });
+    }
+}
+
+/// Fills gRPC service/method from the path and sets the protocol.
+pub fn classify(msg: &mut Message) {
+    let is_grpc = msg
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/grpc"));
+    if is_grpc {
+        msg.protocol = Protocol::Grpc;
+        if let Some((s, m)) = msg.path.as_deref().and_then(grpc::split_path) {
+            msg.grpc_service = Some(s);
+            msg.grpc_method = Some(m);
+        }
+    }
+}
+
+fn is_watch(req_path: Option<&str>, content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|c| c.contains("watch"))
+        || req_path.is_some_and(|p| p.contains("watch=true") || p.contains("watch=1") || p.contains("/watch/"))
+}
+
+impl Half {
+    /// Starts a half whose headers are in `msg`. `req` is the request of a
+    /// response (for method/path and gRPC method).
+    pub fn new(mut msg: Message, req: Option<&Message>) -> Self {
+        if let Some(r) = req {
+            msg.method.clone_from(&r.method);
+            msg.path.clone_from(&r.path);
+            if msg.authority.is_none() {
+                msg.authority.clone_from(&r.authority);
+            }
+            if msg.protocol == Protocol::Grpc || r.protocol == Protocol::Grpc {
+                msg.protocol = Protocol::Grpc;
+                msg.grpc_service.clone_from(&r.grpc_service);
+                msg.grpc_method.clone_from(&r.grpc_method);
+            }
+        }
+        classify(&mut msg);
+        let grpc_call = msg.protocol == Protocol::Grpc;
+        let streaming = if grpc_call {
+            grpc::is_streaming(
+                msg.grpc_service.as_deref().unwrap_or(""),
+                msg.grpc_method.as_deref().unwrap_or(""),
+            )
+        } else {
+            msg.part == Part::Response
+                && (msg.status == Some(200) || msg.status.is_none())
+                && is_watch(msg.path.as_deref(), msg.content_type.as_deref())
+        };
+        let watch = (!grpc_call && streaming).then(|| {
+            let ct = msg.content_type.as_deref().unwrap_or("");
+            WatchStream::new(if ct.contains("protobuf") {
+                Some(true)
+            } else if ct.contains("json") {
+                Some(false)
+            } else {
+                None
+            })
+        });
+        Half {
+            msg,
+            body: Vec::new(),
+            cut: false,
+            grpc: grpc_call.then(GrpcStream::default),
+            watch,
+            streaming,
+            emitted: false,
+            grpc_msgs: Vec::new(),
+        }
+    }
+
+    pub fn streaming(&self) -> bool {
+        self.streaming
+    }
+
+    /// Body bytes arrived.
+    pub fn body(&mut self, data: &[u8], ts: u64, cfg: &Config, out: &mut Vec<Message>) {
+        self.msg.ts_last = ts;
+        self.msg.body_len = self.msg.body_len.saturating_add(data.len() as u64);
+        if !self.streaming && !util::push_bounded(&mut self.body, data, MAX_BODY) {
+            self.cut = true;
+        }
+        if self.streaming && self.body.len() < cfg.body_prefix {
+            util::push_bounded(&mut self.body, data, cfg.body_prefix);
+        }
+        if let Some(g) = self.grpc.as_mut() {
+            g.feed(data);
+        }
+        self.drain_events(ts, cfg, out, data);
+    }
+
+    fn drain_events(&mut self, ts: u64, cfg: &Config, out: &mut Vec<Message>, data: &[u8]) {
+        if let Some(w) = self.watch.as_mut() {
+            let objs = w.feed(data);
+            for o in objs {
+                let mut ev = self.event(ts);
+                ev.body_len = 0;
+                ev.truncated = o.truncated;
+                ev.objects.push(o);
+                out.push(ev);
+            }
+        }
+        if let Some(g) = self.grpc.as_mut() {
+            let msgs = g.take();
+            if self.streaming {
+                for m in msgs {
+                    // The first message of a streaming request is the request itself.
+                    if self.msg.part == Part::Request && !self.emitted {
+                        self.grpc_msgs.push(m);
+                        let mut first = self.msg.clone();
+                        self.apply_grpc(&mut first);
+                        first.ts_last = ts;
+                        finish_redaction(&mut first, &[], cfg);
+                        out.push(first);
+                        self.emitted = true;
+                        self.grpc_msgs.clear();
+                        continue;
+                    }
+                    let mut ev = self.event(ts);
+                    ev.body_len = m.len as u64;
+                    ev.truncated = m.cut;
+                    apply_grpc_message(&mut ev, &m, self.msg.part == Part::Request);
+                    finish_redaction(&mut ev, &[], cfg);
+                    out.push(ev);
+                }
+            } else {
+                for m in msgs {
+                    if self.grpc_msgs.len() < grpc::MAX_PENDING {
+                        self.grpc_msgs.push(m);
+                    }
+                }
+            }
+        }
+    }
+
+    fn event(&self, ts: u64) -> Message {
+        let mut ev = Message::new(self.msg.protocol, self.msg.direction, Part::Event, ts);
+        ev.stream_id = self.msg.stream_id;
+        ev.method.clone_from(&self.msg.method);
+        ev.path.clone_from(&self.msg.path);
+        ev.authority.clone_from(&self.msg.authority);
+        ev.grpc_service.clone_from(&self.msg.grpc_service);
+        ev.grpc_method.clone_from(&self.msg.grpc_method);
+        ev.content_type.clone_from(&self.msg.content_type);
+        ev.status = self.msg.status;
+        ev
+    }
+
+    /// `n` body bytes were not captured.
+    pub fn gap(&mut self, n: u64, ts: u64, cfg: &Config, out: &mut Vec<Message>) {
+        if n == 0 {
+            return;
+        }
+        self.msg.truncated = true;
+        self.cut = true;
+        self.msg.body_len = self.msg.body_len.saturating_add(n);
+        if let Some(g) = self.grpc.as_mut() {
+            g.gap(n);
+        }
+        if let Some(w) = self.watch.as_mut() {
+            for o in w.gap(n) {
+                let mut ev = self.event(ts);
+                ev.truncated = true;
+                ev.objects.push(o);
+                out.push(ev);
+            }
+        }
+        self.drain_events(ts, cfg, out, &[]);
+    }
+
+    /// Marks the half as missing bytes whose count is unknown (lost sync).
+    pub fn lost(&mut self) {
+        self.msg.truncated = true;
+        self.cut = true;
+    }
+
+    /// Emits the response message of a streaming response at its headers.
+    pub fn emit_head(&mut self, cfg: &Config) -> Option<Message> {
+        if self.emitted {
+            return None;
+        }
+        self.emitted = true;
+        let mut m = self.msg.clone();
+        finish_redaction(&mut m, &[], cfg);
+        Some(m)
+    }
+
+    /// Completes the half: decodes the body, redacts and emits the message
+    /// (unless it was already emitted: a streamed gRPC request, or a watch
+    /// response emitted at its headers). `complete` says the protocol marked
+    /// its end.
+    pub fn finish(mut self, complete: bool, ts: u64, cfg: &Config, out: &mut Vec<Message>) {
+        if !complete {
+            if let Some(g) = self.grpc.as_mut() {
+                g.end();
+            }
+        }
+        self.drain_events(ts, cfg, out, &[]);
+        if self.emitted {
+            return;
+        }
+        let mut msg = self.msg.clone();
+        msg.ts_last = msg.ts_last.max(ts);
+        msg.complete = complete && !self.cut;
+        msg.truncated |= self.cut;
+        if self.grpc.is_some() {
+            if self.streaming {
+                // The messages went out as events: name the operation only.
+                let req = msg.part == Part::Request;
+                apply_grpc_message(&mut msg, &GrpcMessage::default(), req);
+            } else {
+                self.apply_grpc(&mut msg);
+            }
+            if self.grpc.as_ref().is_some_and(GrpcStream::lost) {
+                msg.truncated = true;
+            }
+        } else if !self.streaming && !self.body.is_empty() {
+            let objs = k8s::decode_body(&self.body, self.cut);
+            msg.objects.extend(objs.into_iter().take(MAX_OBJECTS));
+        }
+        let body = if self.streaming || self.grpc.is_some() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut self.body)
+        };
+        finish_redaction(&mut msg, &body, cfg);
+        out.push(msg);
+    }
+
+    fn apply_grpc(&self, m: &mut Message) {
+        let req = m.part == Part::Request;
+        match self.grpc_msgs.first() {
+            Some(first) => {
+                apply_grpc_message(m, first, req);
+                m.truncated |= first.cut;
+            }
+            // No message (e.g. an error with trailers only): still name the operation.
+            None => apply_grpc_message(m, &GrpcMessage::default(), req),
+        }
+    }
+}
+
+/// Decodes one gRPC message into the message's etcd/CRI fields.
+pub fn apply_grpc_message(m: &mut Message, g: &GrpcMessage, request: bool) {
+    let svc = m.grpc_service.clone().unwrap_or_default();
+    let method = m.grpc_method.clone().unwrap_or_default();
+    if g.compressed {
+        m.unknown = true;
+        return;
+    }
+    if etcd::is_etcd_service(&svc) {
+        let mut objs = Vec::new();
+        m.etcd = Some(etcd::decode(&method, &g.data, request, g.cut, &mut objs));
+        m.objects.extend(objs);
+        m.objects.truncate(MAX_OBJECTS);
+    } else if cri::is_cri_service(&svc) {
+        m.cri = Some(cri::decode(&svc, &method, &g.data, request, g.cut));
+    }
+    if m.body_prefix.is_empty() && !g.data.is_empty() {
+        m.body_prefix = g.data.get(..BODY_PREFIX_MAX.min(g.data.len())).unwrap_or_default().to_vec();
+        m.body_len = m.body_len.max(g.len as u64);
+    }
+}
+
+/// Sets the body prefix from `body` (if any) and redacts it.
+pub fn finish_redaction(m: &mut Message, body: &[u8], cfg: &Config) {
+    if !body.is_empty() {
+        m.body_prefix = body.get(..cfg.body_prefix.min(body.len())).unwrap_or_default().to_vec();
+    }
+    m.body_prefix.truncate(cfg.body_prefix);
+    if !cfg.redact || m.body_prefix.is_empty() {
+        return;
+    }
+    let secret = m
+        .objects
+        .iter()
+        .any(|o| o.kind.as_deref().is_some_and(|k| k == "Secret" || k == "SecretList"))
+        || m.path.as_deref().is_some_and(|p| p.contains("/secrets"))
+        || m.etcd.as_ref().is_some_and(|e| {
+            e.keys.iter().any(|k| k.contains("/secrets/"))
+                || e.events.iter().any(|ev| ev.key.contains("/secrets/"))
+                || e.success.iter().any(|o| o.key.contains("/secrets/"))
+        });
+    let cri_creds = m.cri.as_ref().is_some_and(|c| m.part == Part::Request && cri::carries_credentials(&c.method));
+    if cri_creds {
+        m.body_prefix.clear();
+        m.body_prefix.extend_from_slice(b"[redacted: CRI request may carry credentials]");
+        m.note_redacted("cri request body");
+        return;
+    }
+    let is_grpc = m.protocol == Protocol::Grpc;
+    // A binary etcd value of a Secret is dropped whole (not JSON).
+    let what = redact::body(&mut m.body_prefix, secret && (!is_grpc || m.etcd.is_some()));
+    for w in what {
+        m.note_redacted(w);
+    }
+}

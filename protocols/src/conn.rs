@@ -1,0 +1,170 @@
+//! Protocol detection and the per-connection decoder the collector calls.
+
+use crate::assemble::Config;
+use crate::h2::{self, H2};
+use crate::http1::{self, Http1};
+use crate::message::{Direction, Message, Part, Protocol};
+use crate::redact;
+
+/// Chunks looked at before a connection is declared of unknown protocol.
+const DETECT_CHUNKS: u32 = 4;
+/// Bytes of an unknown-protocol chunk kept as body prefix.
+const UNKNOWN_PREFIX: usize = 64;
+
+#[derive(Debug)]
+enum Inner {
+    Undetected(u32),
+    Http1(Box<Http1>),
+    Http2(Box<H2>),
+    Unknown,
+}
+
+/// Decodes both directions of one connection (TCP or unix socket, or the
+/// plaintext of a TLS connection).
+///
+/// Feed every captured read/write in order with [`ConnectionDecoder::feed`];
+/// call [`ConnectionDecoder::finish`] when the connection closes. Memory is
+/// bounded whatever the input: every buffer and table has a hard cap.
+#[derive(Debug)]
+pub struct ConnectionDecoder {
+    inner: Inner,
+    cfg: Config,
+    /// The caller's directions were the wrong way round (a request was seen
+    /// going "server to client"): they are swapped from then on.
+    swapped: bool,
+    unknown_bytes: u64,
+}
+
+impl Default for ConnectionDecoder {
+    fn default() -> Self {
+        ConnectionDecoder::new()
+    }
+}
+
+impl ConnectionDecoder {
+    pub fn new() -> Self {
+        ConnectionDecoder::with_config(Config::default())
+    }
+
+    pub fn with_config(cfg: Config) -> Self {
+        ConnectionDecoder {
+            inner: Inner::Undetected(0),
+            cfg,
+            swapped: false,
+            unknown_bytes: 0,
+        }
+    }
+
+    /// The protocol detected so far (`Unknown` until detected; HTTP/2 also
+    /// covers gRPC).
+    pub fn protocol(&self) -> Protocol {
+        match self.inner {
+            Inner::Http1(_) => Protocol::Http1,
+            Inner::Http2(_) => Protocol::Http2,
+            Inner::Undetected(_) | Inner::Unknown => Protocol::Unknown,
+        }
+    }
+
+    /// True if the caller's directions were found reversed and are swapped.
+    pub fn swapped(&self) -> bool {
+        self.swapped
+    }
+
+    /// Bytes that could not be decoded (unknown protocol).
+    pub fn unknown_bytes(&self) -> u64 {
+        self.unknown_bytes
+    }
+
+    /// True if the HPACK table of direction `d` is fully known (HTTP/2 only).
+    pub fn hpack_table_known(&self, d: Direction) -> Option<bool> {
+        match &self.inner {
+            Inner::Http2(h) => Some(h.table_known(self.map(d))),
+            _ => None,
+        }
+    }
+
+    fn map(&self, d: Direction) -> Direction {
+        if self.swapped {
+            d.reverse()
+        } else {
+            d
+        }
+    }
+
+    /// Feeds one captured read or write. `chunk` is what was captured,
+    /// `total_len` the real size of the read/write (larger when the capture
+    /// was cut: the rest is unknown and never guessed), `ts` a timestamp
+    /// (any unit; messages carry it back). Returns the messages completed.
+    pub fn feed(&mut self, dir: Direction, chunk: &[u8], total_len: u64, ts: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        let total_len = total_len.max(chunk.len() as u64);
+        if let Inner::Undetected(n) = self.inner {
+            self.detect(dir, chunk, n);
+        }
+        let d = self.map(dir);
+        match &mut self.inner {
+            Inner::Http1(h) => h.feed(d, chunk, total_len, ts, &mut out),
+            Inner::Http2(h) => h.feed(d, chunk, total_len, ts, &mut out),
+            Inner::Undetected(_) | Inner::Unknown => {
+                self.unknown_bytes = self.unknown_bytes.saturating_add(total_len);
+                if !chunk.is_empty() {
+                    let mut m = Message::new(Protocol::Unknown, d, Part::Event, ts);
+                    m.body_len = total_len;
+                    m.truncated = total_len > chunk.len() as u64;
+                    m.body_prefix = chunk.get(..UNKNOWN_PREFIX.min(chunk.len())).unwrap_or_default().to_vec();
+                    if self.cfg.redact {
+                        for w in redact::body(&mut m.body_prefix, false) {
+                            m.note_redacted(w);
+                        }
+                    }
+                    out.push(m);
+                }
+            }
+        }
+        if self.swapped {
+            for m in &mut out {
+                m.direction = m.direction.reverse();
+            }
+        }
+        out
+    }
+
+    fn detect(&mut self, dir: Direction, chunk: &[u8], seen: u32) {
+        let client_side = dir == Direction::ClientToServer;
+        if chunk.starts_with(h2::PREFACE) || (chunk.len() < h2::PREFACE.len() && !chunk.is_empty() && h2::PREFACE.starts_with(chunk) && chunk.len() >= 4) {
+            self.swapped = !client_side;
+            self.inner = Inner::Http2(Box::new(H2::new(true, self.cfg)));
+        } else if http1::is_request_start(chunk) {
+            self.swapped = !client_side;
+            self.inner = Inner::Http1(Box::new(Http1::new(self.cfg)));
+        } else if http1::is_response_start(chunk) {
+            self.swapped = client_side;
+            self.inner = Inner::Http1(Box::new(Http1::new(self.cfg)));
+        } else if h2::looks_like_frames(chunk) {
+            // Mid-connection HTTP/2: the caller's direction is trusted and
+            // both HPACK tables are unknown.
+            self.inner = Inner::Http2(Box::new(H2::new(false, self.cfg)));
+        } else if chunk.is_empty() || seen + 1 < DETECT_CHUNKS {
+            self.inner = Inner::Undetected(seen + 1);
+        } else {
+            self.inner = Inner::Unknown;
+        }
+    }
+
+    /// The connection closed: emits what was still being assembled
+    /// (incomplete, except HTTP/1 bodies delimited by the close).
+    pub fn finish(&mut self, ts: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        match &mut self.inner {
+            Inner::Http1(h) => h.finish(ts, &mut out),
+            Inner::Http2(h) => h.finish(ts, &mut out),
+            _ => {}
+        }
+        if self.swapped {
+            for m in &mut out {
+                m.direction = m.direction.reverse();
+            }
+        }
+        out
+    }
+}
