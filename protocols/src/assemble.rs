@@ -6,7 +6,9 @@ use crate::cri;
 use crate::etcd;
 use crate::grpc::{self, GrpcMessage, GrpcStream};
 use crate::k8s::{self, WatchStream};
-use crate::message::{Header, HeaderValue, Message, Part, Protocol, BODY_PREFIX_MAX, MAX_HEADERS, MAX_OBJECTS};
+use crate::message::{
+    Header, HeaderValue, Message, Part, Protocol, BODY_PREFIX_MAX, MAX_HEADERS, MAX_OBJECTS,
+};
 use crate::redact;
 use crate::util;
 
@@ -81,7 +83,10 @@ pub fn add_header(msg: &mut Message, name: Option<&[u8]>, value: Option<&[u8]>, 
         }
     }
     if msg.headers.len() < MAX_HEADERS {
-        msg.headers.push(Header { name: name_s, value: v });
+        msg.headers.push(Header {
+            name: name_s,
+            value: v,
+        });
     }
 }
 
@@ -102,7 +107,9 @@ pub fn classify(msg: &mut Message) {
 
 fn is_watch(req_path: Option<&str>, content_type: Option<&str>) -> bool {
     content_type.is_some_and(|c| c.contains("watch"))
-        || req_path.is_some_and(|p| p.contains("watch=true") || p.contains("watch=1") || p.contains("/watch/"))
+        || req_path.is_some_and(|p| {
+            p.contains("watch=true") || p.contains("watch=1") || p.contains("/watch/")
+        })
 }
 
 impl Half {
@@ -343,7 +350,11 @@ pub fn apply_grpc_message(m: &mut Message, g: &GrpcMessage, request: bool) {
         m.cri = Some(cri::decode(&svc, &method, &g.data, request, g.cut));
     }
     if m.body_prefix.is_empty() && !g.data.is_empty() {
-        m.body_prefix = g.data.get(..BODY_PREFIX_MAX.min(g.data.len())).unwrap_or_default().to_vec();
+        m.body_prefix = g
+            .data
+            .get(..BODY_PREFIX_MAX.min(g.data.len()))
+            .unwrap_or_default()
+            .to_vec();
         m.body_len = m.body_len.max(g.len as u64);
     }
 }
@@ -351,26 +362,33 @@ pub fn apply_grpc_message(m: &mut Message, g: &GrpcMessage, request: bool) {
 /// Sets the body prefix from `body` (if any) and redacts it.
 pub fn finish_redaction(m: &mut Message, body: &[u8], cfg: &Config) {
     if !body.is_empty() {
-        m.body_prefix = body.get(..cfg.body_prefix.min(body.len())).unwrap_or_default().to_vec();
+        m.body_prefix = body
+            .get(..cfg.body_prefix.min(body.len()))
+            .unwrap_or_default()
+            .to_vec();
     }
     m.body_prefix.truncate(cfg.body_prefix);
     if !cfg.redact || m.body_prefix.is_empty() {
         return;
     }
-    let secret = m
-        .objects
-        .iter()
-        .any(|o| o.kind.as_deref().is_some_and(|k| k == "Secret" || k == "SecretList"))
-        || m.path.as_deref().is_some_and(|p| p.contains("/secrets"))
+    let secret = m.objects.iter().any(|o| {
+        o.kind
+            .as_deref()
+            .is_some_and(|k| k == "Secret" || k == "SecretList")
+    }) || m.path.as_deref().is_some_and(|p| p.contains("/secrets"))
         || m.etcd.as_ref().is_some_and(|e| {
             e.keys.iter().any(|k| k.contains("/secrets/"))
                 || e.events.iter().any(|ev| ev.key.contains("/secrets/"))
                 || e.success.iter().any(|o| o.key.contains("/secrets/"))
         });
-    let cri_creds = m.cri.as_ref().is_some_and(|c| m.part == Part::Request && cri::carries_credentials(&c.method));
+    let cri_creds = m
+        .cri
+        .as_ref()
+        .is_some_and(|c| m.part == Part::Request && cri::carries_credentials(&c.method));
     if cri_creds {
         m.body_prefix.clear();
-        m.body_prefix.extend_from_slice(b"[redacted: CRI request may carry credentials]");
+        m.body_prefix
+            .extend_from_slice(b"[redacted: CRI request may carry credentials]");
         m.note_redacted("cri request body");
         return;
     }

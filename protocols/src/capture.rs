@@ -43,10 +43,17 @@ pub fn parse(text: &str) -> Result<Vec<Chunk>, CaptureError> {
         }
         let data: Option<Vec<u8>> = (0..hex.len())
             .step_by(2)
-            .map(|j| hex.get(j..j + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .map(|j| {
+                hex.get(j..j + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
             .collect();
         let data = data.ok_or_else(|| bad("hex"))?;
-        out.push(Chunk { dir, total_len, data });
+        out.push(Chunk {
+            dir,
+            total_len,
+            data,
+        });
     }
     Ok(out)
 }

@@ -91,7 +91,9 @@ impl ConnectionDecoder {
         }
     }
 
-    /// Feeds one captured read or write. `chunk` is what was captured,
+    /// Feeds one captured read or write. Messages carry the true direction
+    /// (a request is always `ClientToServer`), also when the caller's were
+    /// swapped. `chunk` is what was captured,
     /// `total_len` the real size of the read/write (larger when the capture
     /// was cut: the rest is unknown and never guessed), `ts` a timestamp
     /// (any unit; messages carry it back). Returns the messages completed.
@@ -99,7 +101,7 @@ impl ConnectionDecoder {
         let mut out = Vec::new();
         let total_len = total_len.max(chunk.len() as u64);
         if let Inner::Undetected(n) = self.inner {
-            self.detect(dir, chunk, n);
+            self.detect(dir, chunk, total_len, n);
         }
         let d = self.map(dir);
         match &mut self.inner {
@@ -111,7 +113,10 @@ impl ConnectionDecoder {
                     let mut m = Message::new(Protocol::Unknown, d, Part::Event, ts);
                     m.body_len = total_len;
                     m.truncated = total_len > chunk.len() as u64;
-                    m.body_prefix = chunk.get(..UNKNOWN_PREFIX.min(chunk.len())).unwrap_or_default().to_vec();
+                    m.body_prefix = chunk
+                        .get(..UNKNOWN_PREFIX.min(chunk.len()))
+                        .unwrap_or_default()
+                        .to_vec();
                     if self.cfg.redact {
                         for w in redact::body(&mut m.body_prefix, false) {
                             m.note_redacted(w);
@@ -121,17 +126,17 @@ impl ConnectionDecoder {
                 }
             }
         }
-        if self.swapped {
-            for m in &mut out {
-                m.direction = m.direction.reverse();
-            }
-        }
         out
     }
 
-    fn detect(&mut self, dir: Direction, chunk: &[u8], seen: u32) {
+    fn detect(&mut self, dir: Direction, chunk: &[u8], total_len: u64, seen: u32) {
         let client_side = dir == Direction::ClientToServer;
-        if chunk.starts_with(h2::PREFACE) || (chunk.len() < h2::PREFACE.len() && !chunk.is_empty() && h2::PREFACE.starts_with(chunk) && chunk.len() >= 4) {
+        if chunk.starts_with(h2::PREFACE)
+            || (chunk.len() < h2::PREFACE.len()
+                && !chunk.is_empty()
+                && h2::PREFACE.starts_with(chunk)
+                && chunk.len() >= 4)
+        {
             self.swapped = !client_side;
             self.inner = Inner::Http2(Box::new(H2::new(true, self.cfg)));
         } else if http1::is_request_start(chunk) {
@@ -140,7 +145,7 @@ impl ConnectionDecoder {
         } else if http1::is_response_start(chunk) {
             self.swapped = client_side;
             self.inner = Inner::Http1(Box::new(Http1::new(self.cfg)));
-        } else if h2::looks_like_frames(chunk) {
+        } else if h2::looks_like_frames(chunk, total_len > chunk.len() as u64) {
             // Mid-connection HTTP/2: the caller's direction is trusted and
             // both HPACK tables are unknown.
             self.inner = Inner::Http2(Box::new(H2::new(false, self.cfg)));
@@ -159,11 +164,6 @@ impl ConnectionDecoder {
             Inner::Http1(h) => h.finish(ts, &mut out),
             Inner::Http2(h) => h.finish(ts, &mut out),
             _ => {}
-        }
-        if self.swapped {
-            for m in &mut out {
-                m.direction = m.direction.reverse();
-            }
         }
         out
     }

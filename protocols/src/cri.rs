@@ -29,7 +29,9 @@ fn lstr(b: &[u8], n: u32) -> Option<String> {
 }
 
 fn lmsg(b: &[u8], n: u32) -> Option<&[u8]> {
-    Fields::lenient(b).find(|(f, _)| *f == n).and_then(|(_, v)| v.bytes())
+    Fields::lenient(b)
+        .find(|(f, _)| *f == n)
+        .and_then(|(_, v)| v.bytes())
 }
 
 /// PodSandboxConfig {metadata = 1 PodSandboxMetadata {name = 1, uid = 2, namespace = 3, attempt = 4}}
@@ -38,7 +40,9 @@ fn sandbox_config(op: &mut CriOp, cfg: &[u8]) {
         op.pod_name = lstr(md, 1);
         op.pod_uid = lstr(md, 2);
         op.pod_namespace = lstr(md, 3);
-        op.attempt = pb::get_varint(md, 4).map(|a| a as u32).or(Some(0).filter(|_| op.pod_name.is_some()));
+        op.attempt = pb::get_varint(md, 4)
+            .map(|a| a as u32)
+            .or(Some(0).filter(|_| op.pod_name.is_some()));
     }
 }
 
@@ -64,7 +68,10 @@ pub fn decode(service: &str, method: &str, msg: &[u8], request: bool, cut: bool)
         }
         ("RunPodSandbox", false) => op.pod_sandbox_id = lstr(msg, 1),
         (
-            "StopPodSandbox" | "RemovePodSandbox" | "PodSandboxStatus" | "PodSandboxStats"
+            "StopPodSandbox"
+            | "RemovePodSandbox"
+            | "PodSandboxStatus"
+            | "PodSandboxStats"
             | "UpdatePodSandboxResources",
             true,
         ) => op.pod_sandbox_id = lstr(msg, 1),
@@ -87,8 +94,8 @@ pub fn decode(service: &str, method: &str, msg: &[u8], request: bool, cut: bool)
         }
         ("CreateContainer", false) => op.container_id = lstr(msg, 1),
         (
-            "StartContainer" | "StopContainer" | "RemoveContainer" | "ContainerStatus" | "ContainerStats"
-            | "ReopenContainerLog" | "ExecSync" | "Exec" | "Attach",
+            "StartContainer" | "StopContainer" | "RemoveContainer" | "ContainerStatus"
+            | "ContainerStats" | "ReopenContainerLog" | "ExecSync" | "Exec" | "Attach",
             true,
         ) => op.container_id = lstr(msg, 1),
         ("PullImage", true) => {

@@ -20,7 +20,13 @@ fn i64v(v: u64) -> i64 {
 /// Decodes one etcd gRPC message. Values that are Kubernetes objects (the
 /// `k8s\0` envelope or JSON) are decoded into `objects`; values themselves
 /// are never copied out.
-pub fn decode(method: &str, msg: &[u8], request: bool, cut: bool, objects: &mut Vec<ObjectRef>) -> EtcdOp {
+pub fn decode(
+    method: &str,
+    msg: &[u8],
+    request: bool,
+    cut: bool,
+    objects: &mut Vec<ObjectRef>,
+) -> EtcdOp {
     let mut op = EtcdOp {
         op: method.to_string(),
         truncated: cut,
@@ -65,8 +71,12 @@ pub fn decode(method: &str, msg: &[u8], request: bool, cut: bool, objects: &mut 
                 let Some(b) = v.bytes() else { continue };
                 match n {
                     1 if op.compares.len() < MAX_LIST => op.compares.push(compare(b)),
-                    2 if op.success.len() < MAX_LIST => op.success.extend(request_op(b, cut, objects)),
-                    3 if op.failure.len() < MAX_LIST => op.failure.extend(request_op(b, cut, objects)),
+                    2 if op.success.len() < MAX_LIST => {
+                        op.success.extend(request_op(b, cut, objects))
+                    }
+                    3 if op.failure.len() < MAX_LIST => {
+                        op.failure.extend(request_op(b, cut, objects))
+                    }
                     _ => {}
                 }
             }
@@ -102,9 +112,7 @@ pub fn decode(method: &str, msg: &[u8], request: bool, cut: bool, objects: &mut 
                 }
             }
         }
-        (_, true) => {
-            for _ in f.by_ref() {}
-        }
+        (_, true) => for _ in f.by_ref() {},
         (_, false) => {
             for (n, v) in f.by_ref() {
                 if n == 1 {
@@ -127,7 +135,14 @@ pub fn decode(method: &str, msg: &[u8], request: bool, cut: bool, objects: &mut 
     op
 }
 
-fn response_field(op: &mut EtcdOp, method: &str, n: u32, v: pb::Value<'_>, cut: bool, objects: &mut Vec<ObjectRef>) {
+fn response_field(
+    op: &mut EtcdOp,
+    method: &str,
+    n: u32,
+    v: pb::Value<'_>,
+    cut: bool,
+    objects: &mut Vec<ObjectRef>,
+) {
     match (method, n) {
         ("Range", 2) => {
             if let Some(kv) = v.bytes() {

@@ -49,7 +49,8 @@ impl GrpcStream {
                 None => {
                     let need = 5usize.saturating_sub(self.head.len());
                     let take = need.min(data.len());
-                    self.head.extend_from_slice(data.get(..take).unwrap_or_default());
+                    self.head
+                        .extend_from_slice(data.get(..take).unwrap_or_default());
                     data = data.get(take..).unwrap_or_default();
                     if self.head.len() == 5 {
                         let flag = self.head.first().copied().unwrap_or(0);
@@ -76,7 +77,11 @@ impl GrpcStream {
                 }
                 Some(m) => {
                     let take = self.left.min(data.len());
-                    util::push_bounded(&mut m.data, data.get(..take).unwrap_or_default(), MAX_MESSAGE);
+                    util::push_bounded(
+                        &mut m.data,
+                        data.get(..take).unwrap_or_default(),
+                        MAX_MESSAGE,
+                    );
                     if m.data.len() >= MAX_MESSAGE && take > 0 && m.data.len() < m.len {
                         m.cut = true;
                     }
@@ -139,7 +144,9 @@ pub fn decode_message(v: &str) -> String {
     let mut i = 0;
     while let Some(&c) = b.get(i) {
         if c == b'%' {
-            let h = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let h = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
             if let Some(x) = h.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(x);
                 i += 3;

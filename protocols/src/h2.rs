@@ -56,7 +56,9 @@ fn plausible(h: &FrameHead) -> bool {
         DATA | HEADERS | CONTINUATION => h.sid != 0 && h.len <= 1 << 20,
         PRIORITY => h.sid != 0 && h.len == 5,
         RST_STREAM => h.sid != 0 && h.len == 4,
-        SETTINGS => h.sid == 0 && h.len % 6 == 0 && h.len <= 60 && (h.flags & 1 == 0 || h.len == 0),
+        SETTINGS => {
+            h.sid == 0 && h.len.is_multiple_of(6) && h.len <= 60 && (h.flags & 1 == 0 || h.len == 0)
+        }
         PUSH_PROMISE => h.sid != 0 && h.len >= 4 && h.len <= 1 << 20,
         PING => h.sid == 0 && h.len == 8,
         GOAWAY => h.sid == 0 && h.len >= 8 && h.len <= 1 << 16,
@@ -65,24 +67,28 @@ fn plausible(h: &FrameHead) -> bool {
     }
 }
 
-/// True if `b` starts with one or more plausible frames (used to detect
-/// HTTP/2 on a connection seen from its middle and to resynchronise).
-pub fn looks_like_frames(b: &[u8]) -> bool {
+/// True if `b` is a sequence of plausible frames that ends exactly at its
+/// end — or, if `cut` (the capture has fewer bytes than the write), whose
+/// last frame runs past it. Used to detect HTTP/2 on a connection seen from
+/// its middle and to resynchronise after a gap: writes carry whole frames.
+pub fn looks_like_frames(b: &[u8], cut: bool) -> bool {
     let mut pos = 0usize;
     let mut n = 0;
-    while let Some(h) = b.get(pos..).and_then(parse_head) {
+    while pos < b.len() {
+        let Some(h) = b.get(pos..).and_then(parse_head) else {
+            // A partial frame header at the end.
+            return cut && n > 0;
+        };
         if !plausible(&h) {
             return false;
         }
         n += 1;
         pos = pos.saturating_add(9).saturating_add(h.len);
-        if pos >= b.len() || n >= 4 {
-            // All complete frames checked; a frame may run past the chunk.
+        if n >= 64 {
             return true;
         }
     }
-    // Fewer than 9 bytes left: fine if at least one frame was checked.
-    n > 0
+    n > 0 && (pos == b.len() || cut)
 }
 
 #[derive(Debug)]
@@ -129,7 +135,11 @@ impl Dir {
             cur: None,
             block: None,
             lost: false,
-            preface_left: if from_start && client { PREFACE.len() } else { 0 },
+            preface_left: if from_start && client {
+                PREFACE.len()
+            } else {
+                0
+            },
             seen: 0,
         }
     }
@@ -181,10 +191,18 @@ impl H2 {
         self.dirs[di(d)].hpack.table_known()
     }
 
-    pub fn feed(&mut self, d: Direction, chunk: &[u8], total_len: u64, ts: u64, out: &mut Vec<Message>) {
+    pub fn feed(
+        &mut self,
+        d: Direction,
+        chunk: &[u8],
+        total_len: u64,
+        ts: u64,
+        out: &mut Vec<Message>,
+    ) {
         let i = di(d);
         let mut data = chunk;
-        if self.dirs[i].seen == 0 && i == 0 && data.len() >= 4 && data.len().min(PREFACE.len()) > 0 {
+        if self.dirs[i].seen == 0 && i == 0 && data.len() >= 4 && data.len().min(PREFACE.len()) > 0
+        {
             let n = data.len().min(PREFACE.len());
             if data.get(..n) == PREFACE.get(..n) && self.dirs[i].preface_left == 0 {
                 // The client preface: the connection is seen from its start
@@ -199,7 +217,7 @@ impl H2 {
         }
         self.dirs[i].seen = self.dirs[i].seen.saturating_add(total_len);
         if self.dirs[i].lost {
-            if looks_like_frames(data) {
+            if looks_like_frames(data, total_len > data.len() as u64) {
                 self.dirs[i].lost = false;
             } else {
                 return;
@@ -221,12 +239,15 @@ impl H2 {
                 let dir = &mut self.dirs[i];
                 let need = 9 - dir.head.len();
                 let take = need.min(data.len());
-                dir.head.extend_from_slice(data.get(..take).unwrap_or_default());
+                dir.head
+                    .extend_from_slice(data.get(..take).unwrap_or_default());
                 data = data.get(take..).unwrap_or_default();
                 if dir.head.len() < 9 {
                     break;
                 }
-                let Some(h) = parse_head(&dir.head) else { break };
+                let Some(h) = parse_head(&dir.head) else {
+                    break;
+                };
                 dir.head.clear();
                 if !plausible(&h) && h.typ <= CONTINUATION {
                     self.lose(d, ts, out);
@@ -244,7 +265,9 @@ impl H2 {
                 }
                 continue;
             }
-            let Some(f) = self.dirs[i].cur.as_mut() else { break };
+            let Some(f) = self.dirs[i].cur.as_mut() else {
+                break;
+            };
             let take = (f.head.len - f.got).min(data.len());
             let piece = data.get(..take).unwrap_or_default();
             data = data.get(take..).unwrap_or_default();
@@ -261,7 +284,11 @@ impl H2 {
                 }
                 f.got += take;
             }
-            if self.dirs[i].cur.as_ref().is_some_and(|f| f.got >= f.head.len) {
+            if self.dirs[i]
+                .cur
+                .as_ref()
+                .is_some_and(|f| f.got >= f.head.len)
+            {
                 self.complete_frame(d, ts, out);
             }
         }
@@ -288,7 +315,11 @@ impl H2 {
         if typ == DATA {
             self.stream_gap(d, sid, gap, ts, out);
         }
-        if self.dirs[i].cur.as_ref().is_some_and(|f| f.got >= f.head.len) {
+        if self.dirs[i]
+            .cur
+            .as_ref()
+            .is_some_and(|f| f.got >= f.head.len)
+        {
             self.complete_frame(d, ts, out);
         }
     }
@@ -306,7 +337,11 @@ impl H2 {
         dir.preface_left = 0;
         dir.hpack.lose_state();
         for s in self.streams.values_mut() {
-            let h = if d == Direction::ClientToServer { s.req.as_mut() } else { s.resp.as_mut() };
+            let h = if d == Direction::ClientToServer {
+                s.req.as_mut()
+            } else {
+                s.resp.as_mut()
+            };
             if let Some(h) = h {
                 h.lost();
             }
@@ -315,7 +350,9 @@ impl H2 {
 
     fn complete_frame(&mut self, d: Direction, ts: u64, out: &mut Vec<Message>) {
         let i = di(d);
-        let Some(f) = self.dirs[i].cur.take() else { return };
+        let Some(f) = self.dirs[i].cur.take() else {
+            return;
+        };
         let h = f.head;
         // A header block must be followed by its CONTINUATION frames.
         if self.dirs[i].block.is_some() && h.typ != CONTINUATION {
@@ -323,11 +360,7 @@ impl H2 {
             return;
         }
         match h.typ {
-            DATA => {
-                if h.flags & END_STREAM != 0 {
-                    self.end_half(d, h.sid, true, ts, out);
-                }
-            }
+            DATA if h.flags & END_STREAM != 0 => self.end_half(d, h.sid, true, ts, out),
             HEADERS | PUSH_PROMISE => {
                 let mut p: &[u8] = &f.payload;
                 let mut pad = 0usize;
@@ -342,7 +375,11 @@ impl H2 {
                     p = p.get(4..).unwrap_or_default();
                 }
                 // Padding is at the end; a cut payload may miss it.
-                let keep = if f.cut { p.len() } else { p.len().saturating_sub(pad) };
+                let keep = if f.cut {
+                    p.len()
+                } else {
+                    p.len().saturating_sub(pad)
+                };
                 let data = p.get(..keep).unwrap_or_default().to_vec();
                 self.dirs[i].block = Some(Block {
                     sid: h.sid,
@@ -379,12 +416,19 @@ impl H2 {
                     }
                     if let Some(mut r) = s.resp.take() {
                         if let Some(c) = code {
-                            r.msg.grpc_message.get_or_insert_with(|| format!("RST_STREAM {}", h2_error(c)));
+                            r.msg
+                                .grpc_message
+                                .get_or_insert_with(|| format!("RST_STREAM {}", h2_error(c)));
                         }
                         r.finish(false, ts, &self.cfg, out);
                     } else if !s.resp_done {
                         // Reset before any response: say so.
-                        let mut m = Message::new(Protocol::Http2, Direction::ServerToClient, Part::Response, ts);
+                        let mut m = Message::new(
+                            Protocol::Http2,
+                            Direction::ServerToClient,
+                            Part::Response,
+                            ts,
+                        );
                         m.stream_id = Some(h.sid);
                         if let Some(req) = &s.req_head {
                             m.method.clone_from(&req.method);
@@ -393,21 +437,20 @@ impl H2 {
                             m.grpc_service.clone_from(&req.grpc_service);
                             m.grpc_method.clone_from(&req.grpc_method);
                         }
-                        m.grpc_message = code.map(|c| format!("RST_STREAM {} by {}", h2_error(c), side(d)));
+                        m.grpc_message =
+                            code.map(|c| format!("RST_STREAM {} by {}", h2_error(c), side(d)));
                         out.push(m);
                     }
                 }
             }
-            SETTINGS => {
-                if h.flags & 1 == 0 {
-                    for s in f.payload.chunks_exact(6) {
-                        let id = u16::from_be_bytes([s[0], s[1]]);
-                        let v = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
-                        if id == 1 {
-                            // HEADER_TABLE_SIZE bounds the table of the
-                            // headers this peer receives.
-                            self.dirs[1 - i].hpack.set_limit(v);
-                        }
+            SETTINGS if h.flags & 1 == 0 => {
+                for s in f.payload.chunks_exact(6) {
+                    let id = u16::from_be_bytes([s[0], s[1]]);
+                    let v = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+                    if id == 1 {
+                        // HEADER_TABLE_SIZE bounds the table of the
+                        // headers this peer receives.
+                        self.dirs[1 - i].hpack.set_limit(v);
                     }
                 }
             }
@@ -425,14 +468,20 @@ impl H2 {
 
     fn end_block(&mut self, d: Direction, ts: u64, out: &mut Vec<Message>) {
         let i = di(d);
-        let Some(b) = self.dirs[i].block.take() else { return };
+        let Some(b) = self.dirs[i].block.take() else {
+            return;
+        };
         let decoded = self.dirs[i].hpack.decode(&b.data, b.cut);
         self.headers_seen = true;
         if b.push {
             return;
         }
         let is_req_dir = d == Direction::ClientToServer;
-        let part = if is_req_dir { Part::Request } else { Part::Response };
+        let part = if is_req_dir {
+            Part::Request
+        } else {
+            Part::Response
+        };
         let mut msg = Message::new(Protocol::Http2, d, part, ts);
         msg.stream_id = Some(b.sid);
         msg.unknown = decoded.unknown || decoded.broken;
@@ -447,8 +496,14 @@ impl H2 {
             self.streams.insert(b.sid, Stream::default());
         }
         let cfg = self.cfg;
-        let Some(s) = self.streams.get_mut(&b.sid) else { return };
-        let existing = if is_req_dir { s.req.as_mut() } else { s.resp.as_mut() };
+        let Some(s) = self.streams.get_mut(&b.sid) else {
+            return;
+        };
+        let existing = if is_req_dir {
+            s.req.as_mut()
+        } else {
+            s.resp.as_mut()
+        };
         if let Some(half) = existing {
             // Trailers.
             for h in msg.headers {
@@ -456,7 +511,9 @@ impl H2 {
                     if let (Some(n), crate::message::HeaderValue::Text(v)) = (&h.name, &h.value) {
                         match n.as_str() {
                             "grpc-status" => half.msg.grpc_status = v.parse().ok(),
-                            "grpc-message" => half.msg.grpc_message = Some(crate::grpc::decode_message(v)),
+                            "grpc-message" => {
+                                half.msg.grpc_message = Some(crate::grpc::decode_message(v))
+                            }
                             _ => {}
                         }
                     }
@@ -494,7 +551,11 @@ impl H2 {
     fn data(&mut self, d: Direction, sid: u32, body: &[u8], ts: u64, out: &mut Vec<Message>) {
         let cfg = self.cfg;
         if let Some(s) = self.streams.get_mut(&sid) {
-            let h = if d == Direction::ClientToServer { s.req.as_mut() } else { s.resp.as_mut() };
+            let h = if d == Direction::ClientToServer {
+                s.req.as_mut()
+            } else {
+                s.resp.as_mut()
+            };
             if let Some(h) = h {
                 h.body(body, ts, &cfg, out);
             }
@@ -504,16 +565,29 @@ impl H2 {
     fn stream_gap(&mut self, d: Direction, sid: u32, n: u64, ts: u64, out: &mut Vec<Message>) {
         let cfg = self.cfg;
         if let Some(s) = self.streams.get_mut(&sid) {
-            let h = if d == Direction::ClientToServer { s.req.as_mut() } else { s.resp.as_mut() };
+            let h = if d == Direction::ClientToServer {
+                s.req.as_mut()
+            } else {
+                s.resp.as_mut()
+            };
             if let Some(h) = h {
                 h.gap(n, ts, &cfg, out);
             }
         }
     }
 
-    fn end_half(&mut self, d: Direction, sid: u32, complete: bool, ts: u64, out: &mut Vec<Message>) {
+    fn end_half(
+        &mut self,
+        d: Direction,
+        sid: u32,
+        complete: bool,
+        ts: u64,
+        out: &mut Vec<Message>,
+    ) {
         let cfg = self.cfg;
-        let Some(s) = self.streams.get_mut(&sid) else { return };
+        let Some(s) = self.streams.get_mut(&sid) else {
+            return;
+        };
         if d == Direction::ClientToServer {
             if let Some(h) = s.req.take() {
                 h.finish(complete, ts, &cfg, out);

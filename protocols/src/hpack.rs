@@ -151,8 +151,12 @@ impl Decoder {
         self.complete
     }
 
-    /// Forget everything: called when a header block was lost.
+    /// Forget everything: called when a header block was lost. The lost
+    /// block may have inserted entries, so no index can be trusted until
+    /// new insertions are seen.
     pub fn lose_state(&mut self) {
+        self.entries.clear();
+        self.size = 0;
         self.complete = false;
     }
 
@@ -235,7 +239,8 @@ impl Decoder {
             }
         }
         if out.broken || cut {
-            self.complete = false;
+            // The undecoded rest may have inserted entries.
+            self.lose_state();
         }
         out
     }
@@ -274,7 +279,9 @@ impl Decoder {
         if first & 0xe0 == 0x20 {
             // Dynamic table size update.
             let size = read_int(b, pos, 5)?;
-            self.max_size = usize::try_from(size).unwrap_or(usize::MAX).min(MAX_TABLE_SIZE);
+            self.max_size = usize::try_from(size)
+                .unwrap_or(usize::MAX)
+                .min(MAX_TABLE_SIZE);
             if size > MAX_TABLE_SIZE as u64 && self.exact {
                 // We keep less than the peer may: what we drop is unknown.
                 self.exact = false;
@@ -381,8 +388,12 @@ mod tests {
             .iter()
             .map(|f| {
                 (
-                    f.name.as_ref().map_or("?".into(), |n| String::from_utf8_lossy(n).into()),
-                    f.value.as_ref().map_or("?".into(), |v| String::from_utf8_lossy(v).into()),
+                    f.name
+                        .as_ref()
+                        .map_or("?".into(), |n| String::from_utf8_lossy(n).into()),
+                    f.value
+                        .as_ref()
+                        .map_or("?".into(), |v| String::from_utf8_lossy(v).into()),
                 )
             })
             .collect()
@@ -393,9 +404,15 @@ mod tests {
     fn rfc7541_c4_requests() {
         let mut d = Decoder::new();
         let b1 = d.decode(&hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"), false);
-        assert_eq!(pairs(&b1)[3], (":authority".into(), "www.example.com".into()));
+        assert_eq!(
+            pairs(&b1)[3],
+            (":authority".into(), "www.example.com".into())
+        );
         let b2 = d.decode(&hex("8286 84be 5886 a8eb 1064 9cbf"), false);
-        assert_eq!(pairs(&b2)[3], (":authority".into(), "www.example.com".into()));
+        assert_eq!(
+            pairs(&b2)[3],
+            (":authority".into(), "www.example.com".into())
+        );
         assert_eq!(pairs(&b2)[4], ("cache-control".into(), "no-cache".into()));
         let b3 = d.decode(
             &hex("8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf"),

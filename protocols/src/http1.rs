@@ -13,7 +13,15 @@ pub const MAX_PENDING: usize = 64;
 const MAX_PARSED_HEADERS: usize = 128;
 
 const METHODS: [&[u8]; 9] = [
-    b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"CONNECT ", b"TRACE ",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"PATCH ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"TRACE ",
 ];
 
 /// Does `b` start like an HTTP/1 request?
@@ -88,7 +96,14 @@ impl Http1 {
         }
     }
 
-    pub fn feed(&mut self, d: Direction, chunk: &[u8], total_len: u64, ts: u64, out: &mut Vec<Message>) {
+    pub fn feed(
+        &mut self,
+        d: Direction,
+        chunk: &[u8],
+        total_len: u64,
+        ts: u64,
+        out: &mut Vec<Message>,
+    ) {
         let i = di(d);
         let mut data = chunk;
         if matches!(self.dirs[i].state, State::Lost) {
@@ -176,7 +191,9 @@ impl Http1 {
                         let rest = data.get(used..).unwrap_or_default();
                         self.start_body(half, body, rest, ts, out)
                     }
-                    Ok(None) if buf.len() < MAX_HEAD => (State::Head(buf), data.get(take..).unwrap_or_default()),
+                    Ok(None) if buf.len() < MAX_HEAD => {
+                        (State::Head(buf), data.get(take..).unwrap_or_default())
+                    }
                     _ => (State::Lost, &[]),
                 }
             }
@@ -219,7 +236,10 @@ impl Http1 {
                     let s = String::from_utf8_lossy(&line);
                     let hex = s.trim().split(';').next().unwrap_or("").trim().to_string();
                     match u64::from_str_radix(&hex, 16) {
-                        Ok(0) => (State::Body(Body::Chunked(Chunk::Trailer(Vec::new())), half), rest),
+                        Ok(0) => (
+                            State::Body(Body::Chunked(Chunk::Trailer(Vec::new())), half),
+                            rest,
+                        ),
                         Ok(n) => (State::Body(Body::Chunked(Chunk::Data(n)), half), rest),
                         Err(_) => {
                             half.lost();
@@ -243,7 +263,11 @@ impl Http1 {
                 half.body(data.get(..take).unwrap_or_default(), ts, &cfg, out);
                 let left = left - take as u64;
                 let rest = data.get(take..).unwrap_or_default();
-                let next = if left == 0 { Chunk::DataEnd(2) } else { Chunk::Data(left) };
+                let next = if left == 0 {
+                    Chunk::DataEnd(2)
+                } else {
+                    Chunk::Data(left)
+                };
                 (State::Body(Body::Chunked(next), half), rest)
             }
             Chunk::DataEnd(n) => {
@@ -260,7 +284,10 @@ impl Http1 {
                     n -= 1;
                 }
                 if n == 0 {
-                    (State::Body(Body::Chunked(Chunk::Size(Vec::new())), half), rest)
+                    (
+                        State::Body(Body::Chunked(Chunk::Size(Vec::new())), half),
+                        rest,
+                    )
                 } else if rest.is_empty() {
                     (State::Body(Body::Chunked(Chunk::DataEnd(n)), half), rest)
                 } else {
@@ -277,7 +304,10 @@ impl Http1 {
                         half.finish(true, ts, &cfg, out);
                         (State::Head(Vec::new()), rest)
                     } else {
-                        (State::Body(Body::Chunked(Chunk::Trailer(Vec::new())), half), rest)
+                        (
+                            State::Body(Body::Chunked(Chunk::Trailer(Vec::new())), half),
+                            rest,
+                        )
                     }
                 }
                 None => {
@@ -316,7 +346,12 @@ impl Http1 {
 
     /// Parses a message head. Ok(None): incomplete; Err: not HTTP/1.
     #[allow(clippy::type_complexity)]
-    fn parse_head(&mut self, d: Direction, buf: &[u8], ts: u64) -> Result<Option<(usize, Box<Half>, Body)>, ()> {
+    fn parse_head(
+        &mut self,
+        d: Direction,
+        buf: &[u8],
+        ts: u64,
+    ) -> Result<Option<(usize, Box<Half>, Body)>, ()> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_PARSED_HEADERS];
         let cfg = self.cfg;
         if d == Direction::ClientToServer {
@@ -350,10 +385,22 @@ impl Http1 {
             for h in resp.headers.iter() {
                 add_header(&mut msg, Some(h.name.as_bytes()), Some(h.value), &cfg);
             }
-            let informational = msg.status.is_some_and(|s| (100..200).contains(&s) && s != 101);
-            let req = if informational { self.pending.front().cloned() } else { self.pending.pop_front() };
-            let head_req = req.as_ref().is_some_and(|r| r.method.as_deref() == Some("HEAD"));
-            let body = if informational { Body::Length(0) } else { framing(&msg, false, head_req) };
+            let informational = msg
+                .status
+                .is_some_and(|s| (100..200).contains(&s) && s != 101);
+            let req = if informational {
+                self.pending.front().cloned()
+            } else {
+                self.pending.pop_front()
+            };
+            let head_req = req
+                .as_ref()
+                .is_some_and(|r| r.method.as_deref() == Some("HEAD"));
+            let body = if informational {
+                Body::Length(0)
+            } else {
+                framing(&msg, false, head_req)
+            };
             Ok(Some((n, Box::new(Half::new(msg, req.as_ref())), body)))
         }
     }

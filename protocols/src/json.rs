@@ -70,7 +70,8 @@ pub fn scan(src: &[u8]) -> Scan {
             }
         }
         let Some(&c) = src.get(pos) else {
-            out.truncated = !stack.is_empty() || depth_skipped > 0 || out.items.is_empty() && pos == 0;
+            out.truncated =
+                !stack.is_empty() || depth_skipped > 0 || out.items.is_empty() && pos == 0;
             out.consumed = pos;
             return out;
         };
@@ -156,7 +157,9 @@ pub fn scan(src: &[u8]) -> Scan {
                     if out.items.len() < MAX_SCALARS {
                         out.items.push(Item {
                             path: path(&stack),
-                            value: Scalar::Other(util::text(src.get(start..pos).unwrap_or_default())),
+                            value: Scalar::Other(util::text(
+                                src.get(start..pos).unwrap_or_default(),
+                            )),
                             start,
                             end: pos,
                         });
@@ -262,10 +265,17 @@ mod tests {
         let src = br#"{"kind":"Pod","metadata":{"name":"x","labels":{"a":"b"}},"items":[{"n":1},{"n":"two"}]}"#;
         let s = scan(src);
         assert!(!s.truncated);
-        let got: Vec<(String, Scalar)> = s.items.iter().map(|i| (dotted(&i.path), i.value.clone())).collect();
+        let got: Vec<(String, Scalar)> = s
+            .items
+            .iter()
+            .map(|i| (dotted(&i.path), i.value.clone()))
+            .collect();
         assert_eq!(got[0], ("kind".into(), Scalar::Str("Pod".into())));
         assert_eq!(got[1], ("metadata.name".into(), Scalar::Str("x".into())));
-        assert_eq!(got[2], ("metadata.labels.a".into(), Scalar::Str("b".into())));
+        assert_eq!(
+            got[2],
+            ("metadata.labels.a".into(), Scalar::Str("b".into()))
+        );
         assert_eq!(got[3], ("items[0].n".into(), Scalar::Other("1".into())));
         assert_eq!(got[4], ("items[1].n".into(), Scalar::Str("two".into())));
         assert_eq!(&src[s.items[0].start..s.items[0].end], b"\"Pod\"");

@@ -38,7 +38,10 @@ pub fn decode_body(body: &[u8], cut: bool) -> Vec<ObjectRef> {
 }
 
 fn trim_ws(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
     b.get(start..).unwrap_or_default()
 }
 
@@ -75,7 +78,9 @@ fn decode_json_doc(src: &[u8], cut: bool) -> (Vec<ObjectRef>, usize, bool) {
         }
     }
     // A watch event's top level only has "type": drop that empty root.
-    let has_object = roots.iter().any(|(r, _)| r.first() == Some(&Seg::Key("object".into())));
+    let has_object = roots
+        .iter()
+        .any(|(r, _)| r.first() == Some(&Seg::Key("object".into())));
     let list_kind: Option<String> = roots
         .iter()
         .find(|(r, _)| r.is_empty() || *r == [Seg::Key("object".into())])
@@ -358,7 +363,8 @@ impl WatchStream {
             None => {
                 let need = 4usize.saturating_sub(self.buf.len());
                 let take = need.min(data.len());
-                self.buf.extend_from_slice(data.get(..take).unwrap_or_default());
+                self.buf
+                    .extend_from_slice(data.get(..take).unwrap_or_default());
                 *data = data.get(take..).unwrap_or_default();
                 if self.buf.len() < 4 {
                     return;
@@ -373,7 +379,11 @@ impl WatchStream {
         };
         let room = want.saturating_sub(self.buf.len());
         let take = room.min(data.len());
-        util::push_bounded(&mut self.buf, data.get(..take).unwrap_or_default(), MAX_FRAME);
+        util::push_bounded(
+            &mut self.buf,
+            data.get(..take).unwrap_or_default(),
+            MAX_FRAME,
+        );
         *data = data.get(take..).unwrap_or_default();
         let have = self.buf.len();
         if have >= want || have >= MAX_FRAME {

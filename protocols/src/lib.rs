@@ -40,6 +40,6 @@ mod util;
 pub use assemble::Config;
 pub use conn::ConnectionDecoder;
 pub use message::{
-    CriOp, Direction, EtcdCompare, EtcdEvent, EtcdKeyOp, EtcdOp, Header, HeaderValue, Message, ObjectRef, Part,
-    Protocol,
+    CriOp, Direction, EtcdCompare, EtcdEvent, EtcdKeyOp, EtcdOp, Header, HeaderValue, Message,
+    ObjectRef, Part, Protocol,
 };

@@ -320,7 +320,10 @@ impl Message {
                 } else if self.protocol == Protocol::Grpc && self.status.is_none() {
                     s.push_str(" → ?");
                 }
-                if self.status.is_none() && self.grpc_status.is_none() && self.protocol != Protocol::Grpc {
+                if self.status.is_none()
+                    && self.grpc_status.is_none()
+                    && self.protocol != Protocol::Grpc
+                {
                     s.push_str(" → ?");
                 }
             }

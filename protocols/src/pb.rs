@@ -135,7 +135,9 @@ impl<'a> Fields<'a> {
 
 /// First length-delimited field `n` of `msg`.
 pub fn get_bytes(msg: &[u8], n: u32) -> Option<&[u8]> {
-    Fields::new(msg).find(|(f, _)| *f == n).and_then(|(_, v)| v.bytes())
+    Fields::new(msg)
+        .find(|(f, _)| *f == n)
+        .and_then(|(_, v)| v.bytes())
 }
 
 /// First length-delimited field `n` as (lossy) UTF-8, bounded.
@@ -145,7 +147,9 @@ pub fn get_str(msg: &[u8], n: u32) -> Option<String> {
 
 /// First varint field `n`.
 pub fn get_varint(msg: &[u8], n: u32) -> Option<u64> {
-    Fields::new(msg).find(|(f, _)| *f == n).and_then(|(_, v)| v.varint())
+    Fields::new(msg)
+        .find(|(f, _)| *f == n)
+        .and_then(|(_, v)| v.varint())
 }
 
 /// All length-delimited fields `n`, at most `max`.
@@ -183,7 +187,9 @@ mod tests {
 
     #[test]
     fn huge_lengths_are_rejected() {
-        let buf = [0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let buf = [
+            0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
         assert_eq!(Fields::new(&buf).count(), 0);
     }
 }

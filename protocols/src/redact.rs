@@ -46,7 +46,10 @@ pub fn body(prefix: &mut Vec<u8>, secret_object: bool) -> Vec<&'static str> {
 }
 
 fn redact_secret(b: &mut Vec<u8>) -> bool {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
     if b.get(start) != Some(&b'{') {
         if b.is_empty() {
             return false;
@@ -124,7 +127,10 @@ pub fn redact_pem(b: &mut Vec<u8>) -> bool {
         // The label must end in PRIVATE KEY----- within the line.
         let line_end = b
             .get(s..)
-            .and_then(|r| r.iter().position(|&c| c == b'\n' || c == b'\\' || c == b'"'))
+            .and_then(|r| {
+                r.iter()
+                    .position(|&c| c == b'\n' || c == b'\\' || c == b'"')
+            })
             .map_or(b.len(), |e| s + e);
         let label = b.get(s..line_end).unwrap_or_default();
         if find(label, PEM_KEY_END).is_none() {
@@ -136,7 +142,9 @@ pub fn redact_pem(b: &mut Vec<u8>) -> bool {
             .and_then(|r| find(r, b"-----END "))
             .and_then(|e| {
                 let e = line_end + e;
-                b.get(e..).and_then(|r| find(r, PEM_KEY_END)).map(|k| e + k + PEM_KEY_END.len())
+                b.get(e..)
+                    .and_then(|r| find(r, PEM_KEY_END))
+                    .map(|k| e + k + PEM_KEY_END.len())
             })
             .unwrap_or(b.len());
         let rep = b"[redacted private key]";

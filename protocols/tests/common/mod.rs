@@ -1,5 +1,5 @@
 //! Replays the captured vectors through the decoders.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
@@ -10,7 +10,9 @@ use ktrail_protocols::{ConnectionDecoder, Message};
 pub const AGENT_CAP: usize = 4096;
 
 pub fn vector_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name)
 }
 
 pub fn chunks(name: &str) -> Vec<Chunk> {

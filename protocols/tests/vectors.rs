@@ -1,0 +1,500 @@
+//! The decoders on real captured traffic (see tests/vectors/README.md).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::*;
+
+use ktrail_protocols::k8s::{self, WatchStream};
+use ktrail_protocols::{ConnectionDecoder, Direction, HeaderValue, Message, Part, Protocol};
+
+mod expected {
+
+    pub const H2C: &[&str] = &[
+        "POST /api/v1/namespaces/default/pods?fieldManager=kubectl-run [Pod default/mynginx-trace-test]",
+        "POST /api/v1/namespaces/default/pods?fieldManager=kubectl-run → 201 [Pod default/mynginx-trace-test Pending]",
+        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true",
+        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true → 200",
+        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true: ADDED Pod default/mynginx-trace-test Pending",
+        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true: MODIFIED Pod default/mynginx-trace-test node=ktrail-worker Pending",
+        "POST /api/v1/namespaces/default/pods/mynginx-trace-test/binding [Binding default/mynginx-trace-test → ktrail-worker]",
+        "POST /api/v1/namespaces/default/pods/mynginx-trace-test/binding → 201 [Status 201]",
+        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true",
+        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true → 200",
+        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true: ADDED Pod default/mynginx-trace-test Pending",
+        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true: MODIFIED Pod default/mynginx-trace-test node=ktrail-worker Pending",
+        "PATCH /api/v1/namespaces/default/pods/mynginx-trace-test/status [object Running]",
+        "PATCH /api/v1/namespaces/default/pods/mynginx-trace-test/status → 200 [Pod default/mynginx-trace-test node=ktrail-worker Running]",
+        "GET /api/v1/namespaces/default/secrets/db-credentials",
+        "GET /api/v1/namespaces/default/secrets/db-credentials → 200 [Secret default/db-credentials]",
+        "GET /api/v1/namespaces/default/pods/missing",
+        "GET /api/v1/namespaces/default/pods/missing → 404 [Status 404 NotFound]",
+];
+    pub const HTTP1: &[&str] = &[
+        "POST /api/v1/namespaces/default/pods?fieldManager=kubectl-run [Pod default/mynginx-trace-test]",
+        "POST /api/v1/namespaces/default/pods?fieldManager=kubectl-run → 201 [Pod default/mynginx-trace-test Pending]",
+        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true",
+        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true → 200",
+        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true: ADDED Pod default/mynginx-trace-test Pending",
+        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true: MODIFIED Pod default/mynginx-trace-test node=ktrail-worker Pending",
+        "POST /api/v1/namespaces/default/pods/mynginx-trace-test/binding [Binding default/mynginx-trace-test → ktrail-worker]",
+        "POST /api/v1/namespaces/default/pods/mynginx-trace-test/binding → 201 [Status 201]",
+        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true",
+        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true → 200",
+        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true: ADDED Pod default/mynginx-trace-test Pending",
+        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true: MODIFIED Pod default/mynginx-trace-test node=ktrail-worker Pending",
+        "PATCH /api/v1/namespaces/default/pods/mynginx-trace-test/status [object Running]",
+        "PATCH /api/v1/namespaces/default/pods/mynginx-trace-test/status → 200 [Pod default/mynginx-trace-test node=ktrail-worker Running]",
+        "GET /api/v1/namespaces/default/secrets/db-credentials",
+        "GET /api/v1/namespaces/default/secrets/db-credentials → 200 [Secret default/db-credentials]",
+        "GET /api/v1/namespaces/default/pods/missing",
+        "GET /api/v1/namespaces/default/pods/missing → 404 [Status 404 NotFound]",
+];
+    pub const ETCD: &[&str] = &[
+        "etcd Watch create /registry/pods/ (prefix)",
+        "etcd Watch rev 1",
+        "etcd Txn put /registry/pods/default/mynginx-trace-test",
+        "etcd Txn succeeded rev 2",
+        "etcd Watch PUT /registry/pods/default/mynginx-trace-test rev 2",
+        "etcd Range /registry/pods/default/mynginx-trace-test",
+        "etcd Range /registry/pods/default/mynginx-trace-test rev 2",
+        "etcd Txn put /registry/pods/default/mynginx-trace-test",
+        "etcd Txn succeeded rev 3",
+        "etcd Watch PUT /registry/pods/default/mynginx-trace-test rev 3",
+        "etcd Txn put /registry/pods/default/mynginx-trace-test",
+        "etcd Txn failed /registry/pods/default/mynginx-trace-test rev 3",
+        "etcd Put /registry/events/default/mynginx-trace-test.1",
+        "etcd Put rev 4",
+        "etcd Range /registry/pods/default/ (prefix)",
+        "etcd Range /registry/pods/default/mynginx-trace-test rev 4",
+        "etcd DeleteRange /registry/pods/default/mynginx-trace-test",
+        "etcd DeleteRange rev 5",
+        "etcd Watch DELETE /registry/pods/default/mynginx-trace-test rev 5",
+        "etcd Watch",
+    ];
+    pub const CRI: &[&str] = &[
+        "CRI Version",
+        "CRI Version → OK",
+        "CRI RunPodSandbox default/mynginx-trace-test",
+        "CRI RunPodSandbox → Unknown: failed to get sandbox image \"registry.k8s.io/pause:3.10\": failed to pull image \"registry.k8s.io/pause:3.10\": failed to pull and unpack image \"registry.k8s.io/pause:3.10\": failed to resolve reference \"registry.k8s.io/pause:3.10\": failed to do request: Head \"https://registry.k8s.io/v2/pause/manifests/3.10\": dial tcp: lookup registry.k8s.io on 10.255.255.53:53: no such host",
+        "CRI ImageStatus image docker.io/library/nginx:latest",
+        "CRI ImageStatus → OK",
+        "CRI PullImage default/mynginx-trace-test image docker.io/library/nginx:latest",
+        "CRI PullImage → Unknown: failed to pull and unpack image \"docker.io/library/nginx:latest\": failed to resolve reference \"docker.io/library/nginx:latest\": failed to do request: Head \"https://registry-1.docker.io/v2/library/nginx/manifests/latest\": dial tcp: lookup registry-1.docker.io on 10.255.255.53:53: no such host",
+        "CRI CreateContainer default/mynginx-trace-test container mynginx-trace-test image docker.io/library/nginx:latest sandbox id 4c1d3f0a5b6e7",
+        "CRI CreateContainer → NotFound: failed to find sandbox id \"4c1d3f0a5b6e7d8c9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6\": not found",
+        "CRI StartContainer container id 9e8d7c6b5a4f3",
+        "CRI StartContainer → NotFound: an error occurred when try to find container \"9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d\": not found",
+        "CRI ListPodSandbox",
+        "CRI ListPodSandbox → OK",
+        "CRI StopPodSandbox sandbox id 4c1d3f0a5b6e7",
+        "CRI StopPodSandbox → NotFound: an error occurred when try to find sandbox \"4c1d3f0a5b6e7d8c9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6\": not found",
+        "CRI RemovePodSandbox sandbox id 4c1d3f0a5b6e7",
+        "CRI RemovePodSandbox → OK",
+];
+}
+
+fn all_json(msgs: &[Message]) -> String {
+    msgs.iter()
+        .map(|m| serde_json::to_string(m).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Secrets the generator put into the traffic: none may appear in any output.
+const SECRETS: &[&str] = &[
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6InZlY3RvciJ9", // bearer token
+    "c2lnbmF0dXJl",
+    "abcdef0123456789", // Set-Cookie
+    "aHVudGVyMg",       // base64("hunter2")
+    "hunter2",
+    "vectorvectorvector", // PEM key body
+    "YWRtaW4",            // base64("admin") stringData
+];
+
+fn assert_no_secrets(msgs: &[Message]) {
+    let j = all_json(msgs);
+    for s in SECRETS {
+        assert!(!j.contains(s), "secret {s} leaked");
+    }
+    // body prefixes too (serde writes bytes as numbers): check raw
+    for m in msgs {
+        let b = String::from_utf8_lossy(&m.body_prefix);
+        for s in SECRETS {
+            assert!(
+                !b.contains(s),
+                "secret {s} leaked in body prefix of {}",
+                m.summary()
+            );
+        }
+    }
+}
+
+#[test]
+fn h2c_kubectl_flow_decodes_fully() {
+    let msgs = replay(&chunks("h2c-kubectl.txt"), AGENT_CAP);
+    assert_eq!(summaries(&msgs), expected::H2C);
+    for m in &msgs {
+        assert_eq!(m.protocol, Protocol::Http2);
+        assert!(m.stream_id.is_some_and(|s| s % 2 == 1));
+        assert!(!m.unknown, "{}", m.summary());
+        assert!(!m.truncated, "{}", m.summary());
+        if m.part != Part::Event && !m.path.as_deref().unwrap_or("").contains("watch=true") {
+            assert!(m.complete, "{}", m.summary());
+        }
+    }
+    // Request: method, path, content type, redacted Authorization.
+    let post = &msgs[0];
+    assert_eq!(post.method.as_deref(), Some("POST"));
+    assert_eq!(post.content_type.as_deref(), Some("application/json"));
+    assert!(post
+        .headers
+        .iter()
+        .any(|h| h.name.as_deref() == Some("authorization") && h.value == HeaderValue::Redacted));
+    assert_eq!(
+        post.header("user-agent"),
+        Some("kubectl/v1.34.4 (linux/amd64) kubernetes/e2d0fb4")
+    );
+    // Response: status and the created object's identity.
+    let created = &msgs[1];
+    assert_eq!(created.status, Some(201));
+    let pod = &created.objects[0];
+    assert_eq!(pod.api_version.as_deref(), Some("v1"));
+    assert_eq!(
+        pod.uid.as_deref(),
+        Some("6f1c9f9e-2b7e-4c3a-9d55-0c8f5f2a1b11")
+    );
+    assert_eq!(pod.resource_version.as_deref(), Some("1234"));
+    assert!(created.ts_first >= post.ts_last);
+    // Protobuf watch events (the scheduler's and kubelet's view).
+    let bound = &msgs[11];
+    assert_eq!(bound.part, Part::Event);
+    assert_eq!(
+        bound.content_type.as_deref(),
+        Some("application/vnd.kubernetes.protobuf;stream=watch")
+    );
+    let o = &bound.objects[0];
+    assert_eq!(o.event_type.as_deref(), Some("MODIFIED"));
+    assert_eq!(o.node_name.as_deref(), Some("ktrail-worker"));
+    assert_eq!(o.resource_version.as_deref(), Some("1235"));
+    // The 404 Status body.
+    let nf = msgs.last().unwrap();
+    assert_eq!(nf.objects[0].reason.as_deref(), Some("NotFound"));
+    assert_eq!(
+        nf.objects[0].message.as_deref(),
+        Some("pods \"missing\" not found")
+    );
+    assert_no_secrets(&msgs);
+    let secret = &msgs[15];
+    assert!(secret.redacted.contains(&"secret data".to_string()));
+    assert!(secret.redacted.contains(&"header set-cookie".to_string()));
+    assert!(String::from_utf8_lossy(&secret.body_prefix)
+        .contains("\"data\":{\"password\":\"[redacted]\""));
+}
+
+#[test]
+fn http1_kubectl_flow_decodes_fully() {
+    let msgs = replay(&chunks("http1-kubectl.txt"), AGENT_CAP);
+    assert_eq!(summaries(&msgs), expected::HTTP1);
+    assert!(msgs
+        .iter()
+        .all(|m| m.protocol == Protocol::Http1 && !m.unknown));
+    // The watch response is chunked: events come out as each line completes.
+    let events: Vec<&Message> = msgs.iter().filter(|m| m.part == Part::Event).collect();
+    assert_eq!(events.len(), 4);
+    assert_no_secrets(&msgs);
+}
+
+#[test]
+fn etcd_apiserver_flow_decodes_keys_revisions_and_objects() {
+    let msgs = replay(&chunks("etcd-apiserver.txt"), AGENT_CAP);
+    assert_eq!(summaries(&msgs), expected::ETCD);
+    assert!(msgs.iter().all(|m| m.protocol == Protocol::Grpc));
+    // The create Txn: compare mod_revision = 0, put, and the Pod in the value.
+    let txn = &msgs[2];
+    assert_eq!(txn.grpc_service.as_deref(), Some("etcdserverpb.KV"));
+    assert_eq!(txn.grpc_method.as_deref(), Some("Txn"));
+    let e = txn.etcd.as_ref().unwrap();
+    assert_eq!(e.compares.len(), 1);
+    assert_eq!(
+        e.compares[0].key,
+        "/registry/pods/default/mynginx-trace-test"
+    );
+    assert_eq!(e.compares[0].target, "mod");
+    assert_eq!(e.compares[0].number, Some(0));
+    assert_eq!(e.success[0].op, "put");
+    assert!(e.failure.is_empty());
+    assert_eq!(
+        txn.objects[0].label(),
+        "Pod default/mynginx-trace-test Pending"
+    );
+    assert_eq!(txn.objects[0].api_version.as_deref(), Some("v1"));
+    // Its response: header revision, succeeded, gRPC OK.
+    let r = &msgs[3];
+    assert_eq!(r.grpc_status, Some(0));
+    assert_eq!(r.status, Some(200));
+    assert_eq!(r.etcd.as_ref().unwrap().revision, Some(2));
+    assert_eq!(r.etcd.as_ref().unwrap().succeeded, Some(true));
+    // The update Txn carries nodeName in the value; its compare names the read revision.
+    let upd = msgs[7].etcd.as_ref().unwrap();
+    assert_eq!(upd.compares[0].number, Some(2));
+    assert_eq!(upd.failure[0].op, "range");
+    assert_eq!(
+        msgs[7].objects[0].node_name.as_deref(),
+        Some("ktrail-worker")
+    );
+    // Watch: events with keys and revisions, the Pod from the event's kv.
+    let w = &msgs[4];
+    assert_eq!(w.part, Part::Event);
+    let we = w.etcd.as_ref().unwrap();
+    assert_eq!(we.events[0].kind, "PUT");
+    assert_eq!(we.events[0].mod_revision, Some(2));
+    assert_eq!(w.objects[0].name.as_deref(), Some("mynginx-trace-test"));
+    // Watch create request: prefix and range end.
+    let wc = msgs[0].etcd.as_ref().unwrap();
+    assert_eq!(wc.range_end.as_deref(), Some("/registry/pods0"));
+    // Range response: the key and count.
+    let rr = msgs[15].etcd.as_ref().unwrap();
+    assert_eq!(rr.count, Some(1));
+}
+
+#[test]
+fn cri_kubelet_calls_decode_metadata_ids_and_errors() {
+    let msgs = replay(&chunks("cri-kubelet.txt"), AGENT_CAP);
+    assert_eq!(summaries(&msgs), expected::CRI);
+    let run = msgs[2].cri.as_ref().unwrap();
+    assert_eq!(run.service, "RuntimeService");
+    assert_eq!(run.pod_name.as_deref(), Some("mynginx-trace-test"));
+    assert_eq!(run.pod_namespace.as_deref(), Some("default"));
+    assert_eq!(
+        run.pod_uid.as_deref(),
+        Some("6f1c9f9e-2b7e-4c3a-9d55-0c8f5f2a1b11")
+    );
+    assert_eq!(run.attempt, Some(0));
+    let err = &msgs[3];
+    assert_eq!(err.grpc_status, Some(2));
+    assert!(err
+        .grpc_message
+        .as_deref()
+        .unwrap()
+        .starts_with("failed to get sandbox image"));
+    let pull = &msgs[6];
+    assert_eq!(
+        pull.cri.as_ref().unwrap().image.as_deref(),
+        Some("docker.io/library/nginx:latest")
+    );
+    assert_eq!(pull.redacted, vec!["cri request body".to_string()]);
+    let create = msgs[8].cri.as_ref().unwrap();
+    assert_eq!(create.container_name.as_deref(), Some("mynginx-trace-test"));
+    assert_eq!(msgs[9].grpc_status, Some(5));
+}
+
+#[test]
+fn directions_given_the_wrong_way_round_are_swapped() {
+    let mut c = chunks("http1-kubectl.txt");
+    for ch in &mut c {
+        ch.dir = ch.dir.reverse();
+    }
+    let mut d = ConnectionDecoder::new();
+    let mut msgs = Vec::new();
+    for ch in &c {
+        msgs.extend(d.feed(ch.dir, &ch.data, ch.total_len, 0));
+    }
+    assert!(d.swapped());
+    assert_eq!(summaries(&msgs)[..2], expected::HTTP1[..2]);
+    assert_eq!(msgs[0].direction, Direction::ClientToServer);
+}
+
+/// Every value a degraded decode reports must be one the full decode reports:
+/// a cut or mid-connection capture loses information, it never invents it.
+fn assert_subset(degraded: &[Message], full: &[Message]) {
+    let paths: Vec<Option<&str>> = full.iter().map(|m| m.path.as_deref()).collect();
+    let keys: Vec<String> = full
+        .iter()
+        .flat_map(|m| m.etcd.iter().flat_map(|e| e.keys.clone()))
+        .collect();
+    let names: Vec<Option<&str>> = full
+        .iter()
+        .flat_map(|m| m.objects.iter().map(|o| o.name.as_deref()))
+        .collect();
+    for m in degraded {
+        if let Some(p) = m.path.as_deref() {
+            assert!(paths.contains(&Some(p)), "invented path {p}");
+        }
+        for k in m.etcd.iter().flat_map(|e| e.keys.iter()) {
+            assert!(keys.contains(k) || k.is_empty(), "invented key {k}");
+        }
+        for o in &m.objects {
+            if let Some(n) = o.name.as_deref() {
+                assert!(names.contains(&Some(n)) || o.truncated, "invented name {n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn truncated_captures_mark_what_is_missing_and_never_guess() {
+    for v in [
+        "h2c-kubectl.txt",
+        "http1-kubectl.txt",
+        "etcd-apiserver.txt",
+        "cri-kubelet.txt",
+    ] {
+        let c = chunks(v);
+        let full = replay(&c, usize::MAX);
+        for cap in [0, 1, 9, 16, 40, 100, 300, 700] {
+            let cut = replay(&c, cap);
+            assert_subset(&cut, &full);
+            if cap <= 16 {
+                assert!(cut.iter().all(|m| m.path.is_none()
+                    || m.protocol == Protocol::Http1
+                    || m.unknown
+                    || m.truncated
+                    || m.complete));
+            }
+        }
+    }
+    // A cut of 300 bytes per write: HTTP/2 header blocks survive (they are
+    // small), bodies are cut and say so.
+    let msgs = replay(&chunks("h2c-kubectl.txt"), 300);
+    let created = msgs
+        .iter()
+        .find(|m| {
+            m.status == Some(201) && m.objects.iter().any(|o| o.kind.as_deref() == Some("Pod"))
+        })
+        .unwrap();
+    assert!(created.truncated && !created.complete);
+    assert!(created.objects[0].truncated);
+    assert_eq!(
+        created.objects[0].name.as_deref(),
+        Some("mynginx-trace-test")
+    );
+}
+
+#[test]
+fn mid_connection_h2_decodes_static_and_literal_headers_and_marks_unknown() {
+    let c = chunks("h2c-kubectl.txt");
+    let full = replay(&c, usize::MAX);
+    // Start after the first exchange: the dynamic tables are unknown.
+    for skip in 3..c.len() {
+        let msgs = replay(&c[skip..], AGENT_CAP);
+        assert_subset(&msgs, &full);
+    }
+    let msgs = replay(&c[4..], AGENT_CAP);
+    assert!(!msgs.is_empty());
+    // Some headers referenced entries inserted before the capture began.
+    assert!(msgs.iter().any(|m| m.unknown));
+    // :status comes from the static table or a literal: still decoded.
+    assert!(msgs
+        .iter()
+        .any(|m| m.status == Some(201) || m.status == Some(200)));
+    // Later requests learn the entries they insert: not everything is unknown.
+    assert!(msgs.iter().any(|m| m.path.is_some()));
+}
+
+#[test]
+fn k8s_objects_from_real_serializers() {
+    let objs = k8s::decode_body(&file("k8s/pod-pending.json"), false);
+    assert_eq!(objs[0].label(), "Pod default/mynginx-trace-test Pending");
+    let objs = k8s::decode_body(&file("k8s/pod-bound.pb"), false);
+    let o = &objs[0];
+    assert_eq!(
+        (
+            o.api_version.as_deref(),
+            o.kind.as_deref(),
+            o.namespace.as_deref(),
+            o.name.as_deref()
+        ),
+        (
+            Some("v1"),
+            Some("Pod"),
+            Some("default"),
+            Some("mynginx-trace-test")
+        )
+    );
+    assert_eq!(
+        o.uid.as_deref(),
+        Some("6f1c9f9e-2b7e-4c3a-9d55-0c8f5f2a1b11")
+    );
+    assert_eq!(o.resource_version.as_deref(), Some("1235"));
+    assert_eq!(o.node_name.as_deref(), Some("ktrail-worker"));
+    assert_eq!(o.phase.as_deref(), Some("Pending"));
+    assert!(!o.truncated);
+    for f in ["k8s/binding.pb", "k8s/binding.json"] {
+        let b = &k8s::decode_body(&file(f), false)[0];
+        assert_eq!(
+            b.label(),
+            "Binding default/mynginx-trace-test → ktrail-worker",
+            "{f}"
+        );
+    }
+    let s = &k8s::decode_body(&file("k8s/status-201.pb"), false)[0];
+    assert_eq!(
+        (s.kind.as_deref(), s.status.as_deref(), s.code),
+        (Some("Status"), Some("Success"), Some(201))
+    );
+    let list = k8s::decode_body(&file("k8s/podlist.json"), false);
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[0].kind.as_deref(), Some("PodList"));
+    assert_eq!(list[0].resource_version.as_deref(), Some("1300"));
+    assert_eq!(
+        list[2].label(),
+        "Pod default/mynginx-trace-test node=ktrail-worker Running"
+    );
+    for f in ["k8s/secret.json", "k8s/secret.pb"] {
+        let s = &k8s::decode_body(&file(f), false)[0];
+        assert_eq!(s.label(), "Secret default/db-credentials", "{f}");
+    }
+}
+
+#[test]
+fn k8s_watch_streams_in_any_chunking() {
+    for (f, proto) in [("k8s/watch-pods.jsonl", false), ("k8s/watch-pods.pb", true)] {
+        let b = file(f);
+        for step in [1, 3, 7, 64, 4096] {
+            let mut w = WatchStream::new(None);
+            let mut evs = Vec::new();
+            for piece in b.chunks(step) {
+                evs.extend(w.feed(piece));
+            }
+            let got: Vec<String> = evs
+                .iter()
+                .map(|o| format!("{} {}", o.event_type.as_deref().unwrap_or("?"), o.label()))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    "ADDED Pod default/mynginx-trace-test Pending",
+                    "MODIFIED Pod default/mynginx-trace-test node=ktrail-worker Pending"
+                ],
+                "{f} step {step} proto {proto}"
+            );
+        }
+    }
+}
+
+#[test]
+fn truncated_objects_keep_exact_prefix_fields() {
+    for f in [
+        "k8s/pod-running.json",
+        "k8s/pod-bound.pb",
+        "k8s/binding.pb",
+        "k8s/podlist.json",
+    ] {
+        let b = file(f);
+        let full = k8s::decode_body(&b, false);
+        for cut in 0..b.len() {
+            for o in k8s::decode_body(&b[..cut], true) {
+                let same = full.iter().any(|f| {
+                    (o.name.is_none()
+                        || o.name == f.name
+                        || o.name
+                            .as_deref()
+                            .is_some_and(|n| f.name.as_deref().unwrap_or("").starts_with(n)))
+                        && (o.node_name.is_none() || o.node_name == f.node_name || o.truncated)
+                });
+                assert!(same, "{f} cut at {cut}: {o:?}");
+                assert!(o.truncated, "{f} cut at {cut} not marked truncated");
+            }
+        }
+    }
+}
