@@ -11,6 +11,11 @@ use anyhow::{bail, Context, Result};
 
 /// How long [`ChildGuard::stop`] lets a process exit on SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long a SIGKILLed process may take to go. Exit can be slow in the kernel: an agent
+/// with a few hundred uprobes takes seconds to have them removed.
+const KILL_WAIT: Duration = Duration::from_secs(60);
+/// After this long a note says what is being waited for.
+const KILL_NOTE_AFTER: Duration = Duration::from_secs(5);
 /// Lines of each log shown when a test fails.
 const TAIL_LINES: usize = 40;
 
@@ -143,7 +148,30 @@ impl ChildGuard {
     /// SIGKILL now and reap: the process gets no chance to clean up (a crash).
     pub fn kill_now(&mut self) -> Result<ExitStatus> {
         self.signal(libc::SIGKILL)?;
-        self.wait_timeout(Duration::from_secs(10))
+        let start = Instant::now();
+        let mut noted = false;
+        loop {
+            if let Some(status) = self.try_status()? {
+                return Ok(status);
+            }
+            if !noted && start.elapsed() >= KILL_NOTE_AFTER {
+                eprintln!(
+                    "ktrail-tests: waiting for {} (pid {}) to exit after SIGKILL …",
+                    self.name,
+                    self.pid()
+                );
+                noted = true;
+            }
+            if start.elapsed() >= KILL_WAIT {
+                bail!(
+                    "{} (pid {}) still exists {} s after SIGKILL",
+                    self.name,
+                    self.pid(),
+                    KILL_WAIT.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGTERM, up to 3 s to exit, then SIGKILL; reaps the process.

@@ -92,7 +92,8 @@ pub fn run() -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     };
 
-    println!("\n==> stopping …");
+    // The kernel removes an agent's probes one by one on exit: that takes a while.
+    println!("\n==> stopping (the agents may take half a minute to detach) …");
     if let Some(reason) = &ended {
         eprintln!("{reason}");
     }
