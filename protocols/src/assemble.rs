@@ -13,7 +13,7 @@ use crate::redact;
 use crate::util;
 
 /// Most body bytes buffered per message for decoding.
-pub const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = 16 * 1024;
 
 /// Decoder settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,11 +166,23 @@ impl Half {
         self.streaming
     }
 
+    /// Bytes held (bodies, partial messages), for the memory bound.
+    pub fn buffered(&self) -> usize {
+        self.body.len()
+            + self.grpc.as_ref().map_or(0, GrpcStream::buffered)
+            + self.watch.as_ref().map_or(0, WatchStream::buffered)
+            + self.grpc_msgs.iter().map(|m| m.data.len()).sum::<usize>()
+            + self.msg.headers.len() * 64
+    }
+
     /// Body bytes arrived.
     pub fn body(&mut self, data: &[u8], ts: u64, cfg: &Config, out: &mut Vec<Message>) {
         self.msg.ts_last = ts;
         self.msg.body_len = self.msg.body_len.saturating_add(data.len() as u64);
-        if !self.streaming && !util::push_bounded(&mut self.body, data, MAX_BODY) {
+        if !self.streaming
+            && self.grpc.is_none()
+            && !util::push_bounded(&mut self.body, data, MAX_BODY)
+        {
             self.cut = true;
         }
         if self.streaming && self.body.len() < cfg.body_prefix {
@@ -217,8 +229,9 @@ impl Half {
                     out.push(ev);
                 }
             } else {
+                // A unary call has one message: keep the first.
                 for m in msgs {
-                    if self.grpc_msgs.len() < grpc::MAX_PENDING {
+                    if self.grpc_msgs.is_empty() {
                         self.grpc_msgs.push(m);
                     }
                 }

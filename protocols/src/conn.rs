@@ -70,6 +70,23 @@ impl ConnectionDecoder {
         self.swapped
     }
 
+    /// An estimate of the bytes this decoder holds. It stays below
+    /// [`ConnectionDecoder::MAX_BUFFERED`] whatever is fed.
+    pub fn buffered(&self) -> usize {
+        match &self.inner {
+            Inner::Http1(h) => h.buffered(),
+            Inner::Http2(h) => h.buffered(),
+            Inner::Undetected(_) | Inner::Unknown => 0,
+        }
+    }
+
+    /// The bound on [`ConnectionDecoder::buffered`]: per stream (at most
+    /// `h2::MAX_STREAMS`) two halves, each holding at most 16 KiB of body or
+    /// of gRPC/watch message being assembled plus a kept first gRPC message
+    /// and headers; plus two HPACK tables (64 KiB each) and frame buffers.
+    /// A connection with few streams holds far less (tens of KiB).
+    pub const MAX_BUFFERED: usize = 20 * 1024 * 1024;
+
     /// Bytes that could not be decoded (unknown protocol).
     pub fn unknown_bytes(&self) -> u64 {
         self.unknown_bytes

@@ -3,7 +3,7 @@
 use crate::util;
 
 /// Largest gRPC message kept for decoding; larger ones decode from their prefix.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+pub const MAX_MESSAGE: usize = 16 * 1024;
 /// Most messages kept from one stream direction between two emissions.
 pub const MAX_PENDING: usize = 16;
 
@@ -129,6 +129,13 @@ impl GrpcStream {
 
     pub fn lost(&self) -> bool {
         self.lost
+    }
+
+    /// Bytes held.
+    pub fn buffered(&self) -> usize {
+        self.head.len()
+            + self.cur.as_ref().map_or(0, |m| m.data.len())
+            + self.pending.iter().map(|m| m.data.len()).sum::<usize>()
     }
 
     /// Takes the messages completed so far.

@@ -13,7 +13,7 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// (emitted as incomplete) when a new one would exceed it.
 pub const MAX_STREAMS: usize = 128;
 /// Largest non-DATA frame payload or header block buffered.
-pub const MAX_BLOCK: usize = 64 * 1024;
+pub const MAX_BLOCK: usize = 16 * 1024;
 
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
@@ -185,6 +185,31 @@ impl H2 {
             goaway: None,
             headers_seen: false,
         }
+    }
+
+    /// Bytes held by this connection's state (an upper-bound estimate).
+    pub fn buffered(&self) -> usize {
+        let dirs: usize = self
+            .dirs
+            .iter()
+            .map(|d| {
+                d.hpack.buffered()
+                    + d.head.len()
+                    + d.cur.as_ref().map_or(0, |f| f.payload.len())
+                    + d.block.as_ref().map_or(0, |b| b.data.len())
+            })
+            .sum();
+        let streams: usize = self
+            .streams
+            .values()
+            .map(|s| {
+                s.req.as_ref().map_or(0, Half::buffered)
+                    + s.resp.as_ref().map_or(0, Half::buffered)
+                    + s.req_head.as_ref().map_or(0, |m| m.headers.len() * 64)
+                    + 64
+            })
+            .sum();
+        dirs + streams
     }
 
     pub fn table_known(&self, d: Direction) -> bool {

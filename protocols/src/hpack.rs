@@ -146,6 +146,11 @@ impl Decoder {
         }
     }
 
+    /// Bytes held by the modelled table.
+    pub fn buffered(&self) -> usize {
+        self.entries.iter().map(Entry::size).sum()
+    }
+
     /// True if the whole dynamic table is known.
     pub fn table_known(&self) -> bool {
         self.complete

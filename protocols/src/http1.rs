@@ -405,6 +405,27 @@ impl Http1 {
         }
     }
 
+    /// Bytes held by this connection's state.
+    pub fn buffered(&self) -> usize {
+        let dirs: usize = self
+            .dirs
+            .iter()
+            .map(|d| match &d.state {
+                State::Head(b) => b.len(),
+                State::Body(Body::Chunked(Chunk::Size(l) | Chunk::Trailer(l)), h) => {
+                    l.len() + h.buffered()
+                }
+                State::Body(_, h) => h.buffered(),
+                State::Lost => 0,
+            })
+            .sum();
+        dirs + self
+            .pending
+            .iter()
+            .map(|m| m.headers.len() * 64 + 64)
+            .sum::<usize>()
+    }
+
     /// The connection ended: a body until close completes, others are cut.
     pub fn finish(&mut self, ts: u64, out: &mut Vec<Message>) {
         let cfg = self.cfg;

@@ -10,7 +10,7 @@ use crate::util;
 pub const PROTO_MAGIC: &[u8] = b"k8s\0";
 /// Largest watch frame or JSON line buffered for decoding; larger ones are
 /// decoded from their first bytes and marked truncated.
-pub const MAX_FRAME: usize = 64 * 1024;
+pub const MAX_FRAME: usize = 16 * 1024;
 
 /// Decodes the objects of a body: a `k8s\0` protobuf envelope, a JSON
 /// document (object, list or watch event), or JSON lines. `cut` says the body
@@ -292,6 +292,11 @@ impl WatchStream {
     /// True once a gap made the stream undecodable.
     pub fn lost(&self) -> bool {
         self.lost
+    }
+
+    /// Bytes held.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 
     /// Feeds body bytes; returns the events completed.
