@@ -169,9 +169,15 @@ fn netns_guard_cleans_up_on_panic() {
     skip_unless_root();
     let result = std::panic::catch_unwind(|| {
         let _pair = NetnsPair::create().expect("create namespaces");
-        panic!("test failure inside the guard's scope");
+        assert!(netns_exists(CONTROL).expect("ip netns list"));
+        std::panic::panic_any("intended test failure inside the guard's scope");
     });
-    assert!(result.is_err());
+    let payload = result.expect_err("the closure panics");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"intended test failure inside the guard's scope"),
+        "the namespaces were created and the intended panic happened"
+    );
     assert!(!netns_exists(CONTROL).expect("ip netns list"));
     assert!(!netns_exists(WORKER).expect("ip netns list"));
 }
