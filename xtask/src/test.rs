@@ -13,12 +13,13 @@ the README and CI (.ci/run) run exactly `cargo xtask test`.
 
   1. cargo xtask setup (installs what is missing)
   2. cargo build --workspace --bins (the agent's build also builds its eBPF programs)
-  3. cargo test --workspace --exclude ktrail-tests
-  4. cargo test -p ktrail-tests -- --test-threads=1
+  3. cargo test --workspace --exclude ktrail-tests --no-fail-fast
+  4. cargo test -p ktrail-tests --no-fail-fast -- --test-threads=1
      integration tests, serially: as root they load eBPF programs for real and create the
      k8s-control/k8s-worker network namespaces; they fail (never skip) without root
 
-Steps 3 and 4 both run even if 3 fails. Needs root.";
+Steps 3 and 4 both run even if 3 fails, and every test binary runs even if an earlier
+one failed (--no-fail-fast), so one run shows every failure. Needs root.";
 
 pub fn run() -> Result<()> {
     require_root("test")?;
@@ -32,11 +33,24 @@ pub fn run() -> Result<()> {
     let suites: [(&str, &[&str]); 2] = [
         (
             "unit and crate tests",
-            &["test", "--workspace", "--exclude", "ktrail-tests"],
+            &[
+                "test",
+                "--workspace",
+                "--exclude",
+                "ktrail-tests",
+                "--no-fail-fast",
+            ],
         ),
         (
             "integration tests (root, eBPF, one at a time)",
-            &["test", "-p", "ktrail-tests", "--", "--test-threads=1"],
+            &[
+                "test",
+                "-p",
+                "ktrail-tests",
+                "--no-fail-fast",
+                "--",
+                "--test-threads=1",
+            ],
         ),
     ];
     let mut failed = Vec::new();
