@@ -9,6 +9,7 @@ fn explore() {
         "http1-kubectl.txt",
         "etcd-apiserver.txt",
         "cri-kubelet.txt",
+        "cri-kubelet-run.txt",
     ] {
         println!("== {v}");
         for m in replay(&chunks(v), AGENT_CAP) {

@@ -289,6 +289,69 @@ fn cri_kubelet_calls_decode_metadata_ids_and_errors() {
 }
 
 #[test]
+fn cri_successful_run_decodes_ids_and_image_refs() {
+    let msgs = replay(&chunks("cri-kubelet-run.txt"), AGENT_CAP);
+    let s = summaries(&msgs);
+    let image_id = "sha256:3b8b7c17ddc14900d16ff5fd880127b4c8489eb6bd9c32b699e5fac16a5c2091";
+    assert_eq!(s.len(), 22);
+    assert!(msgs
+        .iter()
+        .all(|m| m.complete && !m.unknown && !m.truncated));
+    assert!(msgs
+        .iter()
+        .filter(|m| m.part == Part::Response)
+        .all(|m| m.grpc_status == Some(0)));
+    // PullImage: the reference asked for and the image ref returned.
+    let pull = msgs[2].cri.as_ref().unwrap();
+    assert_eq!(pull.service, "ImageService");
+    assert!(pull
+        .image
+        .as_deref()
+        .unwrap()
+        .ends_with("/library/nginx:1.22.1"));
+    assert_eq!(
+        msgs[3].cri.as_ref().unwrap().image_ref.as_deref(),
+        Some(image_id)
+    );
+    // RunPodSandbox: metadata in, sandbox id out; CreateContainer refers to it.
+    assert_eq!(s[6], "CRI RunPodSandbox default/mynginx-trace-test");
+    let sandbox = msgs[7]
+        .cri
+        .as_ref()
+        .unwrap()
+        .pod_sandbox_id
+        .clone()
+        .unwrap();
+    assert_eq!(sandbox.len(), 64);
+    let create = msgs[8].cri.as_ref().unwrap();
+    assert_eq!(create.pod_sandbox_id.as_deref(), Some(sandbox.as_str()));
+    assert_eq!(create.container_name.as_deref(), Some("mynginx-trace-test"));
+    assert_eq!(create.image.as_deref(), Some(image_id));
+    assert_eq!(
+        create.pod_uid.as_deref(),
+        Some("6f1c9f9e-2b7e-4c3a-9d55-0c8f5f2a1b11")
+    );
+    // The container id returned is the one started, stopped and removed.
+    let ctr = msgs[9].cri.as_ref().unwrap().container_id.clone().unwrap();
+    for i in [10, 12, 14, 16] {
+        assert_eq!(
+            msgs[i].cri.as_ref().unwrap().container_id.as_deref(),
+            Some(ctr.as_str()),
+            "{}",
+            s[i]
+        );
+    }
+    assert_eq!(msgs[10].cri.as_ref().unwrap().method, "StartContainer");
+    assert_eq!(s[11], "CRI StartContainer → OK");
+    assert_eq!(
+        msgs[18].cri.as_ref().unwrap().pod_sandbox_id.as_deref(),
+        Some(sandbox.as_str())
+    );
+    // CreateContainer carries the environment: its bytes are not kept.
+    assert!(msgs[8].body_prefix.starts_with(b"[redacted"));
+}
+
+#[test]
 fn directions_given_the_wrong_way_round_are_swapped() {
     let mut c = chunks("http1-kubectl.txt");
     for ch in &mut c {

@@ -8,7 +8,7 @@
 // every read/write: one line per chunk, "<dir> <len> <hex>", dir '>' for
 // client to server and '<' for server to client.
 //
-// Usage: gen k8s|http|etcd|cri OUTDIR   (see ../vectors/README.md)
+// Usage: gen k8s|http|etcd|cri|cri-run OUTDIR   (see ../vectors/README.md)
 package main
 
 import (
@@ -40,7 +40,7 @@ import (
 
 func main() {
 	if len(os.Args) != 3 {
-		log.Fatal("usage: gen k8s|http|etcd|cri OUTDIR")
+		log.Fatal("usage: gen k8s|http|etcd|cri|cri-run OUTDIR")
 	}
 	out := os.Args[2]
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -55,6 +55,8 @@ func main() {
 		genEtcd(out)
 	case "cri":
 		genCRI(out)
+	case "cri-run":
+		genCRIRun(out)
 	default:
 		log.Fatalf("unknown vector set %q", os.Args[1])
 	}
@@ -63,14 +65,14 @@ func main() {
 // ---------------------------------------------------------------- recording relay
 
 type relay struct {
-	ln       net.Listener
-	upNet    string
-	upAddr   string
-	name     string
-	dir      string
-	mu       sync.Mutex
-	nconns   int
-	wg       sync.WaitGroup
+	ln     net.Listener
+	upNet  string
+	upAddr string
+	name   string
+	dir    string
+	mu     sync.Mutex
+	nconns int
+	wg     sync.WaitGroup
 }
 
 func newRelay(netw, listenAddr, upNet, upAddr, dir, name string) *relay {
@@ -523,8 +525,8 @@ func genCRI(out string) {
 	meta := &cri.PodSandboxMetadata{Name: podName, Namespace: namespace, Uid: string(podUID), Attempt: 0}
 	sbCfg := &cri.PodSandboxConfig{
 		Metadata: meta, Hostname: podName, LogDirectory: "/var/log/pods/default_" + podName + "_" + string(podUID),
-		Labels:  map[string]string{"io.kubernetes.pod.name": podName, "io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.uid": string(podUID), "run": podName},
-		Linux:   &cri.LinuxPodSandboxConfig{CgroupParent: "/kubepods/besteffort/pod" + string(podUID)},
+		Labels:    map[string]string{"io.kubernetes.pod.name": podName, "io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.uid": string(podUID), "run": podName},
+		Linux:     &cri.LinuxPodSandboxConfig{CgroupParent: "/kubepods/besteffort/pod" + string(podUID)},
 		DnsConfig: &cri.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"default.svc.cluster.local"}},
 	}
 	var sandboxID string
@@ -582,6 +584,78 @@ func genCRI(out string) {
 		_, err := rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: sandboxID})
 		return err
 	})
+	conn.Close()
+	time.Sleep(200 * time.Millisecond)
+	r.close()
+	os.Remove(r.addr())
+}
+
+// genCRIRun records what the kubelet does for `kubectl run` when everything
+// works: the image is pulled from a registry, the sandbox and the container
+// run (host network, so no CNI is needed; the container sleeps instead of
+// serving on port 80 of the host), then everything is stopped and removed.
+func genCRIRun(out string) {
+	sock := os.Getenv("CRI_SOCKET")
+	image := os.Getenv("CRI_IMAGE")
+	if sock == "" || image == "" {
+		log.Fatal("CRI_SOCKET: a containerd socket; CRI_IMAGE: an image it can pull")
+	}
+	r := newRelay("unix", filepath.Join(os.TempDir(), fmt.Sprintf("ktrail-gen-cri-%d.sock", os.Getpid())), "unix", sock, out, "cri-kubelet-run")
+	conn, err := grpc.NewClient("unix://"+r.addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	rt := cri.NewRuntimeServiceClient(conn)
+	img := cri.NewImageServiceClient(conn)
+	must := func(what string, err error) {
+		if err != nil {
+			log.Fatalf("%s: %v", what, err)
+		}
+		log.Printf("%s: ok", what)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	meta := &cri.PodSandboxMetadata{Name: podName, Namespace: namespace, Uid: string(podUID), Attempt: 0}
+	sbCfg := &cri.PodSandboxConfig{
+		Metadata: meta, LogDirectory: "/tmp/ktrail-cri/pods/default_" + podName + "_" + string(podUID),
+		Labels: map[string]string{"io.kubernetes.pod.name": podName, "io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.uid": string(podUID), "run": podName},
+		Linux: &cri.LinuxPodSandboxConfig{
+			CgroupParent:    "/ktrail-gen/pod" + string(podUID),
+			SecurityContext: &cri.LinuxSandboxSecurityContext{NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}},
+		},
+	}
+	_, err = img.ImageStatus(ctx, &cri.ImageStatusRequest{Image: &cri.ImageSpec{Image: image}})
+	must("ImageStatus", err)
+	pulled, err := img.PullImage(ctx, &cri.PullImageRequest{Image: &cri.ImageSpec{Image: image}, SandboxConfig: sbCfg})
+	must("PullImage", err)
+	_, err = img.ImageStatus(ctx, &cri.ImageStatusRequest{Image: &cri.ImageSpec{Image: image}})
+	must("ImageStatus", err)
+	sb, err := rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: sbCfg})
+	must("RunPodSandbox", err)
+	ctr, err := rt.CreateContainer(ctx, &cri.CreateContainerRequest{
+		PodSandboxId: sb.PodSandboxId,
+		Config: &cri.ContainerConfig{
+			Metadata: &cri.ContainerMetadata{Name: podName, Attempt: 0},
+			Image:    &cri.ImageSpec{Image: pulled.ImageRef},
+			Command:  []string{"/bin/sleep", "30"},
+			LogPath:  podName + "/0.log",
+			Envs:     []*cri.KeyValue{{Key: "KUBERNETES_SERVICE_HOST", Value: "10.96.0.1"}},
+		},
+		SandboxConfig: sbCfg,
+	})
+	must("CreateContainer", err)
+	_, err = rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: ctr.ContainerId})
+	must("StartContainer", err)
+	_, err = rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: ctr.ContainerId})
+	must("ContainerStatus", err)
+	_, err = rt.StopContainer(ctx, &cri.StopContainerRequest{ContainerId: ctr.ContainerId, Timeout: 1})
+	must("StopContainer", err)
+	_, err = rt.RemoveContainer(ctx, &cri.RemoveContainerRequest{ContainerId: ctr.ContainerId})
+	must("RemoveContainer", err)
+	_, err = rt.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: sb.PodSandboxId})
+	must("StopPodSandbox", err)
+	_, err = rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: sb.PodSandboxId})
+	must("RemovePodSandbox", err)
 	conn.Close()
 	time.Sleep(200 * time.Millisecond)
 	r.close()
