@@ -11,6 +11,8 @@ pub const PROTO_MAGIC: &[u8] = b"k8s\0";
 /// Largest watch frame or JSON line buffered for decoding; larger ones are
 /// decoded from their first bytes and marked truncated.
 pub const MAX_FRAME: usize = 16 * 1024;
+/// Most watch events returned by one `WatchStream::feed`.
+pub const MAX_EVENTS_PER_FEED: usize = 64;
 
 /// Decodes the objects of a body: a `k8s\0` protobuf envelope, a JSON
 /// document (object, list or watch event), or JSON lines. `cut` says the body
@@ -279,6 +281,7 @@ pub struct WatchStream {
     /// Lost sync for good (a gap across protobuf frames).
     lost: bool,
     proto: Option<bool>,
+    dropped: u64,
 }
 
 impl WatchStream {
@@ -333,11 +336,19 @@ impl WatchStream {
             } else {
                 self.feed_json(&mut data, &mut out);
             }
-            if out.len() >= MAX_OBJECTS {
-                break;
-            }
+        }
+        if out.len() > MAX_EVENTS_PER_FEED {
+            // Parsing went on (to stay in sync); the excess is counted.
+            self.dropped += (out.len() - MAX_EVENTS_PER_FEED) as u64;
+            out.truncate(MAX_EVENTS_PER_FEED);
         }
         out
+    }
+
+    /// Events decoded but not returned (more than `MAX_EVENTS_PER_FEED` in
+    /// one call).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     fn feed_json(&mut self, data: &mut &[u8], out: &mut Vec<ObjectRef>) {

@@ -230,7 +230,7 @@ fn mutated_k8s_bodies_never_panic() {
             assert!(objs.len() <= ktrail_protocols::message::MAX_OBJECTS);
             let mut w = k8s::WatchStream::new(None);
             for piece in b.chunks(1 + rng.below(100)) {
-                assert!(w.feed(piece).len() <= ktrail_protocols::message::MAX_OBJECTS);
+                assert!(w.feed(piece).len() <= k8s::MAX_EVENTS_PER_FEED);
                 if rng.below(10) == 0 {
                     let _ = w.gap(rng.below(5000) as u64);
                 }
