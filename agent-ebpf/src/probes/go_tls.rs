@@ -1,11 +1,12 @@
 //! Uprobes on Go's `crypto/tls.(*Conn).Write` and `(*Conn).Read`: the plaintext of TLS
 //! connections, read from Go's register ABI (amd64, Go ≥ 1.17).
 //!
-//! At entry: RAX = *Conn, RBX = buffer, RCX = length, R14 = the goroutine `g`. The
-//! arguments are kept per goroutine until one of the function's RET instructions
-//! (found by the agent by decoding the function), where RAX = bytes written/read.
-//! Go moves goroutine stacks, so uretprobes (which patch the return address) are not
-//! an option.
+//! The agent places the entry probes just after Go's stack-growth check, so they fire
+//! once per call, with RAX = *Conn, RBX = buffer, RCX = length, R14 = the goroutine.
+//! Write's plaintext is complete there and is sent at once. Read's buffer is filled
+//! later: its arguments are kept per goroutine until one of the function's RET
+//! instructions (found by decoding the function), where RAX = bytes read. Go moves
+//! goroutine stacks, so uretprobes (which patch the return address) are not an option.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
@@ -30,14 +31,8 @@ const CONN_IFACE_DATA: u64 = 8;
 const POLL_FD_SYSFD: u64 = 16;
 
 #[uprobe]
-pub fn go_tls_write_entry(ctx: ProbeContext) -> u32 {
-    let _ = try_entry(&ctx, WRITE);
-    0
-}
-
-#[uprobe]
-pub fn go_tls_write_return(ctx: ProbeContext) -> u32 {
-    let _ = try_return(&ctx, WRITE);
+pub fn go_tls_write(ctx: ProbeContext) -> u32 {
+    let _ = try_write(&ctx);
     0
 }
 
@@ -60,6 +55,27 @@ fn conn_fd(conn: u64) -> Result<i32, i64> {
         let sysfd: i64 = bpf_probe_read_user((net_fd + POLL_FD_SYSFD) as *const i64)?;
         Ok(sysfd as i32)
     }
+}
+
+fn try_write(ctx: &ProbeContext) -> Result<(), i64> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tracked(tgid).is_none() {
+        return Ok(());
+    }
+    let regs = unsafe { &*ctx.regs };
+    let len = regs.rcx;
+    if len == 0 {
+        return Ok(());
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit(
+        regs.rbx,
+        len,
+        len as i64,
+        now,
+        conn_fd(regs.rax).unwrap_or(-1),
+        Syscall::GoTlsWrite,
+    )
 }
 
 fn try_entry(ctx: &ProbeContext, direction: u32) -> Result<(), i64> {
@@ -102,24 +118,39 @@ fn try_return(ctx: &ProbeContext, direction: u32) -> Result<(), i64> {
     if n <= 0 {
         return Ok(());
     }
+    let syscall = if direction == WRITE {
+        Syscall::GoTlsWrite
+    } else {
+        Syscall::GoTlsRead
+    };
+    emit(call.buf, call.len, n, call.enter_ns, call.fd, syscall)
+}
+
+/// Sends `n` bytes of plaintext at `buf` as a data event on the connection's socket.
+/// Inlined: BPF calls take at most five arguments.
+#[inline(always)]
+fn emit(
+    buf: u64,
+    requested: u64,
+    n: i64,
+    enter_ns: u64,
+    fd: i32,
+    syscall: Syscall,
+) -> Result<(), i64> {
     let cfg = config().ok_or(-1i64)?;
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
     let ev = &mut scratch.event;
-    fill_header(&mut ev.header, EventKind::Syscall as u32, call.enter_ns);
-    ev.nr = if direction == WRITE {
-        Syscall::GoTlsWrite as u32
-    } else {
-        Syscall::GoTlsRead as u32
-    };
-    ev.fd = call.fd;
+    fill_header(&mut ev.header, EventKind::Syscall as u32, enter_ns);
+    ev.nr = syscall as u32;
+    ev.fd = fd;
     ev.ret = n;
-    ev.duration_ns = unsafe { bpf_ktime_get_ns() } - call.enter_ns;
-    ev.requested = call.len;
+    ev.duration_ns = unsafe { bpf_ktime_get_ns() } - enter_ns;
+    ev.requested = requested;
     ev.flags = 0;
     ev.payload_len = 0;
     ev.socket = SocketInfo::default();
-    let _ = socket_of_fd(&cfg.offsets, call.fd as i64, &mut ev.socket);
-    capture_payload(ev, cfg, call.buf, n as u64);
+    let _ = socket_of_fd(&cfg.offsets, fd as i64, &mut ev.socket);
+    capture_payload(ev, cfg, buf, n as u64);
     send_syscall_event(scratch);
     Ok(())
 }

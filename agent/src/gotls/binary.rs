@@ -4,7 +4,11 @@ use std::path::Path;
 
 use object::{Object, ObjectSection, ObjectSegment};
 
-use super::{buildinfo, pclntab::Pclntab, returns::ret_offsets};
+use super::{
+    buildinfo,
+    pclntab::Pclntab,
+    returns::{after_stack_check, ret_offsets},
+};
 
 pub const TLS_WRITE: &str = "crypto/tls.(*Conn).Write";
 pub const TLS_READ: &str = "crypto/tls.(*Conn).Read";
@@ -44,11 +48,12 @@ pub enum ResolveError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoTlsFunctions {
     pub go_version: String,
+    /// Just after the stack-growth check of `(*Conn).Write`: reached once per call.
     pub write_offset: u64,
+    /// Just after the stack-growth check of `(*Conn).Read`.
     pub read_offset: u64,
-    /// File offsets of each RET in `(*Conn).Read` (and Write, for its return value).
+    /// File offsets of each RET in `(*Conn).Read`, where RAX holds the bytes read.
     pub read_returns: Vec<u64>,
-    pub write_returns: Vec<u64>,
 }
 
 pub struct GoBinary {
@@ -135,16 +140,15 @@ impl GoBinary {
                 .into_iter()
                 .map(|r| offset + r)
                 .collect();
-            Ok((offset, rets))
+            Ok((offset + after_stack_check(code, range.entry), rets))
         };
-        let (write_offset, write_returns) = locate(TLS_WRITE)?;
+        let (write_offset, _) = locate(TLS_WRITE)?;
         let (read_offset, read_returns) = locate(TLS_READ)?;
         Ok(GoTlsFunctions {
             go_version,
             write_offset,
             read_offset,
             read_returns,
-            write_returns,
         })
     }
 }
@@ -172,12 +176,18 @@ mod tests {
             let bin = GoBinary::open(&path).expect("readable");
             let f = bin.resolve_tls().unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(f.go_version.starts_with("go1."), "{name}: {}", f.go_version);
-            assert!(
-                !f.read_returns.is_empty() && !f.write_returns.is_empty(),
-                "{name}"
-            );
-            for r in f.read_returns.iter().chain(&f.write_returns) {
+            assert!(!f.read_returns.is_empty(), "{name}");
+            for r in &f.read_returns {
                 assert_eq!(bin.data[*r as usize], 0xc3, "{name}: RET at {r:#x}");
+            }
+            // The probes sit right after `jbe morestack` (0f 86 rel32, or 76 rel8).
+            for off in [f.write_offset as usize, f.read_offset as usize] {
+                let d = &bin.data;
+                let after_jbe = d[off - 6..off - 4] == [0x0f, 0x86] || d[off - 2] == 0x76;
+                assert!(
+                    after_jbe,
+                    "{name}: probe at {off:#x} does not follow the stack check"
+                );
             }
             assert_ne!(f.read_offset, f.write_offset);
             seen += 1;
