@@ -2,7 +2,8 @@
 //!
 //! Everything that changes kernel or process state is an RAII guard, so a failing
 //! (panicking) test still removes its network namespaces and kills its processes:
-//! - [`NetnsPair`]: network namespaces `k8s-control` and `k8s-worker` joined by a veth pair;
+//! - [`NetnsPair`]: network namespaces for the nodes `k8s-control` and `k8s-worker`,
+//!   joined by a veth pair;
 //! - [`ChildGuard`]: a child process, killed and reaped on drop, output captured to files;
 //! - [`WorkDir`]: a temporary directory, kept (and its path printed) when a test fails;
 //! - [`TwoNodes`]: collector + one agent per namespace, the stand-in for a two-node cluster.
@@ -26,14 +27,19 @@ pub use child::{run_with_timeout, ChildGuard};
 pub use cluster::{
     ClusterOptions, TwoNodes, AGENT_METRICS, COLLECTOR_PORT, SERVER_PORT, SUBSCRIBE_GRACE,
 };
-pub use netns::{netns_command, netns_exists, run_in_netns, NetnsPair};
+pub use netns::{netns_command, netns_exists, netns_of, run_in_netns, NetnsPair};
 pub use wait::{wait_for, Check};
 pub use workdir::WorkDir;
 
-/// The control-plane "node": network namespace name, also the agent's `--node-name`.
+/// The control-plane "node", as its agent names it (`--node-name`).
 pub const CONTROL: &str = "k8s-control";
 /// The worker "node".
 pub const WORKER: &str = "k8s-worker";
+/// The network namespaces standing in for the two nodes. They are not named after the
+/// nodes so that the tests never touch the local Kubernetes cluster's `k8s-control` /
+/// `k8s-worker` namespaces (`cargo xtask cluster`), and both can run at once.
+pub const CONTROL_NETNS: &str = "ktrail-test-control";
+pub const WORKER_NETNS: &str = "ktrail-test-worker";
 /// Address of the control namespace's end of the veth pair.
 pub const CONTROL_IP: &str = "192.168.56.10";
 /// Address of the worker namespace's end of the veth pair.

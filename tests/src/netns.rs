@@ -9,14 +9,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{run_with_timeout, CONTROL, CONTROL_IP, WORKER, WORKER_IP};
+use crate::{
+    run_with_timeout, CONTROL, CONTROL_IP, CONTROL_NETNS, WORKER, WORKER_IP, WORKER_NETNS,
+};
 
 const PREFIX_LEN: u8 = 24;
 /// The veth end's name inside each namespace, as on a real node.
 const IFACE: &str = "eth0";
 
-/// Network namespaces `k8s-control` (192.168.56.10/24) and `k8s-worker` (192.168.56.20/24)
-/// joined by a veth pair, loopback up in both. Stale namespaces of those names (from a
+/// Network namespaces for the nodes `k8s-control` (192.168.56.10/24) and `k8s-worker`
+/// (192.168.56.20/24), named [`CONTROL_NETNS`] and [`WORKER_NETNS`], joined by a veth
+/// pair, loopback up in both. Stale namespaces of those names (from a
 /// crashed run) are removed first; both are removed on drop, which also destroys the veth.
 ///
 /// The names are fixed, so only one pair can exist at a time on the machine: creating one
@@ -34,20 +37,29 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 impl NetnsPair {
     pub fn create() -> Result<Self> {
         let lock = lock_namespaces()?;
-        refuse_if_cluster_present()?;
-        for ns in [CONTROL, WORKER] {
+        for ns in [CONTROL_NETNS, WORKER_NETNS] {
             remove_stale(ns)?;
         }
-        for ns in [CONTROL, WORKER] {
+        for ns in [CONTROL_NETNS, WORKER_NETNS] {
             ip(["netns", "add", ns])?;
         }
         // From here on a failure drops the guard, which removes what was made so far.
         let pair = Self { _lock: lock };
         ip([
-            "-n", CONTROL, "link", "add", IFACE, "type", "veth", "peer", "name", IFACE, "netns",
-            WORKER,
+            "-n",
+            CONTROL_NETNS,
+            "link",
+            "add",
+            IFACE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            IFACE,
+            "netns",
+            WORKER_NETNS,
         ])?;
-        for (ns, addr) in [(CONTROL, CONTROL_IP), (WORKER, WORKER_IP)] {
+        for (ns, addr) in [(CONTROL_NETNS, CONTROL_IP), (WORKER_NETNS, WORKER_IP)] {
             let cidr = format!("{addr}/{PREFIX_LEN}");
             ip(["-n", ns, "addr", "add", &cidr, "dev", IFACE])?;
             ip(["-n", ns, "link", "set", IFACE, "up"])?;
@@ -59,7 +71,7 @@ impl NetnsPair {
 
 impl Drop for NetnsPair {
     fn drop(&mut self) {
-        for ns in [CONTROL, WORKER] {
+        for ns in [CONTROL_NETNS, WORKER_NETNS] {
             if let Err(e) = delete_if_present(ns) {
                 eprintln!("ktrail-tests: could not remove network namespace {ns}: {e:#}");
             }
@@ -67,8 +79,19 @@ impl Drop for NetnsPair {
     }
 }
 
-/// Whether `ip netns list` shows a namespace called `name`.
+/// The network namespace standing in for a node: [`CONTROL`] and [`WORKER`] map to
+/// their namespaces, any other name is taken as a namespace name.
+pub fn netns_of(node: &str) -> &str {
+    match node {
+        CONTROL => CONTROL_NETNS,
+        WORKER => WORKER_NETNS,
+        other => other,
+    }
+}
+
+/// Whether `ip netns list` shows the namespace of `name` (a node or namespace name).
 pub fn netns_exists(name: &str) -> Result<bool> {
+    let name = netns_of(name);
     let out = ip_output(["netns", "list"])?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -79,7 +102,7 @@ pub fn netns_exists(name: &str) -> Result<bool> {
 /// program, so the spawned child's pid (and comm) is the program's.
 pub fn netns_command(ns: &str, program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(program);
+    cmd.args(["netns", "exec", netns_of(ns)]).arg(program);
     cmd
 }
 
@@ -124,7 +147,7 @@ fn lock_namespaces() -> Result<File> {
         if start.elapsed() >= LOCK_TIMEOUT {
             bail!(
                 "another process has held {} for {} min: a ktrail test or `cargo xtask demo` \
-                 is using the {CONTROL}/{WORKER} namespaces",
+                 is using the {CONTROL_NETNS}/{WORKER_NETNS} namespaces",
                 path.display(),
                 LOCK_TIMEOUT.as_secs() / 60
             );
@@ -132,39 +155,13 @@ fn lock_namespaces() -> Result<File> {
         if !said {
             eprintln!(
                 "ktrail-tests: waiting for another ktrail test or demo to release the \
-                 {CONTROL}/{WORKER} namespaces ({})",
+                 {CONTROL_NETNS}/{WORKER_NETNS} namespaces ({})",
                 path.display()
             );
             said = true;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// Signs of the local Kubernetes cluster (`cargo xtask cluster`, cluster/lib.sh), which
-/// uses the same namespace names and addresses: its runtime directory and its bridge.
-const CLUSTER_RUN_DIR: &str = "/run/ktrail-cluster";
-const CLUSTER_BRIDGE: &str = "ktrail-br0";
-
-/// The two-node setup and the local cluster cannot coexist (same names, same addresses);
-/// fail clearly instead of tearing down a cluster that is up or coming up.
-fn refuse_if_cluster_present() -> Result<()> {
-    let bridge = ip_output(["link", "show", CLUSTER_BRIDGE])?
-        .status
-        .success();
-    if Path::new(CLUSTER_RUN_DIR).exists() || bridge {
-        bail!(
-            "the local Kubernetes cluster is up or coming up ({}), and it uses the \
-             {CONTROL}/{WORKER} namespaces this needs; take it down first with \
-             `cargo xtask cluster down`",
-            if bridge {
-                format!("bridge {CLUSTER_BRIDGE} exists")
-            } else {
-                format!("{CLUSTER_RUN_DIR} exists")
-            }
-        );
-    }
-    Ok(())
 }
 
 /// Removes `ns` left behind by a crashed run — but not one that processes still use: that

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use ktrail_tests::{
-    netns_command, netns_exists, run_in_netns, skip_unless_root, wait_for, Check, ChildGuard,
-    NetnsPair, WorkDir, CONTROL, CONTROL_IP, WORKER,
+    netns_command, netns_exists, netns_of, run_in_netns, skip_unless_root, wait_for, Check,
+    ChildGuard, NetnsPair, WorkDir, CONTROL, CONTROL_IP, WORKER,
 };
 
 fn peer() -> PathBuf {
@@ -119,7 +119,7 @@ fn netns_guard_cleans_up() {
 
     // A stale namespace from a crashed run is replaced, not an error.
     let out = Command::new("ip")
-        .args(["netns", "add", WORKER])
+        .args(["netns", "add", netns_of(WORKER)])
         .output()
         .expect("ip netns add");
     assert!(out.status.success(), "{out:?}");
@@ -143,7 +143,7 @@ fn netns_guard_refuses_to_delete_a_namespace_in_use() {
     drop(NetnsPair::create().expect("start from no namespaces"));
     let dir = WorkDir::new("netns-in-use").expect("work dir");
     let out = Command::new("ip")
-        .args(["netns", "add", WORKER])
+        .args(["netns", "add", netns_of(WORKER)])
         .output()
         .expect("ip netns add");
     assert!(out.status.success(), "{out:?}");
