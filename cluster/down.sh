@@ -8,6 +8,15 @@ set -uo pipefail
 shopt -s extglob
 . "$(dirname "$0")/lib.sh"
 [[ $(id -u) == 0 ]] || die "cluster down needs root"
+cluster_lock
+
+# The nodes' network namespaces, by inode (see in_net in lib.sh).
+declare -A NS_INODES=()
+for n in "${NODES[@]}"; do
+	ino=$(cat "$RUN/$n.netns-inode" 2>/dev/null || true)
+	grep -q " $RUN/$n.net " /proc/self/mountinfo && ino=$(ns_inode "$RUN/$n.net")
+	[[ -n $ino ]] && NS_INODES[$n]=$ino
+done
 
 step "stopping cluster processes"
 # Components in three stages (node agents; control plane; etcd, containerd, registry), each
@@ -49,8 +58,10 @@ stop_stage 10 etcd containerd registry
 # in the nodes' network namespaces.
 for round in $(seq 1 30); do
 	pids=$(cat /sys/fs/cgroup/pids/ktrail/cgroup.procs $(find /sys/fs/cgroup/*/ktrail -name cgroup.procs 2>/dev/null) 2>/dev/null | sort -u)
-	for n in "${NODES[@]}"; do
-		ip netns list 2>/dev/null | grep -q "^$n\b" && pids+=" $(ip netns pids "$n" 2>/dev/null | tr '\n' ' ')"
+	for ino in "${NS_INODES[@]}"; do
+		for p in /proc/[0-9]*; do
+			[[ $(readlink "$p/ns/net" 2>/dev/null) == "net:[$ino]" ]] && pids+=" ${p#/proc/}"
+		done
 	done
 	pids=$(echo $pids)
 	[[ -z $pids ]] && break
@@ -72,9 +83,9 @@ done
 
 step "mount namespaces"
 for n in "${NODES[@]}"; do
-	if mountpoint -q "$RUN/$n.mnt" 2>/dev/null || grep -q " $RUN/$n.mnt " /proc/self/mountinfo; then
-		umount "$RUN/$n.mnt" && info "released $RUN/$n.mnt"
-	fi
+	for f in "$RUN/$n.mnt" "$RUN/$n.net"; do
+		grep -q " $f " /proc/self/mountinfo && umount "$f" && info "released $f"
+	done
 done
 grep -q " $RUN " /proc/self/mountinfo && umount -l "$RUN"
 rm -rf "$RUN"
@@ -88,7 +99,13 @@ done
 
 step "network"
 for n in "${NODES[@]}"; do
-	if ip netns list | grep -q "^$n\b"; then ip netns del "$n" && info "deleted netns $n"; fi
+	[[ -e /run/netns/$n ]] || continue
+	# Only ours: the same inode as our handle, or a crash's leftover next to our state.
+	if [[ $(ns_inode "/run/netns/$n") == "${NS_INODES[$n]:-none}" ]] || [[ -z ${NS_INODES[$n]:-} && -d $STATE ]]; then
+		ip netns del "$n" && info "deleted netns $n"
+	else
+		info "left netns $n alone: it is not this cluster's (the two-node tests use the same name)"
+	fi
 done
 for v in ktrail-ctl ktrail-wrk; do ip link del "$v" 2>/dev/null; done
 if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE" && info "deleted bridge $BRIDGE"; fi

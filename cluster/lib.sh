@@ -35,6 +35,28 @@ node_ip() { case $1 in k8s-control) echo "$CONTROL_IP" ;; k8s-worker) echo "$WOR
 node_pod_cidr() { case $1 in k8s-control) echo 10.244.0.0/24 ;; k8s-worker) echo 10.244.1.0/24 ;; esac; }
 node_veth() { case $1 in k8s-control) echo ktrail-ctl ;; k8s-worker) echo ktrail-wrk ;; esac; }
 
+# Each node's network namespace is also bound to $RUN/NODE.net and always entered through
+# that handle: the two-node tests in tests/ delete and re-create namespaces with the same
+# names (k8s-control, k8s-worker), which must not pull the cluster's nodes from under it.
+in_net() { local n=$1; shift; nsenter --net="$RUN/$n.net" -- "$@"; }
+in_node() { local n=$1; shift; nsenter --mount="$RUN/$n.mnt" --net="$RUN/$n.net" -- "$@"; }
+ns_inode() { stat -L -c %i "$1" 2>/dev/null; }
+
+# One up/down at a time on this machine (engineers share it): the caller holds fd 9 on the
+# lock file; scripts it runs see KTRAIL_CLUSTER_LOCKED and do not lock again. Processes
+# started by up close fd 9 (see start in up.sh), or they would hold the lock forever.
+LOCK=/run/lock/ktrail-cluster.lock
+cluster_lock() {
+	[[ -n ${KTRAIL_CLUSTER_LOCKED:-} ]] && return
+	mkdir -p "$(dirname "$LOCK")"
+	exec 9>"$LOCK"
+	if ! flock -n 9; then
+		info "another cluster up/down is running (lock $LOCK): waiting up to 20 minutes"
+		flock -w 1200 9 || die "another cluster up/down still holds $LOCK"
+	fi
+	export KTRAIL_CLUSTER_LOCKED=1
+}
+
 step() { printf '\n==> %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
 die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }

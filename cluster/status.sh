@@ -4,7 +4,6 @@
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
-in_node() { local n=$1; shift; nsenter --mount="$RUN/$n.mnt" --net="/run/netns/$n" -- "$@"; }
 P=/etc/kubernetes/pki
 ok=0
 check() { # check NODE NAME HEALTH-CMD...

@@ -10,8 +10,9 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-T0=$SECONDS
 [[ $(id -u) == 0 ]] || die "cluster up needs root"
+cluster_lock
+T0=$SECONDS
 
 # ---------------------------------------------------------------- preflight
 if [[ -f $STATE/up.done ]]; then
@@ -21,7 +22,7 @@ if [[ -f $STATE/up.done ]]; then
 	fi
 	step "a previous cluster is up but unhealthy: taking it down first"
 	"$CLUSTER_DIR/down.sh"
-elif [[ -d $STATE || -d $RUN ]] || ip netns list | grep -qE '^k8s-(control|worker)\b' || ip link show "$BRIDGE" >/dev/null 2>&1; then
+elif [[ -d $STATE || -d $RUN ]] || ip link show "$BRIDGE" >/dev/null 2>&1; then
 	step "leftovers of an earlier run found: cleaning them up first"
 	"$CLUSTER_DIR/down.sh"
 fi
@@ -51,6 +52,9 @@ info "containerd $(containerd --version | awk '{print $3}'), runc $(runc --versi
 
 rm -rf "$LOGS/k8s-control" "$LOGS/k8s-worker"
 mkdir -p "$STATE" "$RUN" "$LOGS/k8s-control" "$LOGS/k8s-worker"
+# $RUN holds the namespace handles: a private mount, so binds there do not propagate.
+mount --bind "$RUN" "$RUN"
+mount --make-private "$RUN"
 : >"$STATE/created-dirs"
 
 # ---------------------------------------------------------------- host sysctls the kubelet changes
@@ -66,21 +70,40 @@ ip link add "$BRIDGE" type bridge
 ip addr add "$HOST_IP/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 for n in "${NODES[@]}"; do
-	ip netns add "$n"
+	# The namespace lives at our handle; the name /run/netns/NODE is attached when free (the
+	# two-node tests in tests/ take the same names for minutes at a time).
+	touch "$RUN/$n.net"
+	unshare --net="$RUN/$n.net" true
+	# A process in the new namespace, for the commands that take a pid (nsenter execs sleep).
+	nsenter --net="$RUN/$n.net" -- sleep 60 9>&- &
+	holder=$!
+	ino=$(ns_inode "$RUN/$n.net")
+	for _ in $(seq 1 500); do
+		[[ $(readlink "/proc/$holder/ns/net" 2>/dev/null) == "net:[$ino]" ]] && break
+		sleep 0.01
+	done
+	[[ $(readlink "/proc/$holder/ns/net" 2>/dev/null) == "net:[$ino]" ]] || die "could not enter the new network namespace of $n"
 	veth=$(node_veth "$n")
-	ip link add "$veth" type veth peer name eth0 netns "$n"
+	ip link add "$veth" type veth peer name eth0 netns "$holder"
+	if [[ -e /run/netns/$n ]]; then
+		info "the name $n is taken by another network namespace (a two-node test?): enter this node with nsenter --net=$RUN/$n.net"
+	else
+		ip netns attach "$n" "$holder"
+	fi
+	kill "$holder"; wait "$holder" 2>/dev/null || true
 	ip link set "$veth" master "$BRIDGE" up
-	ip -n "$n" link set lo up
-	ip -n "$n" addr add "$(node_ip "$n")/24" dev eth0
-	ip -n "$n" link set eth0 up
-	ip -n "$n" route add default via "$HOST_IP"
-	ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
-	ip netns exec "$n" sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
-	ip netns exec "$n" sysctl -qw net.bridge.bridge-nf-call-ip6tables=1 2>/dev/null || true
+	in_net "$n" ip link set lo up
+	in_net "$n" ip addr add "$(node_ip "$n")/24" dev eth0
+	in_net "$n" ip link set eth0 up
+	in_net "$n" ip route add default via "$HOST_IP"
+	in_net "$n" sysctl -qw net.ipv4.ip_forward=1
+	in_net "$n" sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
+	in_net "$n" sysctl -qw net.bridge.bridge-nf-call-ip6tables=1 2>/dev/null || true
+	ns_inode "$RUN/$n.net" >"$RUN/$n.netns-inode"
 done
 # Pod CIDR routes between the nodes (what a CNI's host-gw mode would install), and from the host.
-ip -n k8s-control route add 10.244.1.0/24 via "$WORKER_IP"
-ip -n k8s-worker route add 10.244.0.0/24 via "$CONTROL_IP"
+in_net k8s-control ip route add 10.244.1.0/24 via "$WORKER_IP"
+in_net k8s-worker ip route add 10.244.0.0/24 via "$CONTROL_IP"
 ip route add 10.244.0.0/24 via "$CONTROL_IP"
 ip route add 10.244.1.0/24 via "$WORKER_IP"
 # Let bridged/routed cluster traffic through the host's FORWARD chain whatever its policy.
@@ -234,8 +257,6 @@ BINDS=(
 	/run/netns:netns /var/lib/etcd:etcd
 )
 step "mount namespaces (per-node ${BINDS[*]%%:*})"
-mount --bind "$RUN" "$RUN"
-mount --make-private "$RUN"
 for b in "${BINDS[@]}"; do
 	t=${b%%:*}
 	if [[ ! -d $t ]]; then mkdir -p "$t"; echo "$t" >>"$STATE/created-dirs"; fi
@@ -271,9 +292,9 @@ done
 start() {
 	local n=$1 name=$2; shift 2
 	local log=$LOGS/$n/$name.log
-	nsenter --mount="$RUN/$n.mnt" --net="/run/netns/$n" -- /bin/sh -c \
+	nsenter --mount="$RUN/$n.mnt" --net="$RUN/$n.net" -- /bin/sh -c \
 		'echo $$ >/sys/fs/cgroup/pids/ktrail/'"$n"'/system/cgroup.procs; exec setsid "$@"' sh "$@" \
-		>"$log" 2>&1 </dev/null &
+		>"$log" 2>&1 </dev/null 9>&- &
 	echo $! >"$RUN/$n.$name.pid"
 	info "$n: started $name (pid $!, log $log)"
 }
@@ -297,14 +318,13 @@ wait_ready() {
 }
 # Development aid: KTRAIL_CLUSTER_STOP_AFTER=images|containerd|etcd|apiserver stops there.
 stop_after() { [[ ${KTRAIL_CLUSTER_STOP_AFTER:-} == "$1" ]] && { touch "$STATE/up.partial"; info "stopping after $1"; exit 0; }; true; }
-in_node() { local n=$1; shift; nsenter --mount="$RUN/$n.mnt" --net="/run/netns/$n" -- "$@"; }
 KC=(kubectl --kubeconfig "$STATE/super-admin.conf")
 
 # ---------------------------------------------------------------- registry + images
 step "registry on k8s-control ($REGISTRY)"
 start k8s-control registry "$REGISTRY_BIN/registry" serve "$STATE/registry/config.yml"
 wait_ready k8s-control registry 30 curl -sf "http://$REGISTRY/v2/"
-ip netns exec k8s-worker curl -sf --max-time 5 "http://$REGISTRY/v2/" >/dev/null \
+in_net k8s-worker curl -sf --max-time 5 "http://$REGISTRY/v2/" >/dev/null \
 	|| die "k8s-worker does not reach the registry at $REGISTRY over $BRIDGE"
 info "host -> $REGISTRY and k8s-worker -> $REGISTRY: ok"
 "$CLUSTER_DIR/images.sh"
