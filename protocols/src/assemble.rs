@@ -179,8 +179,11 @@ impl Half {
     pub fn body(&mut self, data: &[u8], ts: u64, cfg: &Config, out: &mut Vec<Message>) {
         self.msg.ts_last = ts;
         self.msg.body_len = self.msg.body_len.saturating_add(data.len() as u64);
+        // The body buffer is a contiguous prefix: nothing is appended after
+        // a gap (decoding spliced bytes could invent values).
         if !self.streaming
             && self.grpc.is_none()
+            && !self.cut
             && !util::push_bounded(&mut self.body, data, MAX_BODY)
         {
             self.cut = true;

@@ -31,7 +31,7 @@ fn lstr(b: &[u8], n: u32) -> Option<String> {
 fn lmsg(b: &[u8], n: u32) -> Option<&[u8]> {
     Fields::lenient(b)
         .find(|(f, _)| *f == n)
-        .and_then(|(_, v)| v.bytes())
+        .and_then(|(_, v)| v.msg())
 }
 
 /// PodSandboxConfig {metadata = 1 PodSandboxMetadata {name = 1, uid = 2, namespace = 3, attempt = 4}}

@@ -49,12 +49,12 @@ pub fn decode(
             for (n, v) in f.by_ref() {
                 match n {
                     1 => push_key(&mut op.keys, v.bytes()),
-                    2 => value = v.bytes(),
+                    2 => value = v.msg().map(|b| (b, v.is_partial())),
                     _ => {}
                 }
             }
-            if let Some(val) = value {
-                value_objects(val, cut, objects);
+            if let Some((val, partial)) = value {
+                value_objects(val, cut || partial, objects);
             }
         }
         ("DeleteRange", true) => {
@@ -68,7 +68,7 @@ pub fn decode(
         }
         ("Txn", true) => {
             for (n, v) in f.by_ref() {
-                let Some(b) = v.bytes() else { continue };
+                let Some(b) = v.msg() else { continue };
                 match n {
                     1 if op.compares.len() < MAX_LIST => op.compares.push(compare(b)),
                     2 if op.success.len() < MAX_LIST => {
@@ -88,7 +88,7 @@ pub fn decode(
         }
         ("Watch", true) => {
             for (n, v) in f.by_ref() {
-                let Some(b) = v.bytes() else { continue };
+                let Some(b) = v.msg() else { continue };
                 match n {
                     1 => {
                         // WatchCreateRequest {key = 1, range_end = 2, start_revision = 3, watch_id = 7}
@@ -116,7 +116,7 @@ pub fn decode(
         (_, false) => {
             for (n, v) in f.by_ref() {
                 if n == 1 {
-                    if let Some(h) = v.bytes() {
+                    if let Some(h) = v.msg() {
                         op.revision = pb::get_varint(h, 3).map(i64v);
                     }
                     continue;
@@ -145,7 +145,7 @@ fn response_field(
 ) {
     match (method, n) {
         ("Range", 2) => {
-            if let Some(kv) = v.bytes() {
+            if let Some(kv) = v.msg() {
                 key_value(op, kv, cut, objects);
             }
         }
@@ -153,11 +153,11 @@ fn response_field(
         ("Txn", 2) => op.succeeded = v.varint().map(|b| b != 0),
         ("Txn", 3) => {
             // ResponseOp {response_range = 1, response_put = 2, response_delete_range = 3}
-            if let Some(b) = v.bytes() {
+            if let Some(b) = v.msg() {
                 for (n, v) in Fields::lenient(b) {
-                    if let (1, Some(rr)) = (n, v.bytes()) {
+                    if let (1, Some(rr)) = (n, v.msg()) {
                         for (n, v) in Fields::lenient(rr) {
-                            if let (2, Some(kv)) = (n, v.bytes()) {
+                            if let (2, Some(kv)) = (n, v.msg()) {
                                 key_value(op, kv, cut, objects);
                             }
                         }
@@ -168,7 +168,7 @@ fn response_field(
         ("Watch", 2) => op.watch_id = v.varint().map(i64v),
         ("Watch", 11) => {
             // mvccpb.Event {type = 1 (PUT = 0, DELETE = 1), kv = 2, prev_kv = 3}
-            if let Some(b) = v.bytes() {
+            if let Some(b) = v.msg() {
                 if op.events.len() >= MAX_LIST {
                     return;
                 }
@@ -178,14 +178,14 @@ fn response_field(
                 for (n, v) in Fields::lenient(b) {
                     match (n, v) {
                         (1, pb::Value::Varint(1)) => kind = "DELETE",
-                        (2, pb::Value::Bytes(kv)) => {
+                        (2, pb::Value::Bytes(kv) | pb::Value::Partial(kv)) => {
                             for (n, v) in Fields::lenient(kv) {
                                 match n {
                                     1 => key = v.bytes().map(util::text).unwrap_or_default(),
                                     3 => rev = v.varint().map(i64v),
                                     5 => {
-                                        if let Some(val) = v.bytes() {
-                                            value_objects(val, cut, objects);
+                                        if let Some(val) = v.msg() {
+                                            value_objects(val, cut || v.is_partial(), objects);
                                         }
                                     }
                                     _ => {}
@@ -212,8 +212,8 @@ fn key_value(op: &mut EtcdOp, kv: &[u8], cut: bool, objects: &mut Vec<ObjectRef>
         match n {
             1 => push_key(&mut op.keys, v.bytes()),
             5 => {
-                if let Some(val) = v.bytes() {
-                    value_objects(val, cut, objects);
+                if let Some(val) = v.msg() {
+                    value_objects(val, cut || v.is_partial(), objects);
                 }
             }
             _ => {}
@@ -284,7 +284,7 @@ fn compare(b: &[u8]) -> EtcdCompare {
 /// RequestOp {request_range = 1, request_put = 2, request_delete_range = 3, request_txn = 4}
 fn request_op(b: &[u8], cut: bool, objects: &mut Vec<ObjectRef>) -> Option<EtcdKeyOp> {
     let (n, v) = Fields::lenient(b).next()?;
-    let inner = v.bytes()?;
+    let inner = v.msg()?;
     let op = match n {
         1 => "range",
         2 => "put",
@@ -300,8 +300,8 @@ fn request_op(b: &[u8], cut: bool, objects: &mut Vec<ObjectRef>) -> Option<EtcdK
             (_, 1) => key = v.bytes().map(util::text).unwrap_or_default(),
             ("range" | "delete_range", 2) => range_end = v.bytes().map(util::text),
             ("put", 2) => {
-                if let Some(val) = v.bytes() {
-                    value_objects(val, cut, objects);
+                if let Some(val) = v.msg() {
+                    value_objects(val, cut || v.is_partial(), objects);
                 }
             }
             _ => {}

@@ -36,6 +36,8 @@ pub struct GrpcStream {
     cur: Option<GrpcMessage>,
     /// Message bytes still to come (including ones beyond `MAX_MESSAGE`).
     left: usize,
+    /// The current message had a gap: later bytes are counted, not kept.
+    frozen: bool,
     lost: bool,
     pending: Vec<GrpcMessage>,
     /// Messages dropped because `pending` was full.
@@ -77,11 +79,13 @@ impl GrpcStream {
                 }
                 Some(m) => {
                     let take = self.left.min(data.len());
-                    util::push_bounded(
-                        &mut m.data,
-                        data.get(..take).unwrap_or_default(),
-                        MAX_MESSAGE,
-                    );
+                    if !self.frozen {
+                        util::push_bounded(
+                            &mut m.data,
+                            data.get(..take).unwrap_or_default(),
+                            MAX_MESSAGE,
+                        );
+                    }
                     if m.data.len() >= MAX_MESSAGE && take > 0 && m.data.len() < m.len {
                         m.cut = true;
                     }
@@ -96,6 +100,7 @@ impl GrpcStream {
     }
 
     fn finish(&mut self) {
+        self.frozen = false;
         if let Some(m) = self.cur.take() {
             if self.pending.len() < MAX_PENDING {
                 self.pending.push(m);
@@ -110,6 +115,7 @@ impl GrpcStream {
         match self.cur.as_mut() {
             Some(m) if n <= self.left as u64 => {
                 m.cut = true;
+                self.frozen = true;
                 self.left -= n as usize;
                 if self.left == 0 {
                     self.finish();

@@ -423,7 +423,8 @@ impl H2 {
                     self.dirs[i].hpack.lose_state();
                     return;
                 };
-                if !util::push_bounded(&mut b.data, &f.payload, MAX_BLOCK) || f.cut {
+                // A cut block stays cut: later fragments are not contiguous.
+                if b.cut || !util::push_bounded(&mut b.data, &f.payload, MAX_BLOCK) || f.cut {
                     b.cut = true;
                 }
                 if h.flags & END_HEADERS != 0 {

@@ -87,9 +87,16 @@ fn decode_json_doc(src: &[u8], cut: bool) -> (Vec<ObjectRef>, usize, bool) {
         .iter()
         .find(|(r, _)| r.is_empty() || *r == [Seg::Key("object".into())])
         .and_then(|(_, o)| o.kind.clone());
+    let has_rows = roots
+        .iter()
+        .any(|(r, _)| r.iter().any(|s| *s == Seg::Key("rows".into())));
     let mut out = Vec::new();
     for (root, mut o) in roots {
         if has_object && root.is_empty() {
+            continue;
+        }
+        // A Table (kubectl get) is only the frame of its rows' objects.
+        if has_rows && o.kind.as_deref() == Some("Table") {
             continue;
         }
         if root.iter().any(|s| matches!(s, Seg::Index(_))) && o.kind.is_none() {
@@ -115,10 +122,16 @@ fn split_root(p: &[Seg]) -> (usize, Vec<String>) {
     if p.first() == Some(&Seg::Key("object".into())) {
         i = 1;
     }
-    if let (Some(Seg::Key(k)), Some(Seg::Index(_))) = (p.get(i), p.get(i + 1)) {
-        if k == "items" {
-            i += 2;
+    match (p.get(i), p.get(i + 1), p.get(i + 2)) {
+        // A list's items.
+        (Some(Seg::Key(k)), Some(Seg::Index(_)), _) if k == "items" => i += 2,
+        // A Table's rows (kubectl get): the object of each row.
+        (Some(Seg::Key(k)), Some(Seg::Index(_)), Some(Seg::Key(o)))
+            if k == "rows" && o == "object" =>
+        {
+            i += 3
         }
+        _ => {}
     }
     let rel = p
         .iter()
@@ -162,7 +175,7 @@ pub fn decode_proto(b: &[u8], cut: bool) -> Option<ObjectRef> {
     let mut fields = Fields::lenient(env);
     let mut raw: Option<&[u8]> = None;
     for (n, v) in fields.by_ref() {
-        match (n, v.bytes()) {
+        match (n, v.msg()) {
             (1, Some(tm)) => {
                 // runtime.TypeMeta {apiVersion = 1, kind = 2}
                 o.api_version = pb::get_str(tm, 1);
@@ -184,13 +197,14 @@ fn decode_raw_object(o: &mut ObjectRef, raw: &[u8]) {
     let kind = o.kind.clone().unwrap_or_default();
     let mut f = Fields::lenient(raw);
     for (n, v) in f.by_ref() {
-        let Some(b) = v.bytes() else {
+        let Some(b) = v.msg() else {
             if kind == "Status" && n == 6 {
                 o.code = v.varint().map(|c| c as i64);
             }
             continue;
         };
         match (kind.as_str(), n) {
+            ("Status", 2..=4) if v.is_partial() => {}
             ("Status", 2) => o.status = Some(util::text(b)),
             ("Status", 3) => o.message = Some(util::text(b)),
             ("Status", 4) => o.reason = Some(util::text(b)),
@@ -250,12 +264,12 @@ pub fn decode_proto_watch_event(b: &[u8], cut: bool) -> Option<ObjectRef> {
     let mut obj = None;
     let mut f = Fields::lenient(b);
     for (n, v) in f.by_ref() {
-        match (n, v.bytes()) {
-            (1, Some(t)) => typ = Some(util::text(t)),
+        match (n, v.msg()) {
+            (1, Some(t)) if !v.is_partial() => typ = Some(util::text(t)),
             (2, Some(ext)) => {
                 let raw = Fields::lenient(ext)
                     .find(|(n, _)| *n == 1)
-                    .and_then(|(_, v)| v.bytes());
+                    .and_then(|(_, v)| v.msg());
                 obj = raw.and_then(|r| decode_proto(r, cut));
             }
             _ => {}
@@ -282,6 +296,8 @@ pub struct WatchStream {
     lost: bool,
     proto: Option<bool>,
     dropped: u64,
+    /// Bytes of the current protobuf frame after a gap: counted, not kept.
+    frozen: usize,
 }
 
 impl WatchStream {
@@ -393,23 +409,29 @@ impl WatchStream {
                 len
             }
         };
-        let room = want.saturating_sub(self.buf.len());
+        let room = want.saturating_sub(self.buf.len() + self.frozen);
         let take = room.min(data.len());
-        util::push_bounded(
-            &mut self.buf,
-            data.get(..take).unwrap_or_default(),
-            MAX_FRAME,
-        );
+        if self.cut {
+            // After a gap the frame's later bytes are not contiguous with
+            // what we have: count them only.
+            self.frozen += take;
+        } else {
+            util::push_bounded(
+                &mut self.buf,
+                data.get(..take).unwrap_or_default(),
+                MAX_FRAME,
+            );
+        }
         *data = data.get(take..).unwrap_or_default();
-        let have = self.buf.len();
+        let have = self.buf.len() + self.frozen;
         if have >= want || have >= MAX_FRAME {
             let cut = self.cut || have < want;
             out.extend(decode_proto_watch_event(&self.buf, cut));
-            self.skip = want.saturating_sub(have).saturating_sub(0);
-            // Bytes beyond MAX_FRAME that were in `data` were not consumed.
+            self.skip = want.saturating_sub(have);
             self.buf.clear();
             self.want = None;
             self.cut = false;
+            self.frozen = 0;
         }
     }
 
@@ -422,7 +444,7 @@ impl WatchStream {
         }
         if self.proto == Some(true) {
             match self.want {
-                Some(w) if n <= w.saturating_sub(self.buf.len()) as u64 => {
+                Some(w) if n <= w.saturating_sub(self.buf.len() + self.frozen) as u64 => {
                     // The gap is inside this frame: the missing bytes are
                     // accounted, not stored, and the frame decodes as cut.
                     self.cut = true;

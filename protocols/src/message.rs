@@ -96,9 +96,11 @@ impl ObjectRef {
     /// and the target of a binding.
     pub fn label(&self) -> String {
         let kind = self.kind.as_deref().unwrap_or("object");
-        let mut s = match (&self.namespace, &self.name) {
-            (Some(ns), Some(n)) if !ns.is_empty() => format!("{kind} {ns}/{n}"),
-            (_, Some(n)) => format!("{kind} {n}"),
+        let ns = self.namespace.as_deref().filter(|s| !s.is_empty());
+        let name = self.name.as_deref().filter(|s| !s.is_empty());
+        let mut s = match (ns, name) {
+            (Some(ns), Some(n)) => format!("{kind} {ns}/{n}"),
+            (None, Some(n)) => format!("{kind} {n}"),
             _ => kind.to_string(),
         };
         if let Some(n) = self.node_name.as_deref().filter(|n| !n.is_empty()) {

@@ -8,14 +8,29 @@ pub enum Value<'a> {
     Fixed64(u64),
     Bytes(&'a [u8]),
     Fixed32(u32),
+    /// A length-delimited field cut short by the end of the buffer (only
+    /// from `Fields::lenient`): usable to descend into a nested message,
+    /// never as a complete string.
+    Partial(&'a [u8]),
 }
 
 impl<'a> Value<'a> {
+    /// A complete length-delimited field.
     pub fn bytes(&self) -> Option<&'a [u8]> {
         match self {
             Value::Bytes(b) => Some(b),
             _ => None,
         }
+    }
+    /// A length-delimited field, complete or cut: for nested messages.
+    pub fn msg(&self) -> Option<&'a [u8]> {
+        match self {
+            Value::Bytes(b) | Value::Partial(b) => Some(b),
+            _ => None,
+        }
+    }
+    pub fn is_partial(&self) -> bool {
+        matches!(self, Value::Partial(_))
     }
     pub fn varint(&self) -> Option<u64> {
         match self {
@@ -115,7 +130,7 @@ impl<'a> Fields<'a> {
                         let b = self.buf.get(self.pos..)?;
                         self.pos = self.buf.len();
                         self.bad = true;
-                        Value::Bytes(b)
+                        Value::Partial(b)
                     }
                     None => return None,
                 }

@@ -17,3 +17,24 @@ fn explore() {
         }
     }
 }
+
+#[test]
+#[ignore = "prints what a named vector decodes to (KTRAIL_VECTOR)"]
+fn explore_one() {
+    let v = std::env::var("KTRAIL_VECTOR").unwrap_or_default();
+    for m in replay(&chunks(&v), AGENT_CAP) {
+        println!("{:?} {:?}", m.part, m.summary());
+    }
+}
+
+#[test]
+#[ignore = "prints bodies of one vector (KTRAIL_VECTOR, KTRAIL_MATCH)"]
+fn explore_bodies() {
+    let v = std::env::var("KTRAIL_VECTOR").unwrap_or_default();
+    let pat = std::env::var("KTRAIL_MATCH").unwrap_or_default();
+    for m in replay(&chunks(&v), AGENT_CAP) {
+        if m.summary().contains(&pat) {
+            println!("{} :: {}", m.summary(), m.body_prefix.escape_ascii());
+        }
+    }
+}

@@ -181,15 +181,7 @@ fn mutated_captures_never_panic_and_stay_bounded() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(150);
-    for (k, v) in [
-        "h2c-kubectl.txt",
-        "http1-kubectl.txt",
-        "etcd-apiserver.txt",
-        "cri-kubelet.txt",
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (k, v) in ALL.iter().enumerate() {
         let base = chunks(v);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (k as u64 + 1));
         run(&base);
@@ -340,12 +332,7 @@ fn adversarial_http1_stays_bounded() {
 
 #[test]
 fn vectors_hold_little_state() {
-    for v in [
-        "h2c-kubectl.txt",
-        "http1-kubectl.txt",
-        "etcd-apiserver.txt",
-        "cri-kubelet.txt",
-    ] {
+    for v in ALL {
         let mut d = ConnectionDecoder::new();
         for c in chunks(v) {
             d.feed(

@@ -6,6 +6,21 @@ use std::path::PathBuf;
 use ktrail_protocols::capture::{self, Chunk};
 use ktrail_protocols::{ConnectionDecoder, Message};
 
+/// Every capture in tests/vectors.
+pub const ALL: &[&str] = &[
+    "h2c-kubectl.txt",
+    "http1-kubectl.txt",
+    "etcd-apiserver.txt",
+    "cri-kubelet.txt",
+    "cri-kubelet-run.txt",
+    "kubectl-run.txt",
+    "kube-scheduler.txt",
+    "kubectl-patch-status.txt",
+    "kubectl-get-watch.txt",
+    "kubectl-delete.txt",
+    "apiserver-etcd-pods.txt",
+];
+
 /// What the agent captures of one read/write.
 pub const AGENT_CAP: usize = 4096;
 

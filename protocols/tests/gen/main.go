@@ -8,20 +8,30 @@
 // every read/write: one line per chunk, "<dir> <len> <hex>", dir '>' for
 // client to server and '<' for server to client.
 //
-// Usage: gen k8s|http|etcd|cri|cri-run OUTDIR   (see ../vectors/README.md)
+// Usage: gen k8s|http|etcd|cri|cri-run|apiserver OUTDIR   (see ../vectors/README.md)
 package main
 
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,7 +50,7 @@ import (
 
 func main() {
 	if len(os.Args) != 3 {
-		log.Fatal("usage: gen k8s|http|etcd|cri|cri-run OUTDIR")
+		log.Fatal("usage: gen k8s|http|etcd|cri|cri-run|apiserver OUTDIR")
 	}
 	out := os.Args[2]
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -57,6 +67,8 @@ func main() {
 		genCRI(out)
 	case "cri-run":
 		genCRIRun(out)
+	case "apiserver":
+		genAPIServer(out)
 	default:
 		log.Fatalf("unknown vector set %q", os.Args[1])
 	}
@@ -65,6 +77,9 @@ func main() {
 // ---------------------------------------------------------------- recording relay
 
 type relay struct {
+	// tlsUp: terminate TLS from the client and open TLS to the upstream
+	// (same ALPN protocol), recording the plaintext in between.
+	tlsUp  bool
 	ln     net.Listener
 	upNet  string
 	upAddr string
@@ -76,11 +91,15 @@ type relay struct {
 }
 
 func newRelay(netw, listenAddr, upNet, upAddr, dir, name string) *relay {
+	return startRelay(false, netw, listenAddr, upNet, upAddr, dir, name)
+}
+
+func startRelay(tlsUp bool, netw, listenAddr, upNet, upAddr, dir, name string) *relay {
 	ln, err := net.Listen(netw, listenAddr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	r := &relay{ln: ln, upNet: upNet, upAddr: upAddr, dir: dir, name: name}
+	r := &relay{tlsUp: tlsUp, ln: ln, upNet: upNet, upAddr: upAddr, dir: dir, name: name}
 	go r.serve()
 	return r
 }
@@ -104,7 +123,25 @@ func (r *relay) serve() {
 
 func (r *relay) handle(c net.Conn, n int) {
 	defer r.wg.Done()
-	up, err := net.Dial(r.upNet, r.upAddr)
+	var up net.Conn
+	var err error
+	if r.tlsUp {
+		tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{selfSigned()}, NextProtos: []string{"h2", "http/1.1"}})
+		if err := tc.Handshake(); err != nil {
+			log.Printf("relay tls: %v", err)
+			c.Close()
+			return
+		}
+		c = tc
+		alpn := tc.ConnectionState().NegotiatedProtocol
+		cfg := &tls.Config{InsecureSkipVerify: true}
+		if alpn != "" {
+			cfg.NextProtos = []string{alpn}
+		}
+		up, err = tls.Dial(r.upNet, r.upAddr, cfg)
+	} else {
+		up, err = net.Dial(r.upNet, r.upAddr)
+	}
 	if err != nil {
 		log.Printf("relay dial: %v", err)
 		c.Close()
@@ -660,4 +697,230 @@ func genCRIRun(out string) {
 	time.Sleep(200 * time.Millisecond)
 	r.close()
 	os.Remove(r.addr())
+}
+
+func selfSigned() tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ktrail-gen relay"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func startEtcd(data string) (addr string, stop func()) {
+	etcd := os.Getenv("ETCD")
+	if etcd == "" {
+		etcd = "/var/cache/ktrail/etcd-v3.6.16/bin/etcd"
+	}
+	cp, pp := freePort(), freePort()
+	curl := fmt.Sprintf("http://127.0.0.1:%d", cp)
+	purl := fmt.Sprintf("http://127.0.0.1:%d", pp)
+	cmd := exec.Command("nice", "-n", "19", etcd, "--name", "gen", "--data-dir", data,
+		"--listen-client-urls", curl, "--advertise-client-urls", curl,
+		"--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+		"--initial-cluster", "gen="+purl, "--log-level", "error")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	addr = fmt.Sprintf("127.0.0.1:%d", cp)
+	waitPort(addr, 10*time.Second)
+	return addr, func() { cmd.Process.Kill(); cmd.Wait() }
+}
+
+func waitPort(addr string, d time.Duration) {
+	end := time.Now().Add(d)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(end) {
+			log.Fatalf("%s did not open", addr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+const apiToken = "ktrail-gen-token-0123456789abcdef"
+
+// genAPIServer records the reference flow of `kubectl run` against a real
+// kube-apiserver (v1.34.4, /var/cache/ktrail/kubernetes-v1.34.4, built by
+// cluster/build.sh) on a real etcd: kubectl's requests (through a relay that
+// terminates TLS and records the plaintext, as the agent's Go TLS uprobes
+// see it), kube-scheduler's watch and binding, a status PATCH like the
+// kubelet's, a watching `kubectl get -w`, and kube-apiserver's own etcd
+// traffic (plain gRPC through a relay).
+func genAPIServer(out string) {
+	bin := os.Getenv("K8S_BIN")
+	if bin == "" {
+		bin = "/var/cache/ktrail/kubernetes-v1.34.4/bin"
+	}
+	tmp, err := os.MkdirTemp("", "ktrail-gen-apiserver")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	etcdAddr, stopEtcd := startEtcd(filepath.Join(tmp, "etcd"))
+	defer stopEtcd()
+	er := newRelay("tcp", "127.0.0.1:0", "tcp", etcdAddr, out, "apiserver-etcd")
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		log.Fatal(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		log.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(tmp, "sa.key"), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600)
+	os.WriteFile(filepath.Join(tmp, "sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
+	os.WriteFile(filepath.Join(tmp, "tokens.csv"), []byte(apiToken+",admin,admin-uid,system:masters\n"), 0o600)
+	port := freePort()
+	api := exec.Command("nice", "-n", "19", filepath.Join(bin, "kube-apiserver"),
+		"--etcd-servers=http://"+er.addr(), "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", port), "--cert-dir="+filepath.Join(tmp, "certs"),
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+filepath.Join(tmp, "sa.pub"),
+		"--service-account-signing-key-file="+filepath.Join(tmp, "sa.key"),
+		"--token-auth-file="+filepath.Join(tmp, "tokens.csv"), "--authorization-mode=AlwaysAllow",
+		"--service-cluster-ip-range=10.96.0.0/16", "--disable-admission-plugins=ServiceAccount",
+		"--enable-priority-and-fairness=false", "--v=0")
+	apiLog, _ := os.Create(filepath.Join(tmp, "apiserver.log"))
+	api.Stdout, api.Stderr = apiLog, apiLog
+	if err := api.Start(); err != nil {
+		log.Fatal(err)
+	}
+	defer func() { api.Process.Kill(); api.Wait() }()
+	upstream := fmt.Sprintf("127.0.0.1:%d", port)
+	direct := kubeconfig(tmp, "direct", upstream)
+	ready := false
+	for i := 0; i < 240 && !ready; i++ {
+		time.Sleep(500 * time.Millisecond)
+		o, err := exec.Command("kubectl", "--kubeconfig", direct, "get", "--raw", "/readyz").CombinedOutput()
+		ready = err == nil && strings.TrimSpace(string(o)) == "ok"
+	}
+	if !ready {
+		b, _ := os.ReadFile(filepath.Join(tmp, "apiserver.log"))
+		log.Fatalf("kube-apiserver not ready:\n%s", b[max(0, len(b)-3000):])
+	}
+	kc := func(args ...string) string {
+		o, err := exec.Command("kubectl", append([]string{"--kubeconfig", direct}, args...)...).CombinedOutput()
+		if err != nil {
+			log.Fatalf("kubectl %v: %v\n%s", args, err, o)
+		}
+		return string(o)
+	}
+	// A node for the scheduler (no kubelet: its status is written here).
+	nodeFile := filepath.Join(tmp, "node.json")
+	os.WriteFile(nodeFile, []byte(`{"apiVersion":"v1","kind":"Node","metadata":{"name":"ktrail-worker","labels":{"kubernetes.io/hostname":"ktrail-worker"}}}`), 0o644)
+	kc("create", "-f", nodeFile)
+	kc("patch", "node", "ktrail-worker", "--subresource=status", "--type=merge", "-p",
+		`{"status":{"capacity":{"cpu":"4","memory":"8Gi","pods":"110"},"allocatable":{"cpu":"4","memory":"8Gi","pods":"110"},"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"ready","lastHeartbeatTime":"2026-11-22T21:00:00Z","lastTransitionTime":"2026-11-22T21:00:00Z"}]}}`)
+	// The TaintNodesByCondition admission taints a new node not-ready; no
+	// kubelet or node controller will lift it here.
+	if o, err := exec.Command("kubectl", "--kubeconfig", direct, "taint", "nodes", "ktrail-worker", "node.kubernetes.io/not-ready:NoSchedule-").CombinedOutput(); err != nil {
+		log.Printf("untaint: %v %s", err, o)
+	}
+	for i := 0; i < 100; i++ {
+		if _, err := exec.Command("kubectl", "--kubeconfig", direct, "get", "serviceaccount", "default").CombinedOutput(); err == nil {
+			break
+		}
+		if strings.Contains(kc("get", "ns", "default", "-o", "name"), "default") {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	via := func(name string) (string, *relay) {
+		r := startRelay(true, "tcp", "127.0.0.1:0", "tcp", upstream, out, name)
+		return kubeconfig(tmp, name, r.addr()), r
+	}
+	// A watcher, like `kubectl get pods -w` in another terminal (hop 12).
+	wk, wr := via("kubectl-get-watch")
+	watch := exec.Command("kubectl", "--kubeconfig", wk, "get", "pods", "-w")
+	watch.Stdout, watch.Stderr = os.Stderr, os.Stderr
+	if err := watch.Start(); err != nil {
+		log.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	// Hop 1: kubectl run.
+	rk, rr := via("kubectl-run")
+	o, err := exec.Command("kubectl", "--kubeconfig", rk, "run", podName, "--image=nginx").CombinedOutput()
+	log.Printf("kubectl run: %v %s", err, o)
+	rr.close()
+	// Hops 3-4: the scheduler watches, binds, and posts an event.
+	sk, sr := via("kube-scheduler")
+	sched := exec.Command("nice", "-n", "19", filepath.Join(bin, "kube-scheduler"), "--kubeconfig", sk,
+		"--authentication-kubeconfig", sk, "--authorization-kubeconfig", sk,
+		"--leader-elect=false", "--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", freePort()), "--v=1")
+	schedLog, _ := os.Create(filepath.Join(tmp, "scheduler.log"))
+	sched.Stdout, sched.Stderr = schedLog, schedLog
+	if err := sched.Start(); err != nil {
+		log.Fatal(err)
+	}
+	bound := false
+	for i := 0; i < 240 && !bound; i++ {
+		time.Sleep(500 * time.Millisecond)
+		bound = strings.TrimSpace(kc("get", "pod", podName, "-o", "jsonpath={.spec.nodeName}")) == "ktrail-worker"
+	}
+	time.Sleep(2 * time.Second)
+	sched.Process.Kill()
+	sched.Wait()
+	if !bound {
+		b, _ := os.ReadFile(filepath.Join(tmp, "scheduler.log"))
+		log.Printf("pod not bound; scheduler log:\n%s", b[max(0, len(b)-3000):])
+	}
+	// Hop 10: the status PATCH the kubelet sends (strategic merge on /status).
+	pk, pr := via("kubectl-patch-status")
+	o, err = exec.Command("kubectl", "--kubeconfig", pk, "patch", "pod", podName, "--subresource=status", "--type=strategic", "-p",
+		`{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}`).CombinedOutput()
+	log.Printf("kubectl patch: %v %s", err, o)
+	pr.close()
+	time.Sleep(time.Second)
+	dk, dr := via("kubectl-delete")
+	o, err = exec.Command("kubectl", "--kubeconfig", dk, "delete", "pod", podName, "--wait=false").CombinedOutput()
+	log.Printf("kubectl delete: %v %s", err, o)
+	dr.close()
+	time.Sleep(2 * time.Second)
+	watch.Process.Kill()
+	watch.Wait()
+	api.Process.Kill()
+	api.Wait()
+	wr.close()
+	sr.close()
+	er.close()
+}
+
+func kubeconfig(dir, name, addr string) string {
+	p := filepath.Join(dir, name+".kubeconfig")
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster:
+    server: https://%s
+    insecure-skip-tls-verify: true
+users:
+- name: u
+  user:
+    token: %s
+contexts:
+- name: x
+  context: {cluster: c, user: u, namespace: default}
+current-context: x
+`, addr, apiToken)
+	if err := os.WriteFile(p, []byte(kc), 0o600); err != nil {
+		log.Fatal(err)
+	}
+	return p
 }
