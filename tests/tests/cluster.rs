@@ -4,8 +4,8 @@
 //! Part of `cargo xtask test` (it passed twice in a row from `down` before it was). On a
 //! fresh machine `up` first builds Kubernetes, etcd, the registry and crane (about 8 minutes
 //! on 2 cores; cached in /var/cache/ktrail after that); warm, the whole test takes about
-//! 30 s. It owns the network namespaces k8s-control/k8s-worker, which the two-node tests
-//! also use: do not run both at once. Alone, as root:
+//! 30 s. It holds /run/lock/ktrail-cluster.lock throughout, so concurrent runs (and manual
+//! `cargo xtask cluster up/down`) wait for each other. Alone, as root:
 //!
 //!     cargo test -p ktrail-tests --test cluster -- --nocapture
 
@@ -35,6 +35,32 @@ fn run_script(name: &str) -> bool {
         start.elapsed().as_secs_f64()
     );
     status.success()
+}
+
+/// Holds the cluster lock (the one `cluster/lib.sh` takes for up/down) for the whole test,
+/// so a concurrent run of this test (engineers share a machine) or a manual `up` waits
+/// instead of tearing this cluster down; the scripts see KTRAIL_CLUSTER_LOCKED and do not
+/// lock again.
+struct ClusterLock {
+    _file: std::fs::File,
+}
+impl ClusterLock {
+    fn take() -> Self {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all("/run/lock").expect("create /run/lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/lock/ktrail-cluster.lock")
+            .expect("open /run/lock/ktrail-cluster.lock");
+        eprintln!("[cluster test] taking /run/lock/ktrail-cluster.lock");
+        // SAFETY: flock on a file descriptor we own; blocks until the lock is free.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+        std::env::set_var("KTRAIL_CLUSTER_LOCKED", "1");
+        ClusterLock { _file: file }
+    }
 }
 
 /// Takes the cluster down when the test ends, passing or failing.
@@ -163,9 +189,9 @@ fn nothing_left(node_netns: &[(String, u64)]) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "brings up a real Kubernetes cluster; run with --ignored (see the module doc)"]
 fn cluster_up_works_and_down_cleans_up() {
     skip_unless_root();
+    let _lock = ClusterLock::take();
     assert!(run_script("down.sh"), "initial down failed");
     let down = Down;
 
