@@ -33,6 +33,8 @@ pub struct ConnectionDecoder {
     /// going "server to client"): they are swapped from then on.
     swapped: bool,
     unknown_bytes: u64,
+    /// An unknown-protocol message was emitted for [client, server] side.
+    unknown_said: [bool; 2],
 }
 
 impl Default for ConnectionDecoder {
@@ -52,6 +54,7 @@ impl ConnectionDecoder {
             cfg,
             swapped: false,
             unknown_bytes: 0,
+            unknown_said: [false; 2],
         }
     }
 
@@ -126,7 +129,11 @@ impl ConnectionDecoder {
             Inner::Http2(h) => h.feed(d, chunk, total_len, ts, &mut out),
             Inner::Undetected(_) | Inner::Unknown => {
                 self.unknown_bytes = self.unknown_bytes.saturating_add(total_len);
-                if !chunk.is_empty() {
+                // One message per direction says what the bytes look like;
+                // later chunks are only counted (`unknown_bytes`).
+                let k = usize::from(d == Direction::ServerToClient);
+                if !chunk.is_empty() && !self.unknown_said[k] {
+                    self.unknown_said[k] = true;
                     let mut m = Message::new(Protocol::Unknown, d, Part::Event, ts);
                     m.body_len = total_len;
                     m.truncated = total_len > chunk.len() as u64;
@@ -183,5 +190,52 @@ impl ConnectionDecoder {
             _ => {}
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_ciphertext_is_unknown_said_once_per_direction() {
+        let mut d = ConnectionDecoder::new();
+        let hello = [
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
+        let m = d.feed(Direction::ClientToServer, &hello, 517, 1);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].summary(), "TLS handshake (ciphertext), 517 bytes (truncated)");
+        assert!(m[0].truncated);
+        for _ in 0..5 {
+            assert!(d
+                .feed(
+                    Direction::ClientToServer,
+                    &[0x17, 0x03, 0x03, 0, 5, 1, 2, 3, 4, 5],
+                    10,
+                    2
+                )
+                .is_empty());
+        }
+        let m = d.feed(
+            Direction::ServerToClient,
+            &[0x16, 0x03, 0x03, 0, 1, 2],
+            6,
+            3,
+        );
+        assert_eq!(m.len(), 1);
+        assert_eq!(d.protocol(), Protocol::Unknown);
+        assert_eq!(d.unknown_bytes(), 517 + 50 + 6);
+    }
+
+    #[test]
+    fn a_response_first_swaps_directions() {
+        let mut d = ConnectionDecoder::new();
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let m = d.feed(Direction::ClientToServer, r, r.len() as u64, 1);
+        assert!(d.swapped());
+        assert_eq!(m[0].direction, Direction::ServerToClient);
+        assert_eq!(m[0].status, Some(200));
+        assert!(m[0].complete);
     }
 }

@@ -299,7 +299,13 @@ impl Message {
                 self.grpc_method.as_deref().unwrap_or("?")
             )
         } else if self.protocol == Protocol::Unknown {
-            format!("unknown protocol, {} bytes", self.body_len)
+            let what = match self.body_prefix.as_slice() {
+                [0x16, 0x03, ..] => "TLS handshake (ciphertext)",
+                [0x17, 0x03, ..] => "TLS application data (ciphertext)",
+                [0x15, 0x03, ..] => "TLS alert (ciphertext)",
+                _ => "unknown protocol",
+            };
+            format!("{what}, {} bytes", self.body_len)
         } else {
             format!(
                 "{} {}",
