@@ -96,7 +96,15 @@ pub fn classify(msg: &mut Message) {
         .content_type
         .as_deref()
         .is_some_and(|c| c.starts_with("application/grpc"));
-    if is_grpc {
+    // Mid-connection the content-type may be an unknown HPACK entry while
+    // the path is known: the gRPC services decoded here are recognised by
+    // their path alone.
+    let known_service = msg.content_type.is_none()
+        && msg.path.as_deref().is_some_and(|p| {
+            let (svc, _) = grpc::split_path(p).unwrap_or_default();
+            etcd::is_etcd_service(&svc) || cri::is_cri_service(&svc)
+        });
+    if is_grpc || known_service {
         msg.protocol = Protocol::Grpc;
         if let Some((s, m)) = msg.path.as_deref().and_then(grpc::split_path) {
             msg.grpc_service = Some(s);

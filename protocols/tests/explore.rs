@@ -38,3 +38,17 @@ fn explore_bodies() {
         }
     }
 }
+
+#[test]
+#[ignore = "prints a vector decoded from chunk KTRAIL_SKIP on (mid-connection)"]
+fn explore_mid() {
+    let v = std::env::var("KTRAIL_VECTOR").unwrap_or_default();
+    let skip: usize = std::env::var("KTRAIL_SKIP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let c = chunks(&v);
+    for m in replay(&c[skip.min(c.len())..], AGENT_CAP) {
+        println!("{:?} unknown={} {:?}", m.part, m.unknown, m.summary());
+    }
+}

@@ -612,6 +612,21 @@ fn mid_connection_h2_decodes_static_and_literal_headers_and_marks_unknown() {
     for skip in 1..k.len() {
         assert_subset(&replay(&k[skip..], AGENT_CAP), &kfull);
     }
+    // kube-apiserver ↔ etcd connections are long-lived: the agent usually
+    // sees them from their middle. The gRPC services are recognised by path
+    // when content-type is an unknown entry, and the Txn bodies decode.
+    let e = chunks("apiserver-etcd-pods.txt");
+    let efull = replay(&e, usize::MAX);
+    for skip in 1..e.len() {
+        assert_subset(&replay(&e[skip..], AGENT_CAP), &efull);
+    }
+    let mid = replay(&e[12..], AGENT_CAP);
+    let puts = mid
+        .iter()
+        .filter(|m| m.summary() == "etcd Txn put /registry/pods/default/mynginx-trace-test")
+        .count();
+    assert!(puts >= 2, "{:?}", summaries(&mid));
+    assert!(mid.iter().any(|m| m.unknown));
     let msgs = replay(&c[4..], AGENT_CAP);
     assert!(!msgs.is_empty());
     // Some headers referenced entries inserted before the capture began.
