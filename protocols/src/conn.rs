@@ -205,7 +205,10 @@ mod tests {
         ];
         let m = d.feed(Direction::ClientToServer, &hello, 517, 1);
         assert_eq!(m.len(), 1);
-        assert_eq!(m[0].summary(), "TLS handshake (ciphertext), 517 bytes (truncated)");
+        assert_eq!(
+            m[0].summary(),
+            "TLS handshake (ciphertext), 517 bytes (truncated)"
+        );
         assert!(m[0].truncated);
         for _ in 0..5 {
             assert!(d
