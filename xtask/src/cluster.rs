@@ -59,10 +59,13 @@ pub fn run(action: Action) -> Result<()> {
         .status()
         .with_context(|| format!("running {}", path.display()))?;
     if !status.success() {
-        bail!(
-            "{} failed ({status}); the message above names the failing component and its log",
-            path.display()
-        );
+        match action {
+            Action::Status => bail!("the cluster is not up and healthy (see above)"),
+            _ => bail!(
+                "{} failed ({status}); the message above names the failing component and its log",
+                path.display()
+            ),
+        }
     }
     Ok(())
 }
