@@ -24,7 +24,7 @@ step "stopping cluster processes"
 gone() { [[ ! -e /proc/$1 ]] || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
 stop_stage() { # stop_stage GRACE-SECONDS NAME...
 	local grace=$1; shift
-	local -A pids=()
+	local -A spids=()
 	local name n f pid k
 	for name in "$@"; do
 		for n in "${NODES[@]}"; do
@@ -32,22 +32,22 @@ stop_stage() { # stop_stage GRACE-SECONDS NAME...
 			[[ -f $f ]] || continue
 			pid=$(cat "$f"); rm -f "$f"
 			gone "$pid" && continue
-			pids[$n/$name]=$pid
+			spids[$n/$name]=$pid
 			kill -TERM "$pid" 2>/dev/null
 		done
 	done
 	for _ in $(seq 1 $((grace * 10))); do
 		local alive=0
-		for k in "${!pids[@]}"; do gone "${pids[$k]}" || alive=1; done
+		for k in "${!spids[@]}"; do gone "${spids[$k]}" || alive=1; done
 		((alive)) || break
 		sleep 0.1
 	done
-	for k in "${!pids[@]}"; do
-		if ! gone "${pids[$k]}"; then
-			kill -KILL "${pids[$k]}" 2>/dev/null
-			info "$k: killed (pid ${pids[$k]}, still running ${grace}s after TERM)"
+	for k in "${!spids[@]}"; do
+		if ! gone "${spids[$k]}"; then
+			kill -KILL "${spids[$k]}" 2>/dev/null
+			info "$k: killed (pid ${spids[$k]}, still running ${grace}s after TERM)"
 		else
-			info "$k: stopped (pid ${pids[$k]})"
+			info "$k: stopped (pid ${spids[$k]})"
 		fi
 	done
 }
@@ -57,17 +57,18 @@ stop_stage 10 etcd containerd registry
 # Everything else: shims and the pods' processes (in the /ktrail cgroups) and anything left
 # in the nodes' network namespaces.
 for round in $(seq 1 30); do
-	pids=$(cat /sys/fs/cgroup/pids/ktrail/cgroup.procs $(find /sys/fs/cgroup/*/ktrail -name cgroup.procs 2>/dev/null) 2>/dev/null | sort -u)
+	left=()
+	while read -r pid; do [[ -n $pid ]] && left+=("$pid"); done < <(
+		find /sys/fs/cgroup/*/ktrail -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
 	for ino in "${NS_INODES[@]}"; do
 		for p in /proc/[0-9]*; do
-			[[ $(readlink "$p/ns/net" 2>/dev/null) == "net:[$ino]" ]] && pids+=" ${p#/proc/}"
+			[[ $(readlink "$p/ns/net" 2>/dev/null) == "net:[$ino]" ]] && left+=("${p#/proc/}")
 		done
 	done
-	pids=$(echo $pids)
-	[[ -z $pids ]] && break
-	((round == 1)) && info "killing $(wc -w <<<"$pids") remaining processes (shims, containers)"
-	# Freeze-free: SIGKILL is enough for shims and containers (runc's init is pid 1 in its pidns).
-	kill -KILL $pids 2>/dev/null
+	((${#left[@]} == 0)) && break
+	((round == 1)) && info "killing ${#left[@]} remaining processes (shims, containers)"
+	# SIGKILL is enough for shims and containers (runc's init is pid 1 in its pid namespace).
+	kill -KILL "${left[@]}" 2>/dev/null
 	sleep 0.2
 done
 # SIGKILL is asynchronous: wait until no cluster process is left but zombies.
