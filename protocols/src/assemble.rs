@@ -385,6 +385,19 @@ pub fn apply_grpc_message(m: &mut Message, g: &GrpcMessage, request: bool) {
 
 /// Sets the body prefix from `body` (if any) and redacts it.
 pub fn finish_redaction(m: &mut Message, body: &[u8], cfg: &Config) {
+    if m.resource.is_none() {
+        m.resource = match &m.etcd {
+            Some(e) => e
+                .keys
+                .first()
+                .or(e.events.first().map(|ev| &ev.key))
+                .and_then(|k| crate::resource::parse_etcd_key(k)),
+            None if m.protocol != Protocol::Grpc => {
+                m.path.as_deref().and_then(crate::resource::parse_api_path)
+            }
+            None => None,
+        };
+    }
     if !body.is_empty() {
         m.body_prefix = body
             .get(..cfg.body_prefix.min(body.len()))

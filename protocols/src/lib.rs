@@ -35,6 +35,7 @@ pub mod k8s;
 pub mod message;
 pub mod pb;
 pub mod redact;
+pub mod resource;
 mod util;
 
 pub use assemble::Config;
@@ -43,3 +44,4 @@ pub use message::{
     CriOp, Direction, EtcdCompare, EtcdEvent, EtcdKeyOp, EtcdOp, Header, HeaderValue, Message,
     ObjectRef, Part, Protocol,
 };
+pub use resource::{parse_api_path, parse_etcd_key, ResourceRef};

@@ -228,6 +228,9 @@ pub struct Message {
     /// The first bytes of the body, redacted, at most `BODY_PREFIX_MAX`.
     pub body_prefix: Vec<u8>,
     pub objects: Vec<ObjectRef>,
+    /// The resource the request path names (Kubernetes API paths), or the
+    /// first key of an etcd operation.
+    pub resource: Option<crate::resource::ResourceRef>,
     pub etcd: Option<EtcdOp>,
     pub cri: Option<CriOp>,
     /// The message ended as the protocol says (END_STREAM, full length …).
@@ -262,6 +265,7 @@ impl Message {
             body_len: 0,
             body_prefix: Vec::new(),
             objects: Vec::new(),
+            resource: None,
             etcd: None,
             cri: None,
             complete: false,

@@ -394,6 +394,9 @@ fn real_kubectl_run_against_kube_apiserver() {
     assert_eq!(pod.uid.as_ref().map(String::len), Some(36));
     assert!(pod.resource_version.is_some());
     assert!(created.complete && !created.unknown);
+    // Object identity from the path, for stitching.
+    assert_eq!(post.resource.as_ref().unwrap().label(), "pods in default");
+    assert_eq!(created.resource, post.resource);
     assert_no_token(&msgs);
 }
 
@@ -411,6 +414,10 @@ fn real_kube_scheduler_watch_and_binding() {
         Some("application/vnd.kubernetes.protobuf")
     );
     assert_eq!(bind.objects[0].target.as_deref(), Some("ktrail-worker"));
+    assert_eq!(
+        bind.resource.as_ref().unwrap().label(),
+        "pods default/mynginx-trace-test (binding)"
+    );
     let bound = find(
         &msgs,
         Part::Response,
