@@ -226,6 +226,8 @@ pub struct Message {
     /// were not captured).
     pub body_len: u64,
     /// The first bytes of the body, redacted, at most `BODY_PREFIX_MAX`.
+    /// Serialized as text: UTF-8 as is, other bytes as `\xNN`.
+    #[serde(serialize_with = "bytes_as_text")]
     pub body_prefix: Vec<u8>,
     pub objects: Vec<ObjectRef>,
     /// The resource the request path names (Kubernetes API paths), or the
@@ -455,6 +457,10 @@ fn cri_summary(m: &Message, c: &CriOp) -> String {
 
 fn short_id(id: &str) -> &str {
     id.get(..13).unwrap_or(id)
+}
+
+fn bytes_as_text<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::util::escape(b))
 }
 
 /// gRPC status code name (google.rpc.Code).

@@ -29,6 +29,18 @@ pub fn text(b: &[u8]) -> String {
     s
 }
 
+/// Bytes as text without a length cap: UTF-8 where valid, other bytes as `\xNN`.
+pub fn escape(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            s.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    s
+}
+
 /// Appends at most `room` bytes of `src` to `dst` so that `dst` never exceeds `cap`.
 pub fn push_bounded(dst: &mut Vec<u8>, src: &[u8], cap: usize) -> bool {
     let room = cap.saturating_sub(dst.len());

@@ -52,3 +52,17 @@ fn explore_mid() {
         println!("{:?} unknown={} {:?}", m.part, m.unknown, m.summary());
     }
 }
+
+#[test]
+#[ignore = "prints messages of a vector as JSON (KTRAIL_VECTOR, KTRAIL_MATCH)"]
+fn explore_json() {
+    let v = std::env::var("KTRAIL_VECTOR").unwrap_or_default();
+    let pat = std::env::var("KTRAIL_MATCH").unwrap_or_default();
+    for m in replay(&chunks(&v), AGENT_CAP) {
+        if m.summary().contains(&pat) {
+            let mut m = m.clone();
+            m.body_prefix.truncate(80);
+            println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
+        }
+    }
+}
