@@ -1,5 +1,6 @@
 //! `cargo xtask`: ktrail's developer tasks.
 
+mod bench;
 mod cluster;
 mod demo;
 mod ebpf;
@@ -41,6 +42,9 @@ enum Command {
         #[command(subcommand)]
         action: cluster::Action,
     },
+    /// Measure overhead, throughput, latency and memory against issue 7's targets; write BENCHMARKS.md
+    #[command(long_about = bench::LONG_ABOUT)]
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::Test => test::run(),
         Command::Demo => demo::run(),
         Command::Cluster { action } => cluster::run(action),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

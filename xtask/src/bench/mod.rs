@@ -1,0 +1,347 @@
+//! `cargo xtask bench`: overhead against no tracing and against strace; throughput, loss
+//! accounting, collector ingest, latency and memory. Writes BENCHMARKS.md.
+
+mod collector;
+mod env;
+mod memory;
+mod overhead;
+mod report;
+mod throughput;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::util::{cargo, elapsed, require_root, run_cmd};
+use env::Env;
+use report::{Header, Row, Section};
+
+pub const LONG_ABOUT: &str = "\
+Measure ktrail against its targets (issue 7) and write BENCHMARKS.md.
+
+Builds the agent, collector, CLI and the bench crate in release, then runs, on this machine:
+  overhead          items 1-3: RPC-shaped load (kube-apiserver <-> kubelet, 1 KiB over TCP
+                    loopback) and 1-byte writes (like dd bs=1), untraced vs ktrail-agent vs
+                    strace -f -tt -T -s 4096 -v -y, and the same loads untargeted
+  throughput        item 4: highest zero-drop event rate (256-byte payloads) and exact loss
+                    accounting at twice that rate
+  latency           item 5: event -> hop on `ktrail watch --output json`
+  agent-memory      item 6: agent RSS at 100k events/s
+  collector         item 5: collector ingest on one core from 10 replayed agent streams
+  collector-memory  item 6: collector RSS with 10 replayed agents at 50k events/s each
+
+The machine is shared and noisy, so overheads are ratios against an untraced run in the same
+round, rounds interleaved (untraced, agent, strace, untraced, ...), reported as median
+(min-max). Full run: about 20 minutes (the collector memory run alone is 10); --short: about
+2 minutes, small counts (a smoke run). Needs root (eBPF). Item 7 (end to end on the local
+Kubernetes cluster) is not run yet.";
+
+pub const NAMES: [&str; 6] = [
+    "overhead",
+    "throughput",
+    "latency",
+    "agent-memory",
+    "collector",
+    "collector-memory",
+];
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Small counts and few repeats (about 2 minutes): checks the harness, not figures to quote.
+    #[arg(long)]
+    pub short: bool,
+    /// Run only these benchmarks (comma separated): overhead, throughput, latency,
+    /// agent-memory, collector, collector-memory.
+    #[arg(long, value_delimiter = ',', value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Where to write the report (default: BENCHMARKS.md in the workspace root).
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+}
+
+const WORK_DIR: &str = "/tmp/ktrail-bench";
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    require_root("bench")?;
+    for name in &args.only {
+        if !NAMES.contains(&name.as_str()) {
+            bail!("--only {name:?}: expected one of {}", NAMES.join(", "));
+        }
+    }
+    let selected = |name: &str| args.only.is_empty() || args.only.iter().any(|n| n == name);
+    let _lock = lock()?;
+    let started = Instant::now();
+    let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]);
+
+    println!("==> build (release)");
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "ktrail-agent",
+        "-p",
+        "ktrail-collector",
+        "-p",
+        "ktrail-cli",
+        "-p",
+        "ktrail-bench",
+    ]))
+    .context("building the benchmarked binaries")?;
+    let release = ktrail_tests::target_dir().join("release");
+    let env = Env::new(release, PathBuf::from(WORK_DIR))?;
+    let load_at_start = loadavg();
+
+    let mut sections: Vec<Section> = Vec::new();
+    let mut add = |name: &str, item: &str, result: Result<Section>| match result {
+        Ok(s) => sections.push(s),
+        Err(e) => {
+            eprintln!("bench {name} failed: {e:#}");
+            sections.push(Section {
+                title: format!("{name}: failed"),
+                rows: vec![Row::new(
+                    item,
+                    name,
+                    "-",
+                    "the benchmark failed (see below)".into(),
+                    Some(false),
+                )],
+                body: format!("```\n{e:#}\n```\n"),
+            });
+        }
+    };
+    let short = args.short;
+
+    if selected("overhead") {
+        println!("\n==> items 1-3: overhead");
+        let cfg = if short {
+            overhead::Config {
+                rounds: 2,
+                rpc_rounds: 3_000,
+                strace_rpc_rounds: 1_000,
+                writes: 100_000,
+                strace_writes: 1_000,
+            }
+        } else {
+            overhead::Config {
+                rounds: 5,
+                rpc_rounds: 20_000,
+                strace_rpc_rounds: 5_000,
+                writes: 500_000,
+                strace_writes: 5_000,
+            }
+        };
+        add("overhead", "1-3", overhead::run(&env, &cfg));
+    }
+    if selected("throughput") {
+        println!("\n==> item 4: throughput and loss");
+        let cfg = if short {
+            throughput::Config {
+                rates: vec![20_000, 100_000, 500_000],
+                seconds: 1.0,
+                drain_timeout: Duration::from_secs(60),
+            }
+        } else {
+            throughput::Config {
+                rates: vec![
+                    20_000, 50_000, 100_000, 200_000, 350_000, 500_000, 750_000, 1_000_000,
+                ],
+                seconds: 10.0,
+                drain_timeout: Duration::from_secs(120),
+            }
+        };
+        add("throughput", "4", throughput::run(&env, &cfg));
+    }
+    if selected("latency") {
+        println!("\n==> item 5: event -> watch delay");
+        add(
+            "latency",
+            "5",
+            collector::latency(&env, if short { 4.0 } else { 20.0 }),
+        );
+    }
+    if selected("agent-memory") {
+        println!("\n==> item 6: agent memory");
+        add(
+            "agent-memory",
+            "6",
+            memory::agent(
+                &env,
+                100_000,
+                if short { 6.0 } else { 60.0 },
+                Duration::from_millis(500),
+            ),
+        );
+    }
+    if selected("collector") || selected("collector-memory") {
+        println!("\n==> recording an agent stream");
+        match collector::record(&env, if short { 3_000 } else { 25_000 }) {
+            Ok((recording, events)) => {
+                if selected("collector") {
+                    println!("\n==> item 5: collector ingest, 10 replayed agents");
+                    add(
+                        "collector",
+                        "5",
+                        collector::ingest(&env, &recording, events, if short { 5.0 } else { 30.0 }),
+                    );
+                }
+                if selected("collector-memory") {
+                    println!("\n==> item 6: collector memory, 10 replayed agents");
+                    let (seconds, every) = if short {
+                        (30.0, Duration::from_secs(1))
+                    } else {
+                        (600.0, Duration::from_secs(10))
+                    };
+                    add(
+                        "collector-memory",
+                        "6",
+                        collector::memory(&env, &recording, 50_000, seconds, every),
+                    );
+                }
+            }
+            Err(e) => add("recording", "5-6", Err(e)),
+        }
+    }
+
+    let mut command = String::from("cargo xtask bench");
+    if short {
+        command.push_str(" --short");
+    }
+    if !args.only.is_empty() {
+        command.push_str(&format!(" --only {}", args.only.join(",")));
+    }
+    let header = Header {
+        command,
+        date,
+        machine: machine(&load_at_start),
+        versions: versions(&env),
+        duration: elapsed(started),
+        short,
+    };
+    let notes = env.log.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut preamble = String::from(
+        "The machine is shared: other engineers compile on it while this runs, so absolute \
+         times move between runs. Every overhead figure is therefore a ratio against an \
+         untraced run in the same round, rounds interleaved, with median (min–max).",
+    );
+    if !notes.is_empty() {
+        preamble.push_str("\n\nNotes from this run:\n");
+        for n in notes {
+            preamble.push_str(&format!("\n- {n}"));
+        }
+    }
+    let mut text = report::render(&header, &sections, &preamble);
+    text.push_str(&analysis());
+    text.push_str(
+        "\n## Not yet measured\n\nItem 7 (end to end on the local Kubernetes \
+                   cluster: `kubectl run` to Running, untraced vs agents vs strace) waits for \
+                   that cluster (`cargo xtask cluster`).\n",
+    );
+    let out = args
+        .out
+        .unwrap_or_else(|| ktrail_tests::workspace_root().join("BENCHMARKS.md"));
+    std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
+    println!("\nwrote {} ({})", out.display(), elapsed(started));
+    Ok(())
+}
+
+/// Causes of the misses found by profiling, kept beside the harness
+/// (xtask/src/bench/analysis.md) and appended to the report: they describe the code
+/// measured, not any one run. Read when the report is written.
+fn analysis() -> String {
+    let path = ktrail_tests::workspace_root().join("xtask/src/bench/analysis.md");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| format!("\n({}: {e})\n", path.display()))
+}
+
+/// One benchmark run at a time on this machine (fixed ports and work directory).
+fn lock() -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file =
+        std::fs::File::create("/tmp/ktrail-bench.lock").context("creating the bench lock")?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        println!("waiting for another `cargo xtask bench` to finish …");
+        // SAFETY: as above.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("locking /tmp/ktrail-bench.lock");
+        }
+    }
+    Ok(file)
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn machine(load_at_start: &str) -> Vec<(String, String)> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    vec![
+        ("Machine".into(), format!("{cores} cores, {cpu}, {mem} RAM")),
+        ("Kernel".into(), command_line("uname", &["-r"])),
+        (
+            "Load average (1/5/15 min) at start / end".into(),
+            format!("{load_at_start} / {}", loadavg()),
+        ),
+    ]
+}
+
+fn versions(env: &Env) -> Vec<(String, String)> {
+    let root = ktrail_tests::workspace_root();
+    let root = root.to_string_lossy();
+    let commit = command_line("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
+    let dirty = !command_line(
+        "git",
+        &["-C", &root, "status", "--porcelain", "--untracked-files=no"],
+    )
+    .is_empty();
+    let agent = command_line(&env.exe("ktrail-agent").to_string_lossy(), &["--version"]);
+    let strace = command_line("strace", &["-V"])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    vec![(
+        "Versions".into(),
+        format!(
+            "ktrail {commit}{} ({agent}, release build), {}, {strace}",
+            if dirty {
+                " with uncommitted changes"
+            } else {
+                ""
+            },
+            command_line("rustc", &["--version"])
+        ),
+    )]
+}

@@ -1,0 +1,303 @@
+//! Items 1–3: the cost a traced (and an untraced) process pays, against no tracing and
+//! against strace, measured in interleaved rounds.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::env::{
+    cpu_seconds, metric, metrics, rpc_server, run_json, wait_drained, Env, CLIENT_OTHER,
+    CLIENT_TARGET, COLLECTOR_ADDR, SERVER_OTHER, SERVER_TARGET,
+};
+use super::report::{Row, Section, Spread};
+
+pub struct Config {
+    pub rounds: usize,
+    pub rpc_rounds: u64,
+    pub strace_rpc_rounds: u64,
+    pub writes: u64,
+    pub strace_writes: u64,
+}
+
+/// The manual method ktrail replaces, exactly as the issue gives it.
+const STRACE: [&str; 8] = ["strace", "-f", "-tt", "-T", "-s", "4096", "-v", "-y"];
+
+fn strace_prefix(env: &Env, tag: &str) -> Vec<String> {
+    let out: PathBuf = env.dir.join(format!("strace-{tag}.txt"));
+    let mut v: Vec<String> = STRACE.iter().map(|s| s.to_string()).collect();
+    v.push("-o".into());
+    v.push(out.display().to_string());
+    v
+}
+
+fn command(env: &Env, name: &str, wrapper: Option<&[String]>) -> Command {
+    match wrapper {
+        Some(w) => {
+            let mut cmd = Command::new(&w[0]);
+            cmd.args(&w[1..]).arg(env.load(name));
+            cmd
+        }
+        None => Command::new(env.load(name)),
+    }
+}
+
+/// ns per round trip of `rounds` 1 KiB round trips between `server` and `client`.
+fn rpc(env: &Env, server: &str, client: &str, rounds: u64, strace: bool) -> Result<f64> {
+    let (srv, addr) = rpc_server(env, server, strace.then(|| strace_prefix(env, "server")))?;
+    let wrapper = strace.then(|| strace_prefix(env, "client"));
+    let mut cmd = command(env, client, wrapper.as_deref());
+    cmd.args(["rpc-client", "--connect", &addr, "--size", "1024"])
+        .args(["--rounds", &rounds.to_string()]);
+    let out = run_json(cmd, Duration::from_secs(300))?;
+    srv.stop()?;
+    remove_strace_output(env);
+    Ok(out["ns_per_op"].as_f64().unwrap_or(f64::NAN))
+}
+
+/// ns per write of `count` 1-byte writes to /dev/null by `name`.
+fn writes(env: &Env, name: &str, count: u64, strace: bool) -> Result<f64> {
+    let wrapper = strace.then(|| strace_prefix(env, "writes"));
+    let mut cmd = command(env, name, wrapper.as_deref());
+    cmd.args(["writes", "--size", "1", "--count", &count.to_string()]);
+    let out = run_json(cmd, Duration::from_secs(300))?;
+    remove_strace_output(env);
+    Ok(out["ns_per_op"].as_f64().unwrap_or(f64::NAN))
+}
+
+fn remove_strace_output(env: &Env) {
+    if let Ok(dir) = std::fs::read_dir(&env.dir) {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with("strace-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+#[derive(Default, Debug, Clone)]
+struct Round {
+    base_rpc: f64,
+    base_writes: f64,
+    agent_rpc: f64,
+    agent_writes: f64,
+    other_rpc: f64,
+    other_writes: f64,
+    strace_rpc: f64,
+    strace_writes: f64,
+    /// Agent counters over its targeted writes run: events read, dropped.
+    writes_events: u64,
+    writes_dropped: u64,
+    rpc_events: u64,
+    /// Targeted RPC with the collector stopped (SIGSTOP).
+    paused_rpc: f64,
+    /// Wall time of the targeted RPC run and the CPU the agent and collector used in it.
+    rpc_wall: f64,
+    rpc_agent_cpu: f64,
+    rpc_collector_cpu: f64,
+}
+
+pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
+    let mut rounds = Vec::new();
+    for r in 0..cfg.rounds {
+        println!("  round {}/{}", r + 1, cfg.rounds);
+        let mut round = Round {
+            base_rpc: rpc(env, SERVER_TARGET, CLIENT_TARGET, cfg.rpc_rounds, false)?,
+            base_writes: writes(env, SERVER_TARGET, cfg.writes, false)?,
+            ..Round::default()
+        };
+
+        // Agent running and connected to a collector, as users run it (default targets).
+        let collector = env.collector(&format!("overhead-{r}"), None)?;
+        let agent = env.agent(&format!("overhead-{r}"), COLLECTOR_ADDR, None)?;
+        // Untargeted first: the targeted runs leave the agent and collector busy.
+        round.other_rpc = rpc(env, SERVER_OTHER, CLIENT_OTHER, cfg.rpc_rounds, false)?;
+        round.other_writes = writes(env, SERVER_OTHER, cfg.writes, false)?;
+        let m0 = metrics()?;
+        let cpu0 = (cpu_seconds(agent.pid()), cpu_seconds(collector.pid()));
+        let t0 = Instant::now();
+        round.agent_rpc = rpc(env, SERVER_TARGET, CLIENT_TARGET, cfg.rpc_rounds, false)?;
+        round.rpc_wall = t0.elapsed().as_secs_f64();
+        round.rpc_agent_cpu = cpu_seconds(agent.pid()) - cpu0.0;
+        round.rpc_collector_cpu = cpu_seconds(collector.pid()) - cpu0.1;
+        let m1 = metrics()?;
+        round.rpc_events =
+            metric(&m1, "ktrail_agent_events_total") - metric(&m0, "ktrail_agent_events_total");
+        drain(env, r)?;
+        // Diagnosis: the same with the collector stopped (SIGSTOP), so only the kernel
+        // programs and the agent work; the agent holds the events until SIGCONT.
+        let mut collector = collector;
+        collector.child.signal(libc::SIGSTOP)?;
+        let paused = rpc(env, SERVER_TARGET, CLIENT_TARGET, cfg.rpc_rounds, false);
+        collector.child.signal(libc::SIGCONT)?;
+        round.paused_rpc = paused?;
+        drain(env, r)?;
+        let m0 = metrics()?;
+        round.agent_writes = writes(env, SERVER_TARGET, cfg.writes, false)?;
+        // Let the reader catch up with the ring before counting.
+        std::thread::sleep(Duration::from_millis(500));
+        let m1 = metrics()?;
+        round.writes_events =
+            metric(&m1, "ktrail_agent_events_total") - metric(&m0, "ktrail_agent_events_total");
+        round.writes_dropped = metric(&m1, "ktrail_agent_events_dropped_total")
+            - metric(&m0, "ktrail_agent_events_dropped_total");
+        agent.stop()?;
+        collector.stop()?;
+
+        round.strace_rpc = rpc(
+            env,
+            SERVER_TARGET,
+            CLIENT_TARGET,
+            cfg.strace_rpc_rounds,
+            true,
+        )?;
+        round.strace_writes = writes(env, SERVER_TARGET, cfg.strace_writes, true)?;
+        println!("    {round:?}");
+        rounds.push(round);
+    }
+    Ok(section(cfg, &rounds))
+}
+
+fn drain(env: &Env, r: usize) -> Result<()> {
+    if !wait_drained(Duration::from_secs(60))? {
+        env.note(format!(
+            "overhead round {}: the agent's queue had not drained 60 s after an RPC run",
+            r + 1
+        ));
+    }
+    Ok(())
+}
+
+fn ratios(rounds: &[Round], f: impl Fn(&Round) -> (f64, f64)) -> Option<Spread> {
+    let v: Vec<f64> = rounds
+        .iter()
+        .map(|r| {
+            let (x, base) = f(r);
+            x / base
+        })
+        .collect();
+    Spread::of(&v)
+}
+
+fn section(cfg: &Config, rounds: &[Round]) -> Section {
+    let agent_rpc = ratios(rounds, |r| (r.agent_rpc, r.base_rpc));
+    let strace_rpc = ratios(rounds, |r| (r.strace_rpc, r.base_rpc));
+    let agent_w = ratios(rounds, |r| (r.agent_writes, r.base_writes));
+    let strace_w = ratios(rounds, |r| (r.strace_writes, r.base_writes));
+    let other_rpc = ratios(rounds, |r| (r.other_rpc, r.base_rpc));
+    let other_w = ratios(rounds, |r| (r.other_writes, r.base_writes));
+    let paused_rpc = ratios(rounds, |r| (r.paused_rpc, r.base_rpc));
+    let shown = |s: &Option<Spread>| s.map(|s| s.ratio()).unwrap_or_else(|| "n/a".into());
+    let pass = |s: &Option<Spread>, limit: f64| s.map(|s| s.median <= limit);
+    let rows = vec![
+        Row::new(
+            "1",
+            "RPC 1 KiB round trips, kube-apiserver ⇄ kubelet: agent / untraced",
+            "≤ 1.10x",
+            shown(&agent_rpc),
+            pass(&agent_rpc, 1.10),
+        ),
+        Row::new(
+            "1",
+            "RPC: strace -f -tt -T -s 4096 -v -y on both / untraced",
+            "report",
+            shown(&strace_rpc),
+            None,
+        ),
+        Row::new(
+            "1",
+            "diagnosis: RPC with the agent but its collector stopped (SIGSTOP) / untraced",
+            "-",
+            shown(&paused_rpc),
+            None,
+        ),
+        Row::new(
+            "2",
+            "1-byte writes to /dev/null by a target: agent / untraced",
+            "≤ 4x",
+            shown(&agent_w),
+            pass(&agent_w, 4.0),
+        ),
+        Row::new(
+            "2",
+            "1-byte writes: strace / untraced",
+            "report (issue: ~120x)",
+            shown(&strace_w),
+            None,
+        ),
+        Row::new(
+            "3",
+            "untargeted 1-byte writes, agent running / untraced",
+            "≤ 1.25x",
+            shown(&other_w),
+            pass(&other_w, 1.25),
+        ),
+        Row::new(
+            "3",
+            "untargeted RPC, agent running / untraced",
+            "≤ 1.02x",
+            shown(&other_rpc),
+            pass(&other_rpc, 1.02),
+        ),
+    ];
+    let mut body = String::new();
+    let _ = writeln!(
+        body,
+        "Each round runs, in this order: untraced (no agent loaded) RPC and writes; then a \
+         collector and `ktrail-agent` (default targets) are started and, once attached and \
+         connected, the untargeted loads (copies named `bench-server`/`bench-client`), the \
+         targeted RPC (`kube-apiserver` ⇄ `kubelet`), a wait until the agent's queue is \
+         acknowledged, the targeted RPC again with the collector stopped by SIGSTOP (a \
+         diagnosis: the kernel programs and the agent alone; resumed and drained after), \
+         and the targeted writes (`kube-apiserver` writing); the agent and \
+         collector are stopped; then the loads under `strace -f -tt -T -s 4096 -v -y -o FILE` \
+         (server and client each under their own strace). Ratios are per round against that \
+         round's untraced run; the table gives median (min–max) over rounds.\n\n\
+         Per run: RPC {} round trips of 1 KiB each way over one TCP loopback connection \
+         (strace: {}), after 100 untimed ones; writes: {} × `write(fd, buf, 1)` to /dev/null \
+         (strace: {}). Times are the load's own clock around its loop, in ns per round trip \
+         or per write.\n",
+        cfg.rpc_rounds, cfg.strace_rpc_rounds, cfg.writes, cfg.strace_writes
+    );
+    let _ = writeln!(
+        body,
+        "| round | RPC untraced | RPC agent | RPC agent, collector stopped | RPC untargeted | \
+         RPC strace | writes untraced | writes agent | writes untargeted | writes strace | \
+         agent events (RPC run) | agent / collector CPU s in the RPC run (wall s) | agent \
+         events / dropped (writes run) |"
+    );
+    let _ = writeln!(
+        body,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for (i, r) in rounds.iter().enumerate() {
+        let _ = writeln!(
+            body,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | \
+             {:.2} / {:.2} ({:.2}) | {} / {} |",
+            i + 1,
+            r.base_rpc,
+            r.agent_rpc,
+            r.paused_rpc,
+            r.other_rpc,
+            r.strace_rpc,
+            r.base_writes,
+            r.agent_writes,
+            r.other_writes,
+            r.strace_writes,
+            r.rpc_events,
+            r.rpc_agent_cpu,
+            r.rpc_collector_cpu,
+            r.rpc_wall,
+            r.writes_events,
+            r.writes_dropped
+        );
+    }
+    Section {
+        title: "Items 1–3: overhead on traced and untraced processes".into(),
+        rows,
+        body,
+    }
+}
