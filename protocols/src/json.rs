@@ -6,6 +6,9 @@ use crate::util;
 
 /// Deepest nesting followed; deeper values are skipped.
 pub const MAX_DEPTH: usize = 64;
+/// Scalars nested deeper than this are not reported (every identity and
+/// redaction path is at most 6 levels deep: `object.rows[0].object.metadata.name`).
+pub const MAX_REPORTED_DEPTH: usize = 8;
 /// Most scalars reported from one document.
 pub const MAX_SCALARS: usize = 4096;
 
@@ -120,7 +123,7 @@ pub fn scan(src: &[u8]) -> Scan {
                         continue;
                     }
                 }
-                if out.items.len() < MAX_SCALARS {
+                if out.items.len() < MAX_SCALARS && stack.len() <= MAX_REPORTED_DEPTH {
                     out.items.push(Item {
                         path: path(&stack),
                         value: Scalar::Str(s),
@@ -154,7 +157,7 @@ pub fn scan(src: &[u8]) -> Scan {
                     return out;
                 }
                 if depth_skipped == 0 {
-                    if out.items.len() < MAX_SCALARS {
+                    if out.items.len() < MAX_SCALARS && stack.len() <= MAX_REPORTED_DEPTH {
                         out.items.push(Item {
                             path: path(&stack),
                             value: Scalar::Other(util::text(

@@ -66,3 +66,28 @@ fn explore_json() {
         }
     }
 }
+
+#[test]
+#[ignore = "throughput of the decoders on all vectors (run with --release)"]
+fn throughput() {
+    let all: Vec<_> = ALL.iter().map(|v| chunks(v)).collect();
+    let bytes: usize = all
+        .iter()
+        .flat_map(|c| c.iter().map(|ch| ch.data.len().min(AGENT_CAP)))
+        .sum();
+    let start = std::time::Instant::now();
+    let rounds = 200;
+    let mut n = 0;
+    for _ in 0..rounds {
+        for c in &all {
+            n += replay(c, AGENT_CAP).len();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{:.1} MB/s, {:.0} messages/s ({} bytes x {rounds})",
+        (bytes * rounds) as f64 / secs / 1e6,
+        n as f64 / secs,
+        bytes
+    );
+}
