@@ -70,6 +70,16 @@ pub fn add_header(msg: &mut Message, name: Option<&[u8]>, value: Option<&[u8]>, 
     if name_s.is_none() {
         msg.unknown = true;
     }
+    let v = match (&name_s, v) {
+        (Some(n), HeaderValue::Text(t)) if cfg.redact && n == ":path" => {
+            let (p, changed) = redact::query(&t);
+            if changed {
+                msg.note_redacted("query parameter");
+            }
+            HeaderValue::Text(p)
+        }
+        (_, v) => v,
+    };
     if let (Some(n), HeaderValue::Text(t)) = (&name_s, &v) {
         match n.to_ascii_lowercase().as_str() {
             ":method" => msg.method = Some(t.clone()),

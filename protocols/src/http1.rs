@@ -363,7 +363,17 @@ impl Http1 {
             };
             let mut msg = Message::new(Protocol::Http1, d, Part::Request, ts);
             msg.method = req.method.map(str::to_string);
-            msg.path = req.path.map(|p| crate::util::text(p.as_bytes()));
+            msg.path = req.path.map(|p| {
+                let p = crate::util::text(p.as_bytes());
+                if !cfg.redact {
+                    return p;
+                }
+                let (p, changed) = crate::redact::query(&p);
+                if changed {
+                    msg.note_redacted("query parameter");
+                }
+                p
+            });
             for h in req.headers.iter() {
                 add_header(&mut msg, Some(h.name.as_bytes()), Some(h.value), &cfg);
             }

@@ -21,6 +21,27 @@ pub fn is_secret_header(name: &str) -> bool {
         || n.contains("apikey")
 }
 
+/// Redacts the values of query parameters named like a credential
+/// (`?access_token=…`, `&password=…`). Returns the path and whether
+/// something was redacted.
+pub fn query(path: &str) -> (String, bool) {
+    let Some((p, q)) = path.split_once('?') else {
+        return (path.to_string(), false);
+    };
+    let mut changed = false;
+    let parts: Vec<String> = q
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !v.is_empty() && is_secret_header(k) => {
+                changed = true;
+                format!("{k}={REDACTED}")
+            }
+            _ => kv.to_string(),
+        })
+        .collect();
+    (format!("{p}?{}", parts.join("&")), changed)
+}
+
 /// True if a header value carries a bearer token (whatever the header).
 pub fn has_bearer(value: &[u8]) -> bool {
     find_ci(value, b"bearer ").is_some()
@@ -189,6 +210,21 @@ mod tests {
         assert!(is_secret_header("x-auth-token"));
         assert!(is_secret_header("Set-Cookie"));
         assert!(!is_secret_header("content-type"));
+    }
+
+    #[test]
+    fn query_parameters() {
+        assert_eq!(
+            query("/api/v1/x?watch=true&access_token=abc&b=1"),
+            (
+                "/api/v1/x?watch=true&access_token=[redacted]&b=1".to_string(),
+                true
+            )
+        );
+        assert_eq!(
+            query("/api/v1/x?watch=true"),
+            ("/api/v1/x?watch=true".to_string(), false)
+        );
     }
 
     #[test]
