@@ -146,10 +146,11 @@ impl Ingest for Recorder {
                     _ => None,
                 };
                 let bytes = message.encode_length_delimited_to_vec();
+                // Flushed per message: the recorder may be stopped at any time.
                 let written = out
                     .lock()
                     .map_err(|_| ())
-                    .and_then(|mut f| f.write_all(&bytes).map_err(|_| ()));
+                    .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.flush()).map_err(|_| ()));
                 if written.is_err() {
                     break;
                 }
@@ -186,10 +187,15 @@ async fn record(listen: std::net::SocketAddr, out: PathBuf) -> Result<()> {
             }
         }
     };
-    tonic::transport::Server::builder()
+    // Stop at the signal without waiting for open streams to end (an agent may still
+    // be connected); everything received is already written.
+    let server = tonic::transport::Server::builder()
         .add_service(IngestServer::new(recorder).max_decoding_message_size(MAX_MESSAGE))
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await?;
+        .serve_with_incoming(incoming);
+    tokio::select! {
+        r = server => r?,
+        () = stop => {}
+    }
     writer
         .lock()
         .map_err(|_| anyhow::anyhow!("recorder poisoned"))?

@@ -207,13 +207,54 @@ impl Service {
     }
 
     pub fn stop(mut self) -> Result<()> {
+        terminate_children(self.child.pid());
         self.child.stop()?;
         Ok(())
     }
 }
 
+/// SIGTERMs the children of `pid` and waits (up to 5 s) for them to go: a program run
+/// under strace is strace's child, and strace detaches from it on SIGTERM instead of
+/// ending it.
+fn terminate_children(pid: u32) {
+    let mut children = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let path = task.path().join("children");
+            if let Ok(list) = std::fs::read_to_string(path) {
+                children.extend(
+                    list.split_whitespace()
+                        .filter_map(|c| c.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    for &child in &children {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(child, libc::SIGTERM) };
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5)
+        && children
+            .iter()
+            .any(|c| Path::new(&format!("/proc/{c}/status")).exists() && !is_zombie(*c))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+        .unwrap_or(true)
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
+        terminate_children(self.child.pid());
         let _ = self.child.stop();
         if let Some(data) = &self.data {
             let _ = std::fs::remove_dir_all(data);
