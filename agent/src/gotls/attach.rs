@@ -87,13 +87,15 @@ impl GoTlsAttacher {
             return None;
         }
         let key = (meta.dev(), meta.ino());
+        // For /proc/PID/exe, name the file it leads to in logs.
+        let shown = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf());
         if let Some(done) = self.done.get(&key) {
             return Some(done.clone());
         }
         let outcome = match GoBinary::open(path).and_then(|b| b.resolve_tls()) {
             Ok(functions) => match self.attach(path, &functions) {
                 Ok(probes) => {
-                    info!(binary = %path.display(), go_version = %functions.go_version, probes,
+                    info!(binary = %shown.display(), go_version = %functions.go_version, probes,
                         "Go TLS plaintext probes attached");
                     self.counters.attached.fetch_add(1, Relaxed);
                     Outcome::Attached {
@@ -102,23 +104,23 @@ impl GoTlsAttacher {
                     }
                 }
                 Err(e) => {
-                    warn!(binary = %path.display(), error = %e, "cannot attach Go TLS probes");
+                    warn!(binary = %shown.display(), error = %e, "cannot attach Go TLS probes");
                     self.counters.failed.fetch_add(1, Relaxed);
                     Outcome::Failed(e.to_string())
                 }
             },
             Err(ResolveError::NotGo(..)) | Err(ResolveError::NotElf(..)) => {
-                debug!(binary = %path.display(), "not a Go binary: no TLS plaintext probes");
+                debug!(binary = %shown.display(), "not a Go binary: no TLS plaintext probes");
                 self.counters.not_go.fetch_add(1, Relaxed);
                 Outcome::NotGo
             }
             Err(e @ ResolveError::NoFunction { .. }) => {
-                info!(binary = %path.display(), reason = %e, "no Go TLS in this binary");
+                info!(binary = %shown.display(), reason = %e, "no Go TLS in this binary");
                 self.counters.no_tls.fetch_add(1, Relaxed);
                 Outcome::NoTls
             }
             Err(e) => {
-                warn!(binary = %path.display(), error = %e,
+                warn!(binary = %shown.display(), error = %e,
                     "cannot trace TLS plaintext of this binary; its traffic shows as ciphertext");
                 self.counters.failed.fetch_add(1, Relaxed);
                 Outcome::Failed(e.to_string())

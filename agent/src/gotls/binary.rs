@@ -93,18 +93,22 @@ impl GoBinary {
                 });
             }
         }
+        let text_addr = file
+            .section_by_name(".text")
+            .map(|s| s.address())
+            .unwrap_or(0);
         let table = match file
             .section_by_name(".gopclntab")
             .and_then(|s| s.data().ok())
         {
-            Some(d) => Pclntab::parse(d),
+            Some(d) => Pclntab::parse(d, text_addr),
             None => {
                 let rodata = file
                     .section_by_name(".data.rel.ro")
                     .or_else(|| file.section_by_name(".rodata"))
                     .and_then(|s| s.data().ok())
                     .unwrap_or_default();
-                Pclntab::find(rodata)
+                Pclntab::find(rodata, text_addr)
             }
         }
         .map_err(|e| ResolveError::NotGo(path.clone(), e))?;
@@ -196,6 +200,26 @@ mod tests {
             seen >= 5,
             "expected the preinstalled kubectl.1.NN binaries, found {seen}"
         );
+    }
+
+    /// Go 1.26 stopped storing textStart in the table; entries are offsets from the
+    /// `.text` address. The Go toolchain's own `go` command (1.26, with crypto/tls)
+    /// must resolve to probes that follow the stack check.
+    #[test]
+    fn resolves_go_1_26_binaries() {
+        let path = Path::new("/usr/local/go/bin/go");
+        let bin = GoBinary::open(path).expect("the Go toolchain is installed on this machine kind");
+        let f = bin.resolve_tls().unwrap_or_else(|e| panic!("{e}"));
+        let (major, minor) = super::buildinfo::major_minor(&f.go_version).expect("version");
+        assert!((major, minor) >= (1, 26), "{}", f.go_version);
+        for off in [f.write_offset as usize, f.read_offset as usize] {
+            let d = &bin.data;
+            assert!(
+                d[off - 6..off - 4] == [0x0f, 0x86] || d[off - 2] == 0x76,
+                "{off:#x}"
+            );
+        }
+        assert!(f.read_returns.iter().all(|r| bin.data[*r as usize] == 0xc3));
     }
 
     #[test]

@@ -57,8 +57,11 @@ impl<'a> Pclntab<'a> {
         }
     }
 
-    /// Parses a table that starts at `data[0]`.
-    pub fn parse(data: &'a [u8]) -> Result<Self, PclntabError> {
+    /// Parses a table that starts at `data[0]`. `text_addr` is the address of the
+    /// `.text` section (`runtime.text`): since Go 1.18 function entries are offsets
+    /// from it, and since Go 1.26 the table no longer stores it (it needed a
+    /// relocation), so — as Go's own `debug/gosym` does — the caller's value is used.
+    pub fn parse(data: &'a [u8], text_addr: u64) -> Result<Self, PclntabError> {
         let magic = rd_u32(data, 0).ok_or(PclntabError::Truncated)?;
         let layout = Self::layout_of(magic).ok_or(PclntabError::NoMagic)?;
         let ptr_size = *data.get(7).ok_or(PclntabError::Truncated)?;
@@ -69,7 +72,7 @@ impl<'a> Pclntab<'a> {
         let nfunc = word(0)? as usize;
         let (text_start, funcname_off, pcln_off) = match layout {
             Layout::Go116 => (0, word(2)?, word(6)?),
-            Layout::Go118 | Layout::Go120 => (word(2)?, word(3)?, word(7)?),
+            Layout::Go118 | Layout::Go120 => (text_addr, word(3)?, word(7)?),
         };
         let table = Self {
             data,
@@ -86,7 +89,7 @@ impl<'a> Pclntab<'a> {
     }
 
     /// Finds the table inside a larger blob (PIE builds keep it in .data.rel.ro).
-    pub fn find(blob: &'a [u8]) -> Result<Self, PclntabError> {
+    pub fn find(blob: &'a [u8], text_addr: u64) -> Result<Self, PclntabError> {
         let mut at = 0;
         while at + 8 <= blob.len() {
             let magic = rd_u32(blob, at).unwrap_or(0);
@@ -96,7 +99,7 @@ impl<'a> Pclntab<'a> {
                 && matches!(blob[at + 6], 1 | 2 | 4)
                 && blob[at + 7] == 8
             {
-                if let Ok(t) = Self::parse(&blob[at..]) {
+                if let Ok(t) = Self::parse(&blob[at..], text_addr) {
                     return Ok(t);
                 }
             }
@@ -155,21 +158,21 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert_eq!(
-            Pclntab::parse(&[0u8; 64]).err(),
+            Pclntab::parse(&[0u8; 64], 0).err(),
             Some(PclntabError::NoMagic)
         );
         assert_eq!(
-            Pclntab::find(&[0xffu8; 64]).err(),
+            Pclntab::find(&[0xffu8; 64], 0).err(),
             Some(PclntabError::NoMagic)
         );
         let mut hdr = vec![0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 4];
         hdr.resize(80, 0);
         assert_eq!(
-            Pclntab::parse(&hdr).err(),
+            Pclntab::parse(&hdr, 0).err(),
             Some(PclntabError::PointerSize(4))
         );
         assert_eq!(
-            Pclntab::parse(&hdr[..6]).err(),
+            Pclntab::parse(&hdr[..6], 0).err(),
             Some(PclntabError::Truncated)
         );
     }
