@@ -53,7 +53,13 @@ async fn watch_json_prints_the_paired_hop() {
     assert_eq!(hop["server"]["node"], "k8s-cp");
     assert_eq!(hop["server"]["pid"], 7);
     assert_eq!(hop["server"]["observed"], true);
-    assert_eq!(hop["summary"], "GET /healthz HTTP/1.1");
+    // The response has no length: it ends at the close, which the fake agent sends.
+    assert_eq!(hop["summary"], "GET /healthz → 200");
+    assert_eq!(hop["app_protocol"], "http1");
+    assert_eq!(hop["method"], "GET");
+    assert_eq!(hop["path"], "/healthz");
+    assert_eq!(hop["status_code"], 200);
+    assert_eq!(hop["grpc_status"], Value::Null);
     assert_eq!(hop["request"], "GET /healthz HTTP/1.1\r\n\r\n");
     assert_eq!(hop["events"].as_array().map(Vec::len), Some(8));
     assert!(hop["start"].as_str().is_some_and(|s| s.ends_with('Z')));
@@ -71,7 +77,7 @@ async fn watch_human_prints_one_line_without_colour_into_a_pipe() {
     let line = next_line(&mut lines(&mut watch)).await;
     assert!(
         line.contains(
-            "k8s-worker/kubelet[42] → k8s-cp/kube-apiserver[7] tcp GET /healthz HTTP/1.1"
+            "k8s-worker/kubelet[42] → k8s-cp/kube-apiserver[7] tcp/http1 GET /healthz → 200"
         ),
         "{line}"
     );

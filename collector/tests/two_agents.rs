@@ -75,7 +75,9 @@ fn check_hop(hop: &Hop) {
         ("k8s-cp", SERVER_PID, "kube-apiserver")
     );
     assert!(client.observed && server.observed);
-    assert_eq!(hop.summary, "GET /api/v1/namespaces/default/pods HTTP/1.1");
+    assert_eq!(hop.summary, "GET /api/v1/namespaces/default/pods → 200");
+    assert_eq!(hop.app_protocol, "http1");
+    assert_eq!(hop.status_code, 200);
     assert_eq!(hop.kind, "request/response");
     assert_eq!(hop.response, RESP);
     // connect, write, read, close + accept, read, write, close; not the exec.

@@ -6,7 +6,7 @@ use ktrail_proto::v1::{event::Body, Event, EventRef, Hop, SyscallEvent, TcpState
 
 use super::build::build_hop;
 use super::classify::{classify, is_tls_plaintext, SyscallClass};
-use super::connection::{Connection, PairReady, PairTiming};
+use super::connection::{Connection, DataIn, PairReady, PairTiming};
 use super::endpoint::{socket_view, tcp_state_view, ConnectionKey};
 use super::exchange::Completion;
 use super::flow::FlowTracker;
@@ -191,11 +191,13 @@ impl HopAssembler {
                     data: &sc.data,
                     truncated: sc.truncated,
                 };
-                if is_tls_plaintext(&sc.name) {
-                    side.push_plaintext(dir, &transfer, r, arrival);
-                } else if !side.tls {
-                    side.push_transfer(dir, &transfer, r, arrival);
-                }
+                let data = DataIn {
+                    dir,
+                    transfer: &transfer,
+                    plaintext: is_tls_plaintext(&sc.name),
+                    arrival,
+                };
+                conn.push_data(idx, data, r, now);
             }
             SyscallClass::Connect => {
                 side.push_ref(r);

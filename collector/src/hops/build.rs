@@ -1,9 +1,12 @@
 //! Turning a paired exchange into a `Hop` (without its ids).
 
 use ktrail_proto::v1::{EventRef, Hop, HopEnd};
+use ktrail_protocols::{Message, Part, Protocol};
 
 use super::connection::{EndPart, PairKind, PairReady};
+use super::decode::annotate;
 use super::run::Run;
+use super::stream::StreamItem;
 use super::summary::summarize;
 
 fn hop_end(part: &EndPart, other: &EndPart) -> HopEnd {
@@ -65,6 +68,70 @@ fn refs_of(run: &Option<Run>, out: &mut Vec<EventRef>) {
     }
 }
 
+/// The decoded messages of an end's runs.
+fn messages(part: &EndPart) -> impl Iterator<Item = &Message> {
+    [&part.request, &part.response]
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.messages.iter())
+}
+
+/// The request and response the decoders saw: the client's when it decoded
+/// anything, else the server's.
+fn decoded<'a>(
+    client: &'a EndPart,
+    server: &'a EndPart,
+) -> (Option<&'a Message>, Option<&'a Message>) {
+    let known = |p: &EndPart| messages(p).any(|m| m.protocol != Protocol::Unknown);
+    let src = if known(client) || !known(server) && messages(client).next().is_some() {
+        client
+    } else {
+        server
+    };
+    let req = messages(src).find(|m| m.part == Part::Request);
+    let resp = messages(src).find(|m| m.part == Part::Response);
+    match (req, resp) {
+        (None, None) => (messages(src).next(), None),
+        other => other,
+    }
+}
+
+/// A stream item's hop (multiplexed connections).
+fn build_stream_hop(
+    protocol: &str,
+    client: &EndPart,
+    server: &EndPart,
+    mut refs: Vec<EventRef>,
+    item: &StreamItem,
+) -> Hop {
+    let (start_unix_ns, duration_ns) = item.timing();
+    refs.sort_by(|a, b| (&a.node, &a.agent_id, a.seq).cmp(&(&b.node, &b.agent_id, b.seq)));
+    refs.dedup();
+    let body = |m: &Option<Message>| {
+        m.as_ref()
+            .map(|m| m.body_prefix.clone())
+            .unwrap_or_default()
+    };
+    let len = |m: &Option<Message>| m.as_ref().map_or(0, |m| m.body_len);
+    let mut hop = Hop {
+        protocol: protocol.to_owned(),
+        client: Some(hop_end(client, server)),
+        server: Some(hop_end(server, client)),
+        start_unix_ns,
+        duration_ns,
+        request: body(&item.request),
+        response: body(&item.response),
+        request_bytes: len(&item.request),
+        response_bytes: len(&item.response),
+        kind: item.id.kind.hop_kind().to_owned(),
+        events: refs,
+        ..Hop::default()
+    };
+    annotate(&mut hop, item.request.as_ref(), item.response.as_ref());
+    hop.stream_id = item.id.stream_id;
+    hop
+}
+
 /// Builds the hop; `id` and `flow_id` are left empty.
 pub fn build_hop(pair: PairReady) -> Hop {
     let PairReady {
@@ -73,7 +140,11 @@ pub fn build_hop(pair: PairReady) -> Hop {
         client,
         server,
         mut refs,
+        stream,
     } = pair;
+    if let Some(item) = &stream {
+        return build_stream_hop(protocol, &client, &server, refs, item);
+    }
     let (start_unix_ns, duration_ns) = timing(&client, &server);
     // The request as the client sent it, the response as the server sent it,
     // unless only the receiving end saw them in plaintext.
@@ -100,7 +171,8 @@ pub fn build_hop(pair: PairReady) -> Hop {
     refs.sort_by(|a, b| (&a.node, &a.agent_id, a.seq).cmp(&(&b.node, &b.agent_id, b.seq)));
     refs.dedup();
     let request_data = request.map(|r| r.data.clone()).unwrap_or_default();
-    Hop {
+    let (dreq, dresp) = decoded(&client, &server);
+    let mut hop = Hop {
         id: String::new(),
         flow_id: String::new(),
         protocol: protocol.to_owned(),
@@ -119,5 +191,8 @@ pub fn build_hop(pair: PairReady) -> Hop {
         }
         .to_owned(),
         events: refs,
-    }
+        ..Hop::default()
+    };
+    annotate(&mut hop, dreq, dresp);
+    hop
 }

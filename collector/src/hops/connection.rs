@@ -1,12 +1,15 @@
 //! One connection: its sides, and pairing their exchanges into hops.
 
 use ktrail_proto::v1::EventRef;
+use ktrail_protocols::Protocol;
 
+use super::decode::h2_stream_ids;
 use super::endpoint::{ConnectionKey, LocalId};
 use super::exchange::{is_complete, split, Completion};
 use super::roles::{self, RoleHint};
-use super::run::Run;
+use super::run::{data_time, Direction, Run, Transfer};
 use super::side::{Role, Side, SideIdentity};
+use super::stream::StreamItem;
 
 /// Events kept per connection for its next hop (TCP state changes).
 const MAX_CONN_REFS: usize = 32;
@@ -38,6 +41,16 @@ pub struct EndPart {
     pub tls: bool,
 }
 
+/// One data transfer of a side, as [`Connection::push_data`] takes it.
+pub struct DataIn<'a> {
+    pub dir: Direction,
+    pub transfer: &'a Transfer<'a>,
+    /// TLS plaintext, which replaces the side's ciphertext.
+    pub plaintext: bool,
+    /// Arrival number (order of events across the connection's sides).
+    pub arrival: u64,
+}
+
 /// Everything needed to build one hop.
 #[derive(Clone, Debug)]
 pub struct PairReady {
@@ -46,6 +59,9 @@ pub struct PairReady {
     pub client: EndPart,
     pub server: EndPart,
     pub refs: Vec<EventRef>,
+    /// A multiplexed connection's stream item (then `client`/`server` carry
+    /// identities only).
+    pub stream: Option<StreamItem>,
 }
 
 /// Where one role's side stands for the exchange being paired.
@@ -59,7 +75,7 @@ enum ExState {
     Complete,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Connection {
     pub key: ConnectionKey,
     pub sides: Vec<Side>,
@@ -150,9 +166,73 @@ impl Connection {
 
     pub fn close_side(&mut self, idx: usize, now: u64) {
         if let Some(side) = self.sides.get_mut(idx) {
+            if !side.closed {
+                // What the decoder was still assembling ends here.
+                let msgs = side.decoder.finish(side.last_ts);
+                if side.decoder.protocol() == Protocol::Http2 {
+                    for m in msgs {
+                        side.streams.push_message(m, now);
+                    }
+                    side.streams.close(now);
+                } else if let Some(run) = side.runs.back_mut() {
+                    run.add_messages(msgs);
+                }
+            }
             side.closed = true;
             self.first_close_at.get_or_insert(now);
         }
+    }
+
+    /// The role of side `idx` as known now.
+    fn role_of(&self, idx: usize) -> Option<Role> {
+        roles::resolve(&self.sides, &self.hints)
+            .get(idx)
+            .copied()
+            .flatten()
+    }
+
+    /// A data transfer of side `idx`: decoded, then kept as part of a run
+    /// (request/response runs) or, on an HTTP/2 connection, of its streams.
+    pub fn push_data(&mut self, idx: usize, data: DataIn<'_>, r: EventRef, now: u64) {
+        let DataIn {
+            dir,
+            transfer: t,
+            plaintext,
+            arrival,
+        } = data;
+        let Some(side) = self.sides.get_mut(idx) else {
+            return;
+        };
+        if plaintext {
+            side.begin_plaintext(dir);
+        } else if side.tls {
+            return;
+        }
+        side.first_data.get_or_insert((dir, arrival));
+        let role = self.role_of(idx);
+        let side = &mut self.sides[idx];
+        let msgs = side
+            .decoder
+            .feed(role, dir, t.data, t.bytes, data_time(dir, t));
+        if side.decoder.protocol() == Protocol::Http2 {
+            side.runs.clear();
+            side.streams.add_ref(&h2_stream_ids(t.data), &r, now);
+            for m in msgs {
+                side.streams.push_message(m, now);
+            }
+        } else {
+            side.push_transfer(dir, t, r, arrival);
+            if let Some(run) = side.runs.back_mut() {
+                run.add_messages(msgs);
+            }
+        }
+    }
+
+    /// A multiplexed (HTTP/2) connection: hops are per stream.
+    pub fn is_multiplexed(&self) -> bool {
+        self.sides
+            .iter()
+            .any(|s| s.decoder.protocol() == Protocol::Http2)
     }
 
     /// A TCP `CLOSE` for an endpoint closes every side using it.
@@ -171,7 +251,10 @@ impl Connection {
 
     /// Something could still become a hop.
     pub fn has_pending(&self) -> bool {
-        self.sides.iter().any(|s| !s.runs.is_empty()) || self.connection_hop_due()
+        self.sides
+            .iter()
+            .any(|s| !s.runs.is_empty() || !s.streams.is_empty())
+            || self.connection_hop_due()
     }
 
     fn connection_hop_due(&self) -> bool {
@@ -204,6 +287,10 @@ impl Connection {
     /// Emits every hop that is ready at `now`.
     pub fn poll(&mut self, now: u64, t: &PairTiming, out: &mut Vec<PairReady>) {
         self.poll_connection_hop(now, t, false, out);
+        if self.is_multiplexed() {
+            self.poll_streams(now, t, false, out);
+            return;
+        }
         loop {
             let (ci, si) = self.pick_sides();
             if ci.is_none() && si.is_none() {
@@ -251,6 +338,13 @@ impl Connection {
     /// Emits everything left, complete or not (eviction, shutdown).
     pub fn finalize(&mut self, now: u64, t: &PairTiming, out: &mut Vec<PairReady>) {
         self.poll_connection_hop(now, t, true, out);
+        if self.is_multiplexed() {
+            for i in 0..self.sides.len() {
+                self.close_side(i, now);
+            }
+            self.poll_streams(now, t, true, out);
+            return;
+        }
         loop {
             let (ci, si) = self.pick_sides();
             let p = self.pairs_emitted;
@@ -263,6 +357,65 @@ impl Connection {
             }
             let pair = self.take_pair(ci, si, c, s);
             out.push(pair);
+        }
+    }
+
+    /// Emits the stream items that are ready: the preferred side's (the
+    /// client's when an agent saw it decoding HTTP/2, else the server's),
+    /// each merged with the other side's copy or after waiting for it.
+    fn poll_streams(&mut self, now: u64, t: &PairTiming, force: bool, out: &mut Vec<PairReady>) {
+        for side in &mut self.sides {
+            side.runs.clear();
+            side.streams.expire(now, t.completion.no_response_ns);
+        }
+        let (ci, si) = self.pick_sides();
+        let h2 =
+            |i: Option<usize>| i.filter(|&i| self.sides[i].decoder.protocol() == Protocol::Http2);
+        let (primary, role, other) = match (h2(ci), h2(si)) {
+            (Some(c), _) => (c, Role::Client, si),
+            (None, Some(s)) => (s, Role::Server, ci),
+            (None, None) => return,
+        };
+        let wait = t.missing_side_wait_ns;
+        while let Some(head) = self.sides[primary].streams.ready.front() {
+            let id = head.id;
+            let age = now.saturating_sub(head.ready_at);
+            let other_role = role.opposite();
+            let matched =
+                other.is_some_and(|o| self.sides[o].streams.ready.iter().any(|i| i.id == id));
+            let emit = force
+                || matched
+                || age >= wait
+                || (other.is_none() && self.absent_confirmed[role_index(other_role)]);
+            if !emit {
+                break;
+            }
+            if other.is_none() && age >= wait {
+                self.absent_confirmed[role_index(other_role)] = true;
+            }
+            let Some(mut item) = self.sides[primary].streams.ready.pop_front() else {
+                break;
+            };
+            let mut pair = match role {
+                Role::Client => self.take_pair(Some(primary), other, false, false),
+                Role::Server => self.take_pair(other, Some(primary), false, false),
+            };
+            if let Some(o) = other {
+                if let Some(mut copy) = self.sides[o].streams.take(id) {
+                    item.refs.append(&mut copy.refs);
+                }
+            }
+            pair.refs.append(&mut item.refs);
+            pair.stream = Some(item);
+            out.push(pair);
+        }
+        // The other side's copies nobody claimed.
+        for (i, side) in self.sides.iter_mut().enumerate() {
+            if i != primary {
+                side.streams
+                    .ready
+                    .retain(|it| !force && now.saturating_sub(it.ready_at) < 2 * wait);
+            }
         }
     }
 
@@ -389,6 +542,7 @@ impl Connection {
             client,
             server,
             refs,
+            stream: None,
         }
     }
 }

@@ -8,6 +8,7 @@ mod assembler;
 mod build;
 mod classify;
 mod connection;
+mod decode;
 mod endpoint;
 mod exchange;
 mod flow;
@@ -15,6 +16,7 @@ mod ids;
 mod roles;
 mod run;
 mod side;
+mod stream;
 mod summary;
 pub mod task;
 

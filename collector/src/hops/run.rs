@@ -1,11 +1,14 @@
 //! A run: consecutive data transfers in one direction on one side of a connection.
 
 use ktrail_proto::v1::EventRef;
+use ktrail_protocols::Message;
 
 /// Bytes kept of a request or a response.
 pub const CAPTURE_CAP: usize = 4096;
 /// Event references kept per run; a long stream keeps its first ones.
 pub const MAX_REFS_PER_RUN: usize = 512;
+/// Decoded messages kept per run; a long stream keeps its first ones.
+pub const MAX_MESSAGES_PER_RUN: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -28,7 +31,7 @@ pub struct Transfer<'a> {
 /// right for a send, but a receive may block long before its data arrives
 /// (a keep-alive server waiting for the next request), so for a receive it is
 /// the syscall's end.
-fn data_time(dir: Direction, t: &Transfer<'_>) -> u64 {
+pub fn data_time(dir: Direction, t: &Transfer<'_>) -> u64 {
     match dir {
         Direction::Send => t.timestamp_ns,
         Direction::Recv => t.timestamp_ns.saturating_add(t.duration_ns),
@@ -50,6 +53,9 @@ pub struct Run {
     capture_open: bool,
     pub refs: Vec<EventRef>,
     pub refs_dropped: u64,
+    /// What the side's decoder made of the run's bytes.
+    pub messages: Vec<Message>,
+    pub messages_dropped: u64,
 }
 
 impl Run {
@@ -63,6 +69,8 @@ impl Run {
             capture_open: true,
             refs: Vec::new(),
             refs_dropped: 0,
+            messages: Vec::new(),
+            messages_dropped: 0,
         };
         run.add(t, r);
         run
@@ -73,6 +81,16 @@ impl Run {
     pub fn restart_capture(&mut self) {
         self.data.clear();
         self.capture_open = true;
+    }
+
+    pub fn add_messages(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            if self.messages.len() < MAX_MESSAGES_PER_RUN {
+                self.messages.push(m);
+            } else {
+                self.messages_dropped += 1;
+            }
+        }
     }
 
     pub fn add(&mut self, t: &Transfer<'_>, r: EventRef) {

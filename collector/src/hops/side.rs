@@ -4,8 +4,10 @@ use std::collections::VecDeque;
 
 use ktrail_proto::v1::EventRef;
 
+use super::decode::SideDecoder;
 use super::endpoint::{Endpoint, LocalId};
 use super::run::{Direction, Run, Transfer};
+use super::stream::SideStreams;
 
 /// Client or server end of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +39,7 @@ pub struct SideIdentity {
 /// Events waiting to be attached to the next hop that involves the side.
 pub const MAX_PENDING_REFS: usize = 64;
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Side {
     pub ident: SideIdentity,
     pub local_id: LocalId,
@@ -60,6 +62,10 @@ pub struct Side {
     pub last_ts: u64,
     /// TLS plaintext was seen: from then on the encrypted syscalls are ignored.
     pub tls: bool,
+    /// What this side moved, decoded.
+    pub decoder: SideDecoder,
+    /// Per-stream items, once the decoder found HTTP/2.
+    pub streams: SideStreams,
 }
 
 impl Side {
@@ -77,6 +83,8 @@ impl Side {
             first_ts: u64::MAX,
             last_ts: 0,
             tls: false,
+            decoder: SideDecoder::default(),
+            streams: SideStreams::default(),
         }
     }
 
@@ -95,15 +103,16 @@ impl Side {
         self.first_data.is_some()
     }
 
-    /// Records TLS plaintext; the side's encrypted transfers are ignored from now.
-    pub fn push_plaintext(&mut self, dir: Direction, t: &Transfer<'_>, r: EventRef, arrival: u64) {
+    /// TLS plaintext from now on: the side's encrypted transfers are ignored.
+    pub fn begin_plaintext(&mut self, dir: Direction) {
         if !self.tls {
             self.tls = true;
+            // The ciphertext decoded so far says nothing: start over.
+            self.decoder.reset();
             if let Some(run) = self.runs.back_mut().filter(|run| run.dir == dir) {
                 run.restart_capture();
             }
         }
-        self.push_transfer(dir, t, r, arrival);
     }
 
     pub fn push_transfer(&mut self, dir: Direction, t: &Transfer<'_>, r: EventRef, arrival: u64) {

@@ -29,10 +29,10 @@ fn keep_alive_requests_pair_in_order() {
     sim.run_for(150);
     let hops = sim.take_hops();
     let summaries: Vec<&str> = hops.iter().map(|h| h.summary.as_str()).collect();
-    assert_eq!(
-        summaries,
-        ["GET /a HTTP/1.1", "GET /b HTTP/1.1", "GET /c HTTP/1.1"]
-    );
+    // The responses have no length (their bodies end at the close), so the
+    // decoder cannot tell their end: the request line is what is known.
+    assert_eq!(summaries, ["GET /a", "GET /b", "GET /c"]);
+    assert!(hops.iter().all(|h| h.app_protocol == "http1"));
     for (i, hop) in hops.iter().enumerate() {
         assert_eq!(hop.start_unix_ns, T0 + i as u64 * 10 * MS);
         assert!(hop.response.ends_with(paths[i].as_bytes()));
@@ -143,7 +143,7 @@ fn tls_plaintext_replaces_the_encrypted_bytes() {
     let hops = sim.take_hops();
     assert_eq!(hops.len(), 1);
     assert_eq!(hops[0].request, REQ);
-    assert_eq!(hops[0].summary, "GET /healthz HTTP/1.1");
+    assert_eq!(hops[0].summary, "GET /healthz → 200");
     assert_eq!(hops[0].request_bytes, REQ.len() as u64);
     assert_eq!(hops[0].response, RESP, "the plaintext end is preferred");
 }

@@ -30,7 +30,7 @@ fn server_only_exchange_waits_then_reports_an_unobserved_client() {
     // returned with the request, not when it started waiting.
     assert_eq!(hop.start_unix_ns, T0 + MS + 10_000);
     assert_eq!(hop.duration_ns, MS / 2);
-    assert_eq!(hop.summary, "GET /healthz HTTP/1.1");
+    assert_eq!(hop.summary, "GET /healthz → 200");
     assert_eq!(hop.request, REQ, "the request as the server received it");
     assert!(hop.events.iter().all(|r| r.node == SERVER_NODE));
 }

@@ -34,7 +34,7 @@ fn two_sided_tcp_exchange_across_nodes_is_one_hop() {
         (SERVER_NODE, 777, "nginx")
     );
     assert_eq!((server.addr.as_str(), server.port), ("192.168.56.10", 8080));
-    assert_eq!(hop.summary, "GET /healthz HTTP/1.1");
+    assert_eq!(hop.summary, "GET /healthz → 200");
     assert_eq!(hop.request, REQ);
     assert_eq!(hop.response, RESP);
     assert_eq!(hop.request_bytes, REQ.len() as u64);

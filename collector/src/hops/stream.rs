@@ -1,0 +1,314 @@
+//! Per-stream hops of multiplexed connections (HTTP/2, gRPC): one hop per
+//! stream (request → response), and one per watch event delivered.
+//!
+//! Each side turns its decoded messages into [`StreamItem`]s, identified by
+//! the stream id and their place in the stream, so the client's and the
+//! server's copy of the same item pair up across nodes.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ktrail_proto::v1::EventRef;
+use ktrail_protocols::{Message, Part};
+
+use super::decode::is_watch_event;
+
+/// Streams assembled at once per side; the least recently active goes first.
+pub const MAX_STREAMS: usize = 256;
+/// Items waiting for pairing per side; the oldest goes first.
+pub const MAX_READY: usize = 1024;
+/// Event references kept per stream item.
+pub const MAX_STREAM_REFS: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ItemKind {
+    /// The request and its response (or head of a streaming response).
+    Main,
+    /// One watch event (a Kubernetes watch event, an etcd watch response).
+    WatchEvent,
+    /// Another message of a streaming call (either direction).
+    StreamMessage,
+    /// The end of a stream whose main hop already went out.
+    StreamEnd,
+}
+
+impl ItemKind {
+    pub fn hop_kind(self) -> &'static str {
+        match self {
+            Self::Main => "request/response",
+            Self::WatchEvent => "watch-event",
+            Self::StreamMessage => "stream-message",
+            Self::StreamEnd => "stream-end",
+        }
+    }
+}
+
+/// Identity of an item, the same on both ends of the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ItemId {
+    pub stream_id: u32,
+    pub kind: ItemKind,
+    /// Index among the stream's items of this kind.
+    pub index: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct StreamItem {
+    pub id: ItemId,
+    pub request: Option<Message>,
+    pub response: Option<Message>,
+    pub refs: Vec<EventRef>,
+    /// Collector clock when it became ready.
+    pub ready_at: u64,
+}
+
+impl StreamItem {
+    /// (start, duration) on the side's clock: the request's first byte to the
+    /// response's last byte.
+    pub fn timing(&self) -> (u64, u64) {
+        let start = self
+            .request
+            .as_ref()
+            .or(self.response.as_ref())
+            .map_or(0, |m| m.ts_first);
+        let end = [&self.request, &self.response]
+            .into_iter()
+            .flatten()
+            .map(|m| m.ts_last)
+            .max()
+            .unwrap_or(start);
+        (start, end.saturating_sub(start))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Acc {
+    request: Option<Message>,
+    main_emitted: bool,
+    /// Counters per item kind, for item ids.
+    events: u32,
+    messages: u32,
+    ends: u32,
+    refs: Vec<EventRef>,
+    last_activity: u64,
+}
+
+/// One side's streams.
+#[derive(Clone, Debug, Default)]
+pub struct SideStreams {
+    streams: BTreeMap<u32, Acc>,
+    pub ready: VecDeque<StreamItem>,
+    /// References of chunks that named no stream, for the next item.
+    loose_refs: Vec<EventRef>,
+    pub dropped_items: u64,
+    pub evicted_streams: u64,
+}
+
+impl SideStreams {
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty() && !self.streams.values().any(|a| a.request.is_some())
+    }
+
+    fn acc(&mut self, sid: u32, now: u64) -> &mut Acc {
+        if !self.streams.contains_key(&sid) && self.streams.len() >= MAX_STREAMS {
+            self.evict_oldest(now);
+        }
+        let acc = self.streams.entry(sid).or_default();
+        acc.last_activity = now;
+        acc
+    }
+
+    fn evict_oldest(&mut self, now: u64) {
+        let Some(sid) = self
+            .streams
+            .iter()
+            .min_by_key(|(_, a)| a.last_activity)
+            .map(|(s, _)| *s)
+        else {
+            return;
+        };
+        self.evicted_streams += 1;
+        self.flush_stream(sid, now);
+    }
+
+    /// A stream gone: its request without response becomes a hop.
+    fn flush_stream(&mut self, sid: u32, now: u64) {
+        if let Some(mut acc) = self.streams.remove(&sid) {
+            if let Some(req) = acc.request.take().filter(|_| !acc.main_emitted) {
+                self.push_ready(StreamItem {
+                    id: ItemId {
+                        stream_id: sid,
+                        kind: ItemKind::Main,
+                        index: 0,
+                    },
+                    request: Some(req),
+                    response: None,
+                    refs: std::mem::take(&mut acc.refs),
+                    ready_at: now,
+                });
+            }
+        }
+    }
+
+    fn push_ready(&mut self, item: StreamItem) {
+        if self.ready.len() >= MAX_READY {
+            self.ready.pop_front();
+            self.dropped_items += 1;
+        }
+        self.ready.push_back(item);
+    }
+
+    /// A chunk's event reference, for the streams its frames name.
+    pub fn add_ref(&mut self, sids: &[u32], r: &EventRef, now: u64) {
+        if sids.is_empty() {
+            if self.loose_refs.len() < MAX_STREAM_REFS {
+                self.loose_refs.push(r.clone());
+            }
+            return;
+        }
+        for &sid in sids {
+            let acc = self.acc(sid, now);
+            if acc.refs.len() < MAX_STREAM_REFS {
+                acc.refs.push(r.clone());
+            }
+        }
+    }
+
+    /// Takes one decoded message.
+    pub fn push_message(&mut self, m: Message, now: u64) {
+        let sid = m.stream_id.unwrap_or(0);
+        let mut loose = std::mem::take(&mut self.loose_refs);
+        let acc = self.acc(sid, now);
+        let mut refs = std::mem::take(&mut acc.refs);
+        refs.append(&mut loose);
+        refs.truncate(MAX_STREAM_REFS);
+        let (kind, index, request, response) = match m.part {
+            Part::Request => {
+                if acc.request.is_some() || acc.main_emitted {
+                    // A second request head on the stream: keep the first.
+                    acc.refs = refs;
+                    return;
+                }
+                acc.request = Some(m);
+                acc.refs = refs;
+                return;
+            }
+            Part::Response if !acc.main_emitted => {
+                acc.main_emitted = true;
+                let done = m.complete;
+                let req = acc.request.take();
+                if done {
+                    // The stream is over (a streaming response's head is
+                    // not complete: its events follow).
+                    self.streams.remove(&sid);
+                }
+                (ItemKind::Main, 0, req, Some(m))
+            }
+            Part::Response => {
+                acc.ends += 1;
+                (ItemKind::StreamEnd, acc.ends - 1, None, Some(m))
+            }
+            Part::Event => {
+                let mut pre = None;
+                if !acc.main_emitted {
+                    // The call streams: its request is a hop now, not when
+                    // the stream ends (which may be never).
+                    acc.main_emitted = true;
+                    pre = Some(StreamItem {
+                        id: ItemId {
+                            stream_id: sid,
+                            kind: ItemKind::Main,
+                            index: 0,
+                        },
+                        request: acc.request.take(),
+                        response: None,
+                        refs: Vec::new(),
+                        ready_at: now,
+                    });
+                }
+                let (kind, idx) = if is_watch_event(&m) {
+                    acc.events += 1;
+                    (ItemKind::WatchEvent, acc.events - 1)
+                } else {
+                    acc.messages += 1;
+                    (ItemKind::StreamMessage, acc.messages - 1)
+                };
+                let req =
+                    (m.direction == ktrail_protocols::Direction::ClientToServer).then(|| m.clone());
+                let resp =
+                    (m.direction == ktrail_protocols::Direction::ServerToClient).then_some(m);
+                if let Some(mut p) = pre {
+                    p.refs = std::mem::take(&mut refs);
+                    self.push_ready(p);
+                }
+                self.push_ready(StreamItem {
+                    id: ItemId {
+                        stream_id: sid,
+                        kind,
+                        index: idx,
+                    },
+                    request: req,
+                    response: resp,
+                    refs,
+                    ready_at: now,
+                });
+                return;
+            }
+        };
+        self.push_ready(StreamItem {
+            id: ItemId {
+                stream_id: sid,
+                kind,
+                index,
+            },
+            request,
+            response,
+            refs,
+            ready_at: now,
+        });
+    }
+
+    /// Requests unanswered for `no_response_ns` become hops of their own.
+    pub fn expire(&mut self, now: u64, no_response_ns: u64) {
+        let due: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, a)| {
+                a.request.is_some()
+                    && !a.main_emitted
+                    && now.saturating_sub(a.last_activity) >= no_response_ns
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for sid in due {
+            if let Some(acc) = self.streams.get_mut(&sid) {
+                acc.main_emitted = true;
+                let item = StreamItem {
+                    id: ItemId {
+                        stream_id: sid,
+                        kind: ItemKind::Main,
+                        index: 0,
+                    },
+                    request: acc.request.take(),
+                    response: None,
+                    refs: std::mem::take(&mut acc.refs),
+                    ready_at: now,
+                };
+                self.push_ready(item);
+            }
+        }
+    }
+
+    /// The side closed or is being dropped: every stream ends.
+    pub fn close(&mut self, now: u64) {
+        let sids: Vec<u32> = self.streams.keys().copied().collect();
+        for sid in sids {
+            self.flush_stream(sid, now);
+        }
+    }
+
+    /// Removes the item `id` if ready, for merging into the other side's hop.
+    pub fn take(&mut self, id: ItemId) -> Option<StreamItem> {
+        let pos = self.ready.iter().position(|i| i.id == id)?;
+        self.ready.remove(pos)
+    }
+}
