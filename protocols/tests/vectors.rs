@@ -207,12 +207,21 @@ fn http1_kubectl_flow_decodes_fully() {
 #[test]
 fn etcd_apiserver_flow_decodes_keys_revisions_and_objects() {
     let msgs = replay(&chunks("etcd-apiserver.txt"), AGENT_CAP);
-    assert_eq!(summaries(&msgs), expected::ETCD);
+    // Watch events and responses of concurrent streams interleave as they
+    // happened: compare as a multiset, find messages by what they say.
+    let mut got = summaries(&msgs);
+    let mut want: Vec<String> = expected::ETCD.iter().map(|s| s.to_string()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
     assert!(msgs.iter().all(|m| m.protocol == Protocol::Grpc));
+    let txns: Vec<&Message> = msgs
+        .iter()
+        .filter(|m| m.part == Part::Request && m.grpc_method.as_deref() == Some("Txn"))
+        .collect();
     // The create Txn: compare mod_revision = 0, put, and the Pod in the value.
-    let txn = &msgs[2];
+    let txn = txns[0];
     assert_eq!(txn.grpc_service.as_deref(), Some("etcdserverpb.KV"));
-    assert_eq!(txn.grpc_method.as_deref(), Some("Txn"));
     let e = txn.etcd.as_ref().unwrap();
     assert_eq!(e.compares.len(), 1);
     assert_eq!(
@@ -228,33 +237,46 @@ fn etcd_apiserver_flow_decodes_keys_revisions_and_objects() {
         "Pod default/mynginx-trace-test Pending"
     );
     assert_eq!(txn.objects[0].api_version.as_deref(), Some("v1"));
-    // Its response: header revision, succeeded, gRPC OK.
-    let r = &msgs[3];
+    // Its response (same stream): header revision, succeeded, gRPC OK.
+    let r = msgs
+        .iter()
+        .find(|m| m.part == Part::Response && m.stream_id == txn.stream_id)
+        .unwrap();
     assert_eq!(r.grpc_status, Some(0));
     assert_eq!(r.status, Some(200));
     assert_eq!(r.etcd.as_ref().unwrap().revision, Some(2));
     assert_eq!(r.etcd.as_ref().unwrap().succeeded, Some(true));
     // The update Txn carries nodeName in the value; its compare names the read revision.
-    let upd = msgs[7].etcd.as_ref().unwrap();
+    let upd = txns[1].etcd.as_ref().unwrap();
     assert_eq!(upd.compares[0].number, Some(2));
     assert_eq!(upd.failure[0].op, "range");
     assert_eq!(
-        msgs[7].objects[0].node_name.as_deref(),
+        txns[1].objects[0].node_name.as_deref(),
         Some("ktrail-worker")
     );
     // Watch: events with keys and revisions, the Pod from the event's kv.
-    let w = &msgs[4];
-    assert_eq!(w.part, Part::Event);
+    let w = find(
+        &msgs,
+        Part::Event,
+        "etcd Watch PUT /registry/pods/default/mynginx-trace-test rev 2",
+    );
     let we = w.etcd.as_ref().unwrap();
     assert_eq!(we.events[0].kind, "PUT");
     assert_eq!(we.events[0].mod_revision, Some(2));
     assert_eq!(w.objects[0].name.as_deref(), Some("mynginx-trace-test"));
     // Watch create request: prefix and range end.
-    let wc = msgs[0].etcd.as_ref().unwrap();
+    let wc = find(&msgs, Part::Request, "etcd Watch create")
+        .etcd
+        .as_ref()
+        .unwrap();
     assert_eq!(wc.range_end.as_deref(), Some("/registry/pods0"));
-    // Range response: the key and count.
-    let rr = msgs[15].etcd.as_ref().unwrap();
-    assert_eq!(rr.count, Some(1));
+    // Prefix Range response: the key and count.
+    let rr = find(
+        &msgs,
+        Part::Response,
+        "etcd Range /registry/pods/default/mynginx-trace-test rev 4",
+    );
+    assert_eq!(rr.etcd.as_ref().unwrap().count, Some(1));
 }
 
 #[test]

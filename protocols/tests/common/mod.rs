@@ -24,10 +24,15 @@ pub const ALL: &[&str] = &[
 /// What the agent captures of one read/write.
 pub const AGENT_CAP: usize = 4096;
 
+/// The vectors' directory; `KTRAIL_VECTORS_DIR` points the tests at
+/// freshly captured ones (see tests/gen/capture.sh).
 pub fn vector_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/vectors")
-        .join(name)
+    match std::env::var_os("KTRAIL_VECTORS_DIR") {
+        Some(d) => PathBuf::from(d).join(name),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/vectors")
+            .join(name),
+    }
 }
 
 pub fn chunks(name: &str) -> Vec<Chunk> {
