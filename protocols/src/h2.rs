@@ -274,7 +274,11 @@ impl H2 {
                     break;
                 };
                 dir.head.clear();
-                if !plausible(&h) && h.typ <= CONTINUATION {
+                // Unknown (extension) frame types are skipped if small; a
+                // large one is more likely garbage than an extension.
+                if (!plausible(&h) && h.typ <= CONTINUATION)
+                    || (h.typ > CONTINUATION && h.len > 16_384)
+                {
                     self.lose(d, ts, out);
                     return;
                 }
