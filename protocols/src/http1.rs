@@ -70,6 +70,10 @@ pub struct Http1 {
     dirs: [Dir; 2],
     /// Requests waiting for a response (head of each, for method/path).
     pending: VecDeque<Message>,
+    /// A direction lost sync: requests and responses can no longer be
+    /// paired by order (an unknown number of either was missed), so
+    /// responses stay unpaired from then on rather than risk a wrong pair.
+    pairing_lost: bool,
     cfg: Config,
 }
 
@@ -92,6 +96,7 @@ impl Http1 {
                 },
             ],
             pending: VecDeque::new(),
+            pairing_lost: false,
             cfg,
         }
     }
@@ -133,6 +138,14 @@ impl Http1 {
         if gap > 0 {
             let state = std::mem::replace(&mut self.dirs[i].state, State::Lost);
             self.dirs[i].state = self.gap(state, gap, ts, out);
+        }
+        if matches!(self.dirs[i].state, State::Lost) {
+            // Requests queued before a request-side loss still pair (they
+            // precede it); after a response-side loss none can.
+            self.pairing_lost = true;
+            if d == Direction::ServerToClient {
+                self.pending.clear();
+            }
         }
     }
 
@@ -379,9 +392,13 @@ impl Http1 {
             }
             let body = framing(&msg, true, false);
             if self.pending.len() >= MAX_PENDING {
-                self.pending.pop_front();
+                // Too many unanswered requests: order pairing is given up.
+                self.pending.clear();
+                self.pairing_lost = true;
             }
-            self.pending.push_back(msg.clone());
+            if !self.pairing_lost {
+                self.pending.push_back(msg.clone());
+            }
             Ok(Some((n, Box::new(Half::new(msg, None)), body)))
         } else {
             let mut resp = httparse::Response::new(&mut headers);
@@ -403,6 +420,9 @@ impl Http1 {
             } else {
                 self.pending.pop_front()
             };
+            if req.is_none() && self.pairing_lost {
+                msg.unknown = true;
+            }
             let head_req = req
                 .as_ref()
                 .is_some_and(|r| r.method.as_deref() == Some("HEAD"));
@@ -469,5 +489,60 @@ fn framing(msg: &Message, request: bool, head_req: bool) -> Body {
         Body::Length(0)
     } else {
         Body::UntilClose
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(h: &mut Http1, d: Direction, b: &[u8], total: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        h.feed(d, b, total, 0, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_lost_request_unpairs_later_responses_instead_of_misplacing_them() {
+        let mut h = Http1::new(Config::default());
+        let c = Direction::ClientToServer;
+        let s = Direction::ServerToClient;
+        let a = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(feed(&mut h, c, a, a.len() as u64).len(), 1);
+        // Request /b is cut in its head: its end was not captured.
+        let b = b"GET /b HTTP/1.1\r\nHo";
+        feed(&mut h, c, b, 200);
+        let cc = b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(
+            feed(&mut h, c, cc, cc.len() as u64)[0].path.as_deref(),
+            Some("/c")
+        );
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        // /a was queued before the loss: its response still pairs.
+        let r = feed(&mut h, s, ok, ok.len() as u64);
+        assert_eq!(r[0].path.as_deref(), Some("/a"));
+        // After it, how many requests were missed is unknown: no guess.
+        for _ in 0..2 {
+            let r = feed(&mut h, s, ok, ok.len() as u64);
+            assert_eq!(r[0].path, None);
+            assert!(r[0].unknown);
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_pair_in_order() {
+        let mut h = Http1::new(Config::default());
+        let reqs = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(
+            feed(&mut h, Direction::ClientToServer, reqs, reqs.len() as u64).len(),
+            2
+        );
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n";
+        let r = feed(&mut h, Direction::ServerToClient, resp, resp.len() as u64);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].summary(), "GET /a → 200");
+        // HEAD: no body despite Content-Length.
+        assert_eq!(r[1].summary(), "HEAD /b → 200");
+        assert!(r[1].complete);
     }
 }
