@@ -152,6 +152,17 @@ impl End {
         self.syscall(ts, "read", data.len() as i64, data)
     }
 
+    /// A transfer of `total` bytes of which `data` was captured (the agent
+    /// keeps the first 4096), by syscall `name` (`write`, `tls_read` …).
+    pub fn transfer(&self, ts: u64, name: &str, data: &[u8], total: u64) -> Event {
+        let mut ev = self.syscall(ts, name, i64::try_from(total).unwrap_or(i64::MAX), data);
+        if let Some(Body::Syscall(sc)) = &mut ev.body {
+            sc.truncated = (data.len() as u64) < total;
+            sc.requested = total;
+        }
+        ev
+    }
+
     pub fn close(&self, ts: u64) -> Event {
         self.syscall(ts, "close", 0, b"")
     }

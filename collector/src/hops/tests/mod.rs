@@ -3,6 +3,7 @@
 mod fixtures;
 
 mod bounds;
+mod decoded;
 mod keepalive;
 mod one_sided;
 mod ordering;

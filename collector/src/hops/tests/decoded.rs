@@ -1,0 +1,359 @@
+//! Hops from decoded traffic: the real captures of protocols/tests/vectors
+//! (see their README) replayed as the agents on both nodes would report them.
+
+use ktrail_proto::v1::Hop;
+use ktrail_protocols::{capture, Direction};
+
+use super::fixtures::*;
+
+/// Bytes the agent captures of one read/write.
+const CAPTURE: usize = 4096;
+
+fn vector(name: &str) -> Vec<capture::Chunk> {
+    let path = format!(
+        "{}/../protocols/tests/vectors/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    capture::parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[derive(Clone, Copy)]
+struct Replay {
+    client: bool,
+    server: bool,
+    /// Go TLS plaintext events (`tls_write`/`tls_read`) rather than plain
+    /// socket syscalls.
+    tls: bool,
+    /// Both ends on the client's node (unix sockets).
+    one_node: bool,
+}
+
+const BOTH_TLS: Replay = Replay {
+    client: true,
+    server: true,
+    tls: true,
+    one_node: false,
+};
+
+fn pair(client_comm: &'static str, server_comm: &'static str) -> (End, End) {
+    (
+        End::tcp(
+            4242,
+            client_comm,
+            ("192.168.56.20", 54321),
+            ("192.168.56.10", 6443),
+        ),
+        End::tcp(
+            777,
+            server_comm,
+            ("192.168.56.10", 6443),
+            ("192.168.56.20", 54321),
+        ),
+    )
+}
+
+/// Replays a capture, one chunk per millisecond (the server's clock 100 µs
+/// behind the client's view of the wire), delivering each node's events as
+/// its agent would, ticking the collector as it goes.
+fn replay(sim: &mut Sim, c: &End, s: &End, chunks: &[capture::Chunk], r: Replay) {
+    let (w, rd) = if r.tls {
+        ("tls_write", "tls_read")
+    } else {
+        ("write", "read")
+    };
+    if r.client {
+        sim.feed(CLIENT_NODE, c.connect(T0));
+    }
+    let server_node = if r.one_node { CLIENT_NODE } else { SERVER_NODE };
+    if r.server {
+        sim.feed(server_node, s.accept(T0));
+    }
+    for (i, ch) in chunks.iter().enumerate() {
+        let ts = T0 + (i as u64 + 1) * MS;
+        let data = &ch.data[..ch.data.len().min(CAPTURE)];
+        let (c_name, s_name) = match ch.dir {
+            Direction::ClientToServer => (w, rd),
+            Direction::ServerToClient => (rd, w),
+        };
+        if r.client {
+            sim.feed(CLIENT_NODE, c.transfer(ts, c_name, data, ch.total_len));
+        }
+        if r.server {
+            sim.feed(
+                server_node,
+                s.transfer(ts + MS / 10, s_name, data, ch.total_len),
+            );
+        }
+        if i % 10 == 9 {
+            sim.run_for(10);
+        }
+    }
+    sim.run_for(1_000);
+}
+
+fn describe(hops: &[Hop]) -> String {
+    hops.iter()
+        .map(|h| {
+            format!(
+                "  #{} {} {} [{}] {}\n",
+                h.stream_id, h.kind, h.app_protocol, h.summary, h.duration_ns
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn kubectl_run_traffic_becomes_one_hop_per_request_with_method_path_status() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kubectl", "kube-apiserver");
+    replay(&mut sim, &c, &s, &vector("kubectl-run.txt"), BOTH_TLS);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    let create = hops
+        .iter()
+        .find(|h| h.method == "POST")
+        .unwrap_or_else(|| panic!("no POST hop:\n{all}"));
+    assert_eq!(
+        create.path, "/api/v1/namespaces/default/pods?fieldManager=kubectl-run",
+        "{all}"
+    );
+    assert_eq!(create.status_code, 201, "{all}");
+    assert_eq!(create.app_protocol, "http2");
+    assert_eq!(create.kind, "request/response");
+    assert!(
+        create
+            .summary
+            .starts_with("POST /api/v1/namespaces/default/pods?fieldManager=kubectl-run → 201"),
+        "{all}"
+    );
+    assert!(
+        create.redacted,
+        "kubectl's bearer token: {:?}",
+        create.redactions
+    );
+    assert!(create
+        .objects
+        .iter()
+        .any(|o| o.kind == "Pod" && o.name == "mynginx-trace-test" && o.namespace == "default"));
+    let ends = (end(create, true), end(create, false));
+    assert!(ends.0.observed && ends.1.observed);
+    assert_eq!(
+        (ends.0.comm.as_str(), ends.1.comm.as_str()),
+        ("kubectl", "kube-apiserver")
+    );
+    // Latency on the client's clock: its first request byte to its last
+    // response byte, a few of the replay's 1 ms chunks.
+    assert!(
+        create.duration_ns >= MS && create.duration_ns < 20 * MS,
+        "{all}"
+    );
+    // One hop per stream: every request (discovery, /version, the POST) on
+    // its own, none duplicated by the server's copy.
+    let mut streams: Vec<u32> = hops
+        .iter()
+        .filter(|h| h.kind == "request/response")
+        .map(|h| h.stream_id)
+        .collect();
+    let n = streams.len();
+    streams.sort_unstable();
+    streams.dedup();
+    assert_eq!(streams.len(), n, "a stream twice:\n{all}");
+    assert!(n >= 3, "discovery, version and create:\n{all}");
+    assert!(
+        streams.iter().all(|s| s % 2 == 1),
+        "client streams are odd:\n{all}"
+    );
+    assert!(
+        hops.iter()
+            .all(|h| h.status_code != 0 || h.kind != "request/response"),
+        "every request answered:\n{all}"
+    );
+    // Both nodes' events are behind the hop.
+    for node in [CLIENT_NODE, SERVER_NODE] {
+        assert!(create.events.iter().any(|r| r.node == node), "{node}");
+    }
+}
+
+fn etcd_hops() -> Vec<Hop> {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kube-apiserver", "etcd");
+    let plain = Replay {
+        client: true,
+        server: true,
+        tls: false,
+        one_node: false,
+    };
+    replay(&mut sim, &c, &s, &vector("apiserver-etcd-pods.txt"), plain);
+    sim.take_hops()
+}
+
+#[test]
+fn etcd_connection_yields_one_hop_per_stream_with_its_keys() {
+    let hops = etcd_hops();
+    let all = describe(&hops);
+    let txns: Vec<&Hop> = hops
+        .iter()
+        .filter(|h| h.kind == "request/response" && h.grpc_method == "Txn")
+        .collect();
+    assert!(txns.len() >= 3, "create, bind, status, delete:\n{all}");
+    let create = txns[0];
+    let etcd = create.etcd.clone().unwrap_or_default();
+    assert!(
+        etcd.op
+            .starts_with("Txn put /registry/pods/default/mynginx-trace-test"),
+        "{all}"
+    );
+    assert!(etcd
+        .keys
+        .iter()
+        .any(|k| k == "/registry/pods/default/mynginx-trace-test"));
+    assert_eq!(etcd.txn_result, "succeeded", "{all}");
+    assert!(etcd.revision > 0);
+    assert_eq!(create.app_protocol, "grpc");
+    assert_eq!(create.grpc_service, "etcdserverpb.KV");
+    assert!(create.has_grpc_status && create.grpc_status == 0);
+    assert!(
+        create
+            .summary
+            .starts_with("etcd Txn put /registry/pods/default/mynginx-trace-test"),
+        "{all}"
+    );
+    // Each Txn is its own stream and its own hop, with its own latency.
+    let mut ids: Vec<u32> = txns.iter().map(|h| h.stream_id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), txns.len(), "{all}");
+    for h in &txns {
+        assert!(h.duration_ns < 10 * MS, "{all}");
+        assert!(h.events.iter().any(|r| r.node == CLIENT_NODE));
+        assert!(h.events.iter().any(|r| r.node == SERVER_NODE));
+    }
+}
+
+#[test]
+fn etcd_watch_yields_one_hop_per_event_as_they_arrive() {
+    let hops = etcd_hops();
+    let all = describe(&hops);
+    let watch_id = hops
+        .iter()
+        .find(|h| h.kind == "request/response" && h.grpc_method == "Watch")
+        .map(|h| h.stream_id)
+        .unwrap_or_else(|| panic!("no Watch call hop:\n{all}"));
+    let events: Vec<&Hop> = hops
+        .iter()
+        .filter(|h| h.kind == "watch-event" && h.stream_id == watch_id)
+        .collect();
+    assert!(events.len() >= 3, "{all}");
+    for e in &events {
+        let etcd = e.etcd.clone().unwrap_or_default();
+        assert!(!etcd.events.is_empty(), "{all}");
+        assert!(etcd.keys.iter().all(|k| k.starts_with("/registry/pods/")));
+    }
+    // Each of the four Txn writes is delivered as its own event hop, in
+    // revision order, each hop carrying its own revision.
+    let txns = hops.iter().filter(|h| h.grpc_method == "Txn").count();
+    assert_eq!(events.len(), txns, "{all}");
+    let revs: Vec<i64> = events
+        .iter()
+        .map(|e| e.etcd.clone().unwrap_or_default().revision)
+        .collect();
+    assert!(revs.windows(2).all(|w| w[0] < w[1]), "{revs:?}");
+    assert!(events.iter().all(|e| e
+        .summary
+        .contains("PUT /registry/pods/default/mynginx-trace-test")));
+}
+
+#[test]
+fn kubernetes_watch_yields_one_hop_per_event() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kubectl", "kube-apiserver");
+    replay(&mut sim, &c, &s, &vector("kubectl-get-watch.txt"), BOTH_TLS);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    let watch = hops
+        .iter()
+        .find(|h| h.kind == "request/response" && h.path.contains("watch=true"))
+        .unwrap_or_else(|| panic!("no watch request hop:\n{all}"));
+    assert_eq!(watch.status_code, 200, "{all}");
+    let events: Vec<&Hop> = hops
+        .iter()
+        .filter(|h| h.kind == "watch-event" && h.stream_id == watch.stream_id)
+        .collect();
+    assert!(!events.is_empty(), "{all}");
+    for e in &events {
+        assert!(
+            e.objects.iter().any(|o| !o.watch_event_type.is_empty()),
+            "{all}"
+        );
+        assert!(e.start_unix_ns >= watch.start_unix_ns);
+    }
+}
+
+#[test]
+fn the_server_side_decodes_when_the_client_is_unobserved() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kubectl", "kube-apiserver");
+    let server_only = Replay {
+        client: false,
+        server: true,
+        tls: true,
+        one_node: false,
+    };
+    replay(&mut sim, &c, &s, &vector("kubectl-run.txt"), server_only);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    let create = hops
+        .iter()
+        .find(|h| h.method == "POST")
+        .unwrap_or_else(|| panic!("{all}"));
+    assert_eq!(create.status_code, 201);
+    assert!(!end(create, true).observed);
+    assert!(end(create, false).observed);
+    assert!(create.events.iter().all(|r| r.node == SERVER_NODE));
+    let n = hops.iter().filter(|h| h.kind == "request/response").count();
+    assert_eq!(n, 4, "{all}");
+}
+
+#[test]
+fn cri_calls_over_a_unix_socket_carry_pod_container_and_image() {
+    let mut sim = Sim::new();
+    let c = End::unix(100, "kubelet", "", 9001, 9002);
+    let s = End::unix(
+        200,
+        "containerd",
+        "/run/containerd/containerd.sock",
+        9002,
+        9001,
+    );
+    let plain = Replay {
+        client: true,
+        server: true,
+        tls: false,
+        one_node: true,
+    };
+    replay(&mut sim, &c, &s, &vector("cri-kubelet-run.txt"), plain);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    let cri = |m: &str| {
+        hops.iter()
+            .find(|h| h.cri.as_ref().is_some_and(|c| c.method == m))
+            .and_then(|h| h.cri.clone())
+            .unwrap_or_else(|| panic!("no {m}:\n{all}"))
+    };
+    let run = cri("RunPodSandbox");
+    assert!(!run.pod_name.is_empty() && !run.pod_namespace.is_empty() && !run.pod_uid.is_empty());
+    assert!(
+        !run.pod_sandbox_id.is_empty(),
+        "the response's sandbox id: {run:?}"
+    );
+    assert!(!cri("PullImage").image_ref.is_empty());
+    assert!(!cri("CreateContainer").container_id.is_empty());
+    let h = hops
+        .iter()
+        .find(|h| h.grpc_method == "StartContainer")
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(h.has_grpc_status && h.grpc_status == 0, "{all}");
+    assert_eq!(h.protocol, "unix");
+    assert_eq!(end(h, true).comm, "kubelet");
+    assert_eq!(end(h, false).comm, "containerd");
+}
