@@ -516,7 +516,10 @@ impl H2 {
         msg.stream_id = Some(b.sid);
         msg.unknown = decoded.unknown || decoded.broken;
         msg.truncated = b.cut;
-        for f in &decoded.fields {
+        // A complete block that does not decode is more likely bytes we
+        // misframed than a peer's mistake: none of its fields are reported.
+        let trusted = !decoded.broken || b.cut;
+        for f in decoded.fields.iter().filter(|_| trusted) {
             add_header(&mut msg, f.name.as_deref(), f.value.as_deref(), &self.cfg);
         }
         if !self.streams.contains_key(&b.sid) {
