@@ -48,7 +48,10 @@ impl ConnectionDecoder {
         ConnectionDecoder::with_config(Config::default())
     }
 
-    pub fn with_config(cfg: Config) -> Self {
+    /// A decoder with `cfg` (`body_prefix` is capped at
+    /// `message::BODY_PREFIX_MAX`).
+    pub fn with_config(mut cfg: Config) -> Self {
+        cfg.body_prefix = cfg.body_prefix.min(crate::message::BODY_PREFIX_MAX);
         ConnectionDecoder {
             inner: Inner::Undetected(0),
             cfg,
