@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use ktrail_proto::v1::{event::Body, Event, EventRef, Hop, SyscallEvent, TcpStateChange};
 
-use super::build::build_hop;
+use super::build::build_hops;
 use super::classify::{classify, is_tls_plaintext, SyscallClass};
 use super::connection::{Connection, DataIn, PairReady, PairTiming};
 use super::endpoint::{socket_view, tcp_state_view, ConnectionKey};
@@ -346,11 +346,12 @@ impl HopAssembler {
     }
 
     fn emit(&mut self, pair: PairReady, now: u64, out: &mut Vec<Hop>) {
-        let mut hop = build_hop(pair);
-        hop.id = self.ids.next_id("h-");
-        hop.flow_id = self.flows.assign(&hop, &mut self.ids, now);
-        self.stats.hops_emitted += 1;
-        out.push(hop);
+        for mut hop in build_hops(pair) {
+            hop.id = self.ids.next_id("h-");
+            hop.flow_id = self.flows.assign(&hop, &mut self.ids, now);
+            self.stats.hops_emitted += 1;
+            out.push(hop);
+        }
     }
 
     fn create(&mut self, key: ConnectionKey, now: u64, out: &mut Vec<Hop>) -> u64 {

@@ -4,7 +4,7 @@ use ktrail_proto::v1::{EventRef, Hop, HopEnd};
 use ktrail_protocols::{Message, Part, Protocol};
 
 use super::connection::{EndPart, PairKind, PairReady};
-use super::decode::annotate;
+use super::decode::{annotate, is_watch_event};
 use super::run::Run;
 use super::stream::StreamItem;
 use super::summary::summarize;
@@ -76,24 +76,78 @@ fn messages(part: &EndPart) -> impl Iterator<Item = &Message> {
         .flat_map(|r| r.messages.iter())
 }
 
-/// The request and response the decoders saw: the client's when it decoded
+/// The end whose decoded messages a hop uses: the client's when it decoded
 /// anything, else the server's.
+fn source<'a>(client: &'a EndPart, server: &'a EndPart) -> &'a EndPart {
+    let known = |p: &EndPart| messages(p).any(|m| m.protocol != Protocol::Unknown);
+    if known(client) || !known(server) && messages(client).next().is_some() {
+        client
+    } else {
+        server
+    }
+}
+
+/// The request and response the decoders saw.
 fn decoded<'a>(
     client: &'a EndPart,
     server: &'a EndPart,
 ) -> (Option<&'a Message>, Option<&'a Message>) {
-    let known = |p: &EndPart| messages(p).any(|m| m.protocol != Protocol::Unknown);
-    let src = if known(client) || !known(server) && messages(client).next().is_some() {
-        client
-    } else {
-        server
-    };
+    let src = source(client, server);
     let req = messages(src).find(|m| m.part == Part::Request);
     let resp = messages(src).find(|m| m.part == Part::Response);
     match (req, resp) {
-        (None, None) => (messages(src).next(), None),
+        (None, None) => (messages(src).find(|m| m.part != Part::Event), None),
         other => other,
     }
+}
+
+/// One hop per streamed item of a run-based exchange (the events of an
+/// HTTP/1.1 watch), between the ends of `main`.
+fn event_hop(main: &Hop, ev: &Message) -> Hop {
+    let mut hop = Hop {
+        protocol: main.protocol.clone(),
+        client: main.client.clone(),
+        server: main.server.clone(),
+        start_unix_ns: ev.ts_first,
+        duration_ns: ev.ts_last.saturating_sub(ev.ts_first),
+        kind: if is_watch_event(ev) {
+            "watch-event"
+        } else {
+            "stream-message"
+        }
+        .to_owned(),
+        ..Hop::default()
+    };
+    annotate(&mut hop, None, Some(ev));
+    hop
+}
+
+/// Builds the hops of a pair: usually one; a run-based exchange that carried
+/// a watch stream gives its request/response hop (when it has one) and one
+/// hop per watch event.
+pub fn build_hops(pair: PairReady) -> Vec<Hop> {
+    if pair.stream.is_some() || pair.kind == PairKind::Connection {
+        return vec![build_hop(pair)];
+    }
+    let src = source(&pair.client, &pair.server);
+    let events: Vec<Message> = messages(src)
+        .filter(|m| m.part == Part::Event && m.protocol != Protocol::Unknown)
+        .cloned()
+        .collect();
+    if events.is_empty() {
+        return vec![build_hop(pair)];
+    }
+    let has_main = messages(src).any(|m| m.part != Part::Event);
+    let main = build_hop(pair);
+    let mut out: Vec<Hop> = events.iter().map(|ev| event_hop(&main, ev)).collect();
+    if has_main {
+        out.insert(0, main);
+    } else if let Some(first) = out.first_mut() {
+        // A burst of a stream whose head went out before: its syscalls
+        // belong to its first event.
+        first.events = main.events;
+    }
+    out
 }
 
 /// A stream item's hop (multiplexed connections).
@@ -133,7 +187,7 @@ fn build_stream_hop(
 }
 
 /// Builds the hop; `id` and `flow_id` are left empty.
-pub fn build_hop(pair: PairReady) -> Hop {
+fn build_hop(pair: PairReady) -> Hop {
     let PairReady {
         protocol,
         kind,

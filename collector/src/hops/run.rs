@@ -7,8 +7,9 @@ use ktrail_protocols::Message;
 pub const CAPTURE_CAP: usize = 4096;
 /// Event references kept per run; a long stream keeps its first ones.
 pub const MAX_REFS_PER_RUN: usize = 512;
-/// Decoded messages kept per run; a long stream keeps its first ones.
-pub const MAX_MESSAGES_PER_RUN: usize = 8;
+/// Decoded messages kept per run (a watch burst has one per event); a long
+/// stream keeps its first ones and counts the rest.
+pub const MAX_MESSAGES_PER_RUN: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {

@@ -357,3 +357,55 @@ fn cri_calls_over_a_unix_socket_carry_pod_container_and_image() {
     assert_eq!(end(h, true).comm, "kubelet");
     assert_eq!(end(h, false).comm, "containerd");
 }
+
+#[test]
+fn http1_exchanges_are_annotated_and_a_watch_gives_one_hop_per_event() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kubelet", "kube-apiserver");
+    let plain = Replay {
+        client: true,
+        server: true,
+        tls: false,
+        one_node: false,
+    };
+    replay(&mut sim, &c, &s, &vector("http1-kubectl.txt"), plain);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    let create = hops
+        .iter()
+        .find(|h| h.method == "POST" && h.path.contains("/pods?"))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert_eq!(create.status_code, 201, "{all}");
+    assert_eq!(create.app_protocol, "http1");
+    assert!(create.redacted);
+    assert!(
+        create.request.starts_with(b"POST "),
+        "run-based hops keep the raw bytes"
+    );
+    let events: Vec<&Hop> = hops.iter().filter(|h| h.kind == "watch-event").collect();
+    assert!(events.len() >= 2, "{all}");
+    for e in &events {
+        assert!(
+            e.objects.iter().any(|o| !o.watch_event_type.is_empty()),
+            "{all}"
+        );
+        assert!(e.path.contains("watch"), "{all}");
+    }
+    // Every request (create, 2 watches, binding, status, secret, missing)
+    // became exactly one request/response hop.
+    let requests: Vec<&Hop> = hops
+        .iter()
+        .filter(|h| h.kind == "request/response")
+        .collect();
+    assert_eq!(requests.len(), 7, "{all}");
+    assert!(requests.iter().all(|h| h.status_code != 0), "{all}");
+    let missing = requests[6];
+    assert_eq!(
+        (missing.status_code, missing.path.as_str()),
+        (404, "/api/v1/namespaces/default/pods/missing")
+    );
+    assert!(
+        !missing.status_message.is_empty(),
+        "the Status message: {all}"
+    );
+}
