@@ -27,6 +27,15 @@ pub struct AssemblerStats {
     pub evicted_idle: u64,
     /// Connections dropped because the cap was reached.
     pub evicted_cap: u64,
+    /// Decoded stream items (per-stream hops, watch events) dropped because
+    /// a side held too many not yet paired.
+    pub stream_items_dropped: u64,
+    /// HTTP/2 streams given up (emitted without response) because a side
+    /// held too many open ones.
+    pub streams_evicted: u64,
+    /// Decoded messages not kept because a run held too many (a long watch
+    /// burst): their events get no hop of their own.
+    pub messages_dropped: u64,
 }
 
 /// Pairs the two ends of connections into hops as events stream in.
@@ -335,6 +344,9 @@ impl HopAssembler {
         };
         let mut ready = Vec::new();
         conn.poll(now, &timing, &mut ready);
+        let (items, streams) = conn.take_drops();
+        self.stats.stream_items_dropped += items;
+        self.stats.streams_evicted += streams;
         if conn.is_finished() {
             conn.finished_since.get_or_insert(now);
         } else {
@@ -346,6 +358,16 @@ impl HopAssembler {
     }
 
     fn emit(&mut self, pair: PairReady, now: u64, out: &mut Vec<Hop>) {
+        self.stats.messages_dropped += [
+            &pair.client.request,
+            &pair.client.response,
+            &pair.server.request,
+            &pair.server.response,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|r| r.messages_dropped)
+        .sum::<u64>();
         for mut hop in build_hops(pair) {
             hop.id = self.ids.next_id("h-");
             hop.flow_id = self.flows.assign(&hop, &mut self.ids, now);
@@ -395,6 +417,9 @@ impl HopAssembler {
         };
         let mut ready = Vec::new();
         conn.finalize(now, &timing, &mut ready);
+        let (items, streams) = conn.take_drops();
+        self.stats.stream_items_dropped += items;
+        self.stats.streams_evicted += streams;
         for pair in ready {
             self.emit(pair, now, out);
         }

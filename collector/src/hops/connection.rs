@@ -228,6 +228,18 @@ impl Connection {
         }
     }
 
+    /// Stream items and streams its sides had to drop at their caps since
+    /// the last call (items dropped, streams evicted, unclaimed copies).
+    pub fn take_drops(&mut self) -> (u64, u64) {
+        let mut total = (0, 0);
+        for side in &mut self.sides {
+            let (items, streams) = side.streams.take_drops();
+            total.0 += items;
+            total.1 += streams;
+        }
+        total
+    }
+
     /// A multiplexed (HTTP/2) connection: hops are per stream.
     pub fn is_multiplexed(&self) -> bool {
         self.sides
@@ -412,9 +424,11 @@ impl Connection {
         // The other side's copies nobody claimed.
         for (i, side) in self.sides.iter_mut().enumerate() {
             if i != primary {
+                let before = side.streams.ready.len();
                 side.streams
                     .ready
                     .retain(|it| !force && now.saturating_sub(it.ready_at) < 2 * wait);
+                side.streams.dropped_items += (before - side.streams.ready.len()) as u64;
             }
         }
     }

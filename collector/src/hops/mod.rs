@@ -16,7 +16,7 @@ mod ids;
 mod roles;
 mod run;
 mod side;
-mod stream;
+pub(crate) mod stream;
 mod summary;
 pub mod task;
 

@@ -83,6 +83,8 @@ impl StreamItem {
 #[derive(Clone, Debug, Default)]
 struct Acc {
     request: Option<Message>,
+    /// References up to the request's message.
+    request_refs: Vec<EventRef>,
     main_emitted: bool,
     /// Counters per item kind, for item ids.
     events: u32,
@@ -104,6 +106,14 @@ pub struct SideStreams {
 }
 
 impl SideStreams {
+    /// (items dropped, streams evicted) since the last call.
+    pub fn take_drops(&mut self) -> (u64, u64) {
+        let d = (self.dropped_items, self.evicted_streams);
+        self.dropped_items = 0;
+        self.evicted_streams = 0;
+        d
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ready.is_empty() && !self.streams.values().any(|a| a.request.is_some())
     }
@@ -142,7 +152,11 @@ impl SideStreams {
                     },
                     request: Some(req),
                     response: None,
-                    refs: std::mem::take(&mut acc.refs),
+                    refs: [
+                        std::mem::take(&mut acc.request_refs),
+                        std::mem::take(&mut acc.refs),
+                    ]
+                    .concat(),
                     ready_at: now,
                 });
             }
@@ -189,13 +203,16 @@ impl SideStreams {
                     return;
                 }
                 acc.request = Some(m);
-                acc.refs = refs;
+                acc.request_refs = refs;
                 return;
             }
             Part::Response if !acc.main_emitted => {
                 acc.main_emitted = true;
                 let done = m.complete;
                 let req = acc.request.take();
+                let mut all = std::mem::take(&mut acc.request_refs);
+                all.append(&mut refs);
+                refs = all;
                 if done {
                     // The stream is over (a streaming response's head is
                     // not complete: its events follow).
@@ -221,7 +238,7 @@ impl SideStreams {
                         },
                         request: acc.request.take(),
                         response: None,
-                        refs: Vec::new(),
+                        refs: std::mem::take(&mut acc.request_refs),
                         ready_at: now,
                     });
                 }
@@ -236,8 +253,7 @@ impl SideStreams {
                     (m.direction == ktrail_protocols::Direction::ClientToServer).then(|| m.clone());
                 let resp =
                     (m.direction == ktrail_protocols::Direction::ServerToClient).then_some(m);
-                if let Some(mut p) = pre {
-                    p.refs = std::mem::take(&mut refs);
+                if let Some(p) = pre {
                     self.push_ready(p);
                 }
                 self.push_ready(StreamItem {
@@ -290,7 +306,11 @@ impl SideStreams {
                     },
                     request: acc.request.take(),
                     response: None,
-                    refs: std::mem::take(&mut acc.refs),
+                    refs: [
+                        std::mem::take(&mut acc.request_refs),
+                        std::mem::take(&mut acc.refs),
+                    ]
+                    .concat(),
                     ready_at: now,
                 };
                 self.push_ready(item);

@@ -92,6 +92,16 @@ fn report(last: AssemblerStats, now: AssemblerStats) -> AssemblerStats {
             "connection cap reached: least recently active connections evicted"
         );
     }
+    let decode_drops =
+        |s: &AssemblerStats| s.stream_items_dropped + s.streams_evicted + s.messages_dropped;
+    if decode_drops(&now) > decode_drops(&last) {
+        warn!(
+            stream_items_dropped = now.stream_items_dropped,
+            streams_evicted = now.streams_evicted,
+            messages_dropped = now.messages_dropped,
+            "decoded hops dropped at their per-connection caps"
+        );
+    }
     if now.evicted_idle > last.evicted_idle {
         debug!(
             evicted = now.evicted_idle - last.evicted_idle,

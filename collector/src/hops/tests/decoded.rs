@@ -409,3 +409,97 @@ fn http1_exchanges_are_annotated_and_a_watch_gives_one_hop_per_event() {
         "the Status message: {all}"
     );
 }
+
+/// An HTTP/2 HEADERS frame (END_STREAM, END_HEADERS) of `GET /` on `sid`,
+/// from the HPACK static table.
+fn h2_get(sid: u32) -> Vec<u8> {
+    let mut f = vec![0, 0, 3, 1, 5];
+    f.extend_from_slice(&sid.to_be_bytes());
+    f.extend_from_slice(&[0x82, 0x86, 0x84]);
+    f
+}
+
+#[test]
+fn unanswered_streams_are_bounded_evicted_and_counted() {
+    let mut sim = Sim::new();
+    let (c, _) = pair("kubectl", "kube-apiserver");
+    sim.feed(CLIENT_NODE, c.connect(T0));
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    sim.feed(CLIENT_NODE, c.send(T0, preface));
+    let n: u32 = 1000;
+    for i in 0..n {
+        let ts = T0 + u64::from(i + 1) * 1000;
+        sim.feed(CLIENT_NODE, c.send(ts, &h2_get(2 * i + 1)));
+    }
+    sim.run_for(1_000);
+    let cap = crate::hops::stream::MAX_STREAMS as u32;
+    let stats = sim.asm.stats();
+    assert_eq!(stats.streams_evicted, u64::from(n - cap));
+    let hops = sim.take_hops();
+    assert_eq!(hops.len() as u32, n - cap);
+    assert!(hops
+        .iter()
+        .all(|h| h.method == "GET" && h.path == "/" && h.status_code == 0));
+    assert_eq!(hops[0].stream_id, 1, "the oldest stream goes first");
+    // The close gives the rest: every request is a hop, once.
+    sim.feed(CLIENT_NODE, c.close(T0 + 2_000 * MS));
+    sim.run_for(1_000);
+    let rest = sim.take_hops();
+    let mut ids: Vec<u32> = hops.iter().chain(&rest).map(|h| h.stream_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len() as u32, n);
+}
+
+/// One end's events of a capture (plaintext syscalls), one chunk per ms.
+fn side_events(e: &End, chunks: &[capture::Chunk], client: bool) -> Vec<ktrail_proto::v1::Event> {
+    let mut out = vec![if client { e.connect(T0) } else { e.accept(T0) }];
+    for (i, ch) in chunks.iter().enumerate() {
+        let ts = T0 + (i as u64 + 1) * MS;
+        let data = &ch.data[..ch.data.len().min(CAPTURE)];
+        let sends = (ch.dir == Direction::ClientToServer) == client;
+        let name = if sends { "write" } else { "read" };
+        out.push(e.transfer(ts, name, data, ch.total_len));
+    }
+    out
+}
+
+#[test]
+fn a_late_client_agent_still_gets_its_hops_paired_on_its_clock() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kube-apiserver", "etcd");
+    let chunks = vector("apiserver-etcd-pods.txt");
+    // The server's agent reports at once, the client's 200 ms later.
+    sim.feed_all(SERVER_NODE, side_events(&s, &chunks, false));
+    sim.run_for(200);
+    assert!(sim.hops.is_empty(), "waiting for the client's copy");
+    sim.feed_all(CLIENT_NODE, side_events(&c, &chunks, true));
+    sim.run_for(2_000);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    assert!(hops.iter().any(|h| h.grpc_method == "Txn"), "{all}");
+    for h in &hops {
+        assert!(end(h, true).observed && end(h, false).observed, "{all}");
+        assert!(
+            h.events.iter().any(|r| r.node == CLIENT_NODE),
+            "{} {:?}",
+            h.summary,
+            h.events
+        );
+        assert!(
+            h.events.iter().any(|r| r.node == SERVER_NODE),
+            "{} {:?}",
+            h.summary,
+            h.events
+        );
+    }
+    let mut ids: Vec<(u32, &str, String)> = hops
+        .iter()
+        .map(|h| (h.stream_id, h.kind.as_str(), h.summary.clone()))
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no hop twice:\n{all}");
+    assert_eq!(sim.asm.stats().stream_items_dropped, 0);
+}
