@@ -282,7 +282,11 @@ pub fn annotate(hop: &mut Hop, req: Option<&Message>, resp: Option<&Message>) ->
     };
     hop.app_protocol = protocol_name(proto).to_owned();
     if proto == Protocol::Unknown {
-        // Nothing decoded: the raw-bytes summary stays.
+        // Nothing decoded: a printable first line stays the summary, else
+        // what the bytes look like ("TLS handshake (ciphertext), 517 bytes").
+        if hop.summary.is_empty() {
+            hop.summary = first.summary();
+        }
         return true;
     }
     for m in &msgs {

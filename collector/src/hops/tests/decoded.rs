@@ -503,3 +503,74 @@ fn a_late_client_agent_still_gets_its_hops_paired_on_its_clock() {
     assert_eq!(ids.len(), n, "no hop twice:\n{all}");
     assert_eq!(sim.asm.stats().stream_items_dropped, 0);
 }
+
+#[test]
+fn tls_plaintext_replaces_the_handshake_and_ciphertext_on_an_h2_connection() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kubectl", "kube-apiserver");
+    let hello = [
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let server_hello = [0x16, 0x03, 0x03, 0x00, 0x7a, 0x02, 0x00, 0x00, 0x76];
+    let record = |n: u8| vec![0x17, 0x03, 0x03, 0x00, 0x20, n, n, n];
+    sim.feed(CLIENT_NODE, c.connect(T0));
+    sim.feed(SERVER_NODE, s.accept(T0));
+    sim.feed(CLIENT_NODE, c.transfer(T0 + 10, "write", &hello, 517));
+    sim.feed(SERVER_NODE, s.transfer(T0 + 20, "read", &hello, 517));
+    sim.feed(
+        SERVER_NODE,
+        s.transfer(T0 + 30, "write", &server_hello, 1500),
+    );
+    sim.feed(
+        CLIENT_NODE,
+        c.transfer(T0 + 40, "read", &server_hello, 1500),
+    );
+    for (i, ch) in vector("kubectl-run.txt").iter().enumerate() {
+        let ts = T0 + (i as u64 + 1) * MS;
+        let data = &ch.data[..ch.data.len().min(CAPTURE)];
+        let enc = record(i as u8);
+        let (cw, sw) = (
+            ch.dir == Direction::ClientToServer,
+            ch.dir == Direction::ServerToClient,
+        );
+        // Go's crypto/tls: the plaintext event at Write/Read, the encrypted
+        // record at the syscall next to it.
+        let (c_tls, c_sys) = if cw {
+            ("tls_write", "write")
+        } else {
+            ("tls_read", "read")
+        };
+        let (s_tls, s_sys) = if sw {
+            ("tls_write", "write")
+        } else {
+            ("tls_read", "read")
+        };
+        sim.feed(CLIENT_NODE, c.transfer(ts, c_tls, data, ch.total_len));
+        sim.feed(
+            CLIENT_NODE,
+            c.transfer(ts + 1, c_sys, &enc, ch.total_len + 29),
+        );
+        sim.feed(
+            SERVER_NODE,
+            s.transfer(ts + 2, s_sys, &enc, ch.total_len + 29),
+        );
+        sim.feed(SERVER_NODE, s.transfer(ts + 3, s_tls, data, ch.total_len));
+    }
+    sim.run_for(1_000);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    let create = hops
+        .iter()
+        .find(|h| h.method == "POST")
+        .unwrap_or_else(|| panic!("{all}"));
+    assert_eq!(create.status_code, 201, "{all}");
+    let decoded = hops.iter().filter(|h| h.app_protocol == "http2").count();
+    assert_eq!(decoded, 4, "{all}");
+    // At most the handshake is left undecoded, and it says what it is.
+    let rest: Vec<&Hop> = hops.iter().filter(|h| h.app_protocol != "http2").collect();
+    assert!(rest.len() <= 1, "{all}");
+    for h in rest {
+        assert_eq!(h.app_protocol, "unknown");
+        assert!(h.summary.starts_with("TLS handshake (ciphertext)"), "{all}");
+    }
+}
