@@ -136,12 +136,16 @@ impl SideStreams {
         else {
             return;
         };
-        self.evicted_streams += 1;
-        self.flush_stream(sid, now);
+        // Only a request given up on is a loss; a finished stream kept for
+        // late frames is not.
+        if self.flush_stream(sid, now) {
+            self.evicted_streams += 1;
+        }
     }
 
-    /// A stream gone: its request without response becomes a hop.
-    fn flush_stream(&mut self, sid: u32, now: u64) {
+    /// A stream gone: its request without response becomes a hop (true).
+    fn flush_stream(&mut self, sid: u32, now: u64) -> bool {
+        let mut flushed = false;
         if let Some(mut acc) = self.streams.remove(&sid) {
             if let Some(req) = acc.request.take().filter(|_| !acc.main_emitted) {
                 self.push_ready(StreamItem {
@@ -159,8 +163,10 @@ impl SideStreams {
                     .concat(),
                     ready_at: now,
                 });
+                flushed = true;
             }
         }
+        flushed
     }
 
     fn push_ready(&mut self, item: StreamItem) {

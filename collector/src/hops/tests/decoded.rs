@@ -574,3 +574,46 @@ fn tls_plaintext_replaces_the_handshake_and_ciphertext_on_an_h2_connection() {
         assert!(h.summary.starts_with("TLS handshake (ciphertext)"), "{all}");
     }
 }
+
+#[test]
+fn kube_scheduler_protobuf_watch_and_binding() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kube-scheduler", "kube-apiserver");
+    replay(&mut sim, &c, &s, &vector("kube-scheduler.txt"), BOTH_TLS);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    let binding = hops
+        .iter()
+        .find(|h| h.method == "POST" && h.path.contains("/binding"))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert_eq!(binding.status_code, 201, "{all}");
+    assert!(binding.objects.iter().any(|o| o.resource == "pods"
+        && o.name == "mynginx-trace-test"
+        && o.subresource == "binding"));
+    assert!(
+        binding
+            .objects
+            .iter()
+            .any(|o| o.node_name == "ktrail-worker"),
+        "the Binding's target node: {all}"
+    );
+    // The bound pod comes back to the scheduler as an event of its protobuf
+    // pod watch, its own hop on the watch's stream.
+    let added = hops
+        .iter()
+        .filter(|h| h.kind == "watch-event")
+        .find(|h| {
+            h.objects.iter().any(|o| {
+                o.name == "mynginx-trace-test"
+                    && o.watch_event_type == "MODIFIED"
+                    && o.node_name == "ktrail-worker"
+            })
+        })
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(added.start_unix_ns > binding.start_unix_ns, "{all}");
+    let watch = hops
+        .iter()
+        .find(|h| h.kind == "request/response" && h.stream_id == added.stream_id)
+        .unwrap_or_else(|| panic!("the watch's own hop:\n{all}"));
+    assert!(watch.path.contains("watch=true"), "{all}");
+}
