@@ -617,3 +617,55 @@ fn kube_scheduler_protobuf_watch_and_binding() {
         .unwrap_or_else(|| panic!("the watch's own hop:\n{all}"));
     assert!(watch.path.contains("watch=true"), "{all}");
 }
+
+/// Deterministic pseudo-random bytes (xorshift).
+fn noise(state: &mut u64, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            (*state >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn garbage_after_an_h2_preface_never_panics_and_stays_bounded() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("fuzz", "fuzz-server");
+    sim.feed(CLIENT_NODE, c.connect(T0));
+    sim.feed(SERVER_NODE, s.accept(T0));
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    sim.feed(CLIENT_NODE, c.send(T0, preface));
+    sim.feed(SERVER_NODE, s.recv(T0, preface));
+    let mut st = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..3000u64 {
+        let len = 1 + (noise(&mut st, 1)[0] as usize) * 16;
+        let mut data = noise(&mut st, len);
+        // Mostly plausible frame headers, so the decoder keeps going.
+        if i % 2 == 0 && data.len() >= 9 {
+            let body = (data.len() - 9) as u32;
+            data[..3].copy_from_slice(&body.to_be_bytes()[1..]);
+            data[3] %= 10;
+        }
+        let ts = T0 + (i + 1) * 100_000;
+        let total = data.len() as u64 + u64::from(i % 7 == 0) * 10_000;
+        let (cn, sn) = if i % 3 == 0 {
+            ("read", "write")
+        } else {
+            ("write", "read")
+        };
+        sim.feed(CLIENT_NODE, c.transfer(ts, cn, &data, total));
+        sim.feed(SERVER_NODE, s.transfer(ts, sn, &data, total));
+        if i % 100 == 0 {
+            sim.run_for(50);
+        }
+    }
+    sim.run_for(2_000);
+    sim.feed(CLIENT_NODE, c.close(T0 + 10_000 * MS));
+    sim.feed(SERVER_NODE, s.close(T0 + 10_000 * MS));
+    sim.run_for(3_000);
+    let _ = sim.take_hops();
+    assert_eq!(sim.asm.stats().connections, 0);
+}
