@@ -342,6 +342,19 @@ impl Half {
                 msg.truncated = true;
             }
         } else if !self.streaming && !self.body.is_empty() {
+            if msg
+                .header("content-encoding")
+                .is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
+            {
+                // Decompress what was captured; a cut body gives the prefix
+                // it encodes.
+                let (plain, complete) = gunzip_prefix(&self.body, MAX_BODY);
+                if !complete {
+                    self.cut = true;
+                    msg.truncated = true;
+                }
+                self.body = plain;
+            }
             let objs = k8s::decode_body(&self.body, self.cut);
             msg.objects.extend(objs.into_iter().take(MAX_OBJECTS));
         }
@@ -363,6 +376,26 @@ impl Half {
             }
             // No message (e.g. an error with trailers only): still name the operation.
             None => apply_grpc_message(m, &GrpcMessage::default(), req),
+        }
+    }
+}
+
+/// Gunzips at most `max` bytes of `data` (which may be a cut prefix of a gzip
+/// stream). Returns the bytes produced and whether the stream ended cleanly.
+pub fn gunzip_prefix(data: &[u8], max: usize) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut dec = flate2::read::GzDecoder::new(data);
+    let mut buf = [0u8; 4096];
+    loop {
+        match dec.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => {
+                if !util::push_bounded(&mut out, buf.get(..n).unwrap_or_default(), max) {
+                    return (out, false);
+                }
+            }
+            Err(_) => return (out, false),
         }
     }
 }

@@ -351,3 +351,38 @@ fn vectors_hold_little_state() {
         );
     }
 }
+
+#[test]
+fn mutated_gzip_bodies_never_panic_and_stay_bounded() {
+    let gz = file("k8s/podlist.json.gz");
+    let mut rng = Rng(99);
+    for _ in 0..500 {
+        let mut b = gz.clone();
+        for _ in 0..1 + rng.below(4) {
+            let p = rng.below(b.len());
+            b[p] ^= 1 << rng.below(8);
+        }
+        if rng.below(3) == 0 {
+            let n = rng.below(b.len());
+            b.truncate(n);
+        }
+        let mut d = ConnectionDecoder::new();
+        let req = b"GET /api/v1/pods HTTP/1.1\r\nHost: a\r\n\r\n";
+        d.feed(Direction::ClientToServer, req, req.len() as u64, 0);
+        let mut resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            gz.len()
+        )
+        .into_bytes();
+        let total = (resp.len() + gz.len()) as u64;
+        resp.extend_from_slice(&b);
+        let mut out = d.feed(
+            Direction::ServerToClient,
+            &resp,
+            total.max(resp.len() as u64),
+            0,
+        );
+        out.extend(d.finish(0));
+        check_output(&out);
+    }
+}

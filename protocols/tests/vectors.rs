@@ -780,3 +780,48 @@ fn truncated_objects_keep_exact_prefix_fields() {
         }
     }
 }
+
+/// Large responses come gzip-compressed (kube-apiserver, level 1, when the
+/// client accepts gzip): the objects are decoded from what decompresses,
+/// also from a cut capture.
+#[test]
+fn gzip_bodies_decode_also_when_cut() {
+    let gz = file("k8s/podlist.json.gz");
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        gz.len()
+    );
+    let req =
+        b"GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n";
+    for keep in [gz.len(), 200, 120] {
+        let mut d = ConnectionDecoder::new();
+        d.feed(Direction::ClientToServer, req, req.len() as u64, 1);
+        let mut resp = head.clone().into_bytes();
+        let total = (resp.len() + gz.len()) as u64;
+        resp.extend_from_slice(&gz[..keep]);
+        let mut msgs = d.feed(Direction::ServerToClient, &resp, total, 2);
+        msgs.extend(d.finish(3));
+        let r = &msgs[0];
+        let labels: Vec<String> = r.objects.iter().map(|o| o.label()).collect();
+        if keep == gz.len() {
+            assert!(r.complete && !r.truncated);
+            assert_eq!(
+                labels,
+                [
+                    "PodList",
+                    "Pod default/mynginx-trace-test Pending",
+                    "Pod default/mynginx-trace-test node=ktrail-worker Running"
+                ]
+            );
+            assert!(String::from_utf8_lossy(&r.body_prefix).starts_with("{\"kind\":\"PodList\""));
+        } else {
+            // A prefix: what decompressed, marked truncated, nothing invented.
+            assert!(r.truncated && !r.complete, "{keep}");
+            assert!(r.objects.iter().all(|o| o.truncated));
+            assert!(
+                labels.first().is_some_and(|l| l.starts_with("PodList")),
+                "{keep}: {labels:?}"
+            );
+        }
+    }
+}

@@ -13,6 +13,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -307,6 +308,15 @@ func genK8s(out string) {
 	list := &corev1.PodList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "PodList"}, ListMeta: metav1.ListMeta{ResourceVersion: "1300"},
 		Items: []corev1.Pod{*pod("1234", "", corev1.PodPending), *pod("1240", "ktrail-worker", corev1.PodRunning)}}
 	write(out, "podlist.json", encJSON(list))
+	// kube-apiserver gzips large responses (level 1) when the client accepts it.
+	var gz bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&gz, 1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	zw.Write(encJSON(list))
+	zw.Close()
+	write(out, "podlist.json.gz", gz.Bytes())
 	var w bytes.Buffer
 	w.Write(watchJSON("ADDED", pod("1234", "", corev1.PodPending)))
 	w.Write(watchJSON("MODIFIED", pod("1235", "ktrail-worker", corev1.PodPending)))
