@@ -9,10 +9,13 @@ use super::exchange::{is_complete, split, Completion};
 use super::roles::{self, RoleHint};
 use super::run::{data_time, Direction, Run, Transfer};
 use super::side::{Role, Side, SideIdentity};
-use super::stream::StreamItem;
+use super::stream::{ItemId, StreamItem};
 
 /// Events kept per connection for its next hop (TCP state changes).
 const MAX_CONN_REFS: usize = 32;
+/// Stream items remembered as emitted, so an end showing up late does not
+/// emit them again.
+const MAX_EMITTED_ITEMS: usize = 4096;
 
 /// Timing of pairing, all on the collector clock.
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +98,9 @@ pub struct Connection {
     pub last_activity: u64,
     /// Collector clock since when [`Connection::is_finished`] holds.
     pub finished_since: Option<u64>,
+    /// Stream items already emitted (oldest first, bounded).
+    emitted_items: std::collections::VecDeque<ItemId>,
+    emitted_set: std::collections::HashSet<ItemId>,
 }
 
 fn role_index(role: Role) -> usize {
@@ -120,7 +126,23 @@ impl Connection {
             locked: [None; 2],
             last_activity: now,
             finished_since: None,
+            emitted_items: std::collections::VecDeque::new(),
+            emitted_set: std::collections::HashSet::new(),
         }
+    }
+
+    /// Remembers an emitted stream item; false if it was emitted before.
+    fn note_emitted(&mut self, id: ItemId) -> bool {
+        if !self.emitted_set.insert(id) {
+            return false;
+        }
+        self.emitted_items.push_back(id);
+        if self.emitted_items.len() > MAX_EMITTED_ITEMS {
+            if let Some(old) = self.emitted_items.pop_front() {
+                self.emitted_set.remove(&old);
+            }
+        }
+        true
     }
 
     pub fn side_index(&self, node: &str, pid: u32, local_id: &LocalId) -> Option<usize> {
@@ -229,7 +251,7 @@ impl Connection {
     }
 
     /// Stream items and streams its sides had to drop at their caps since
-    /// the last call (items dropped, streams evicted, unclaimed copies).
+    /// the last call (items dropped, streams evicted).
     pub fn take_drops(&mut self) -> (u64, u64) {
         let mut total = (0, 0);
         for side in &mut self.sides {
@@ -408,6 +430,10 @@ impl Connection {
             let Some(mut item) = self.sides[primary].streams.ready.pop_front() else {
                 break;
             };
+            if !self.note_emitted(id) {
+                // Emitted from the other end's copy before this end showed up.
+                continue;
+            }
             let mut pair = match role {
                 Role::Client => self.take_pair(Some(primary), other, false, false),
                 Role::Server => self.take_pair(other, Some(primary), false, false),
@@ -421,14 +447,13 @@ impl Connection {
             pair.stream = Some(item);
             out.push(pair);
         }
-        // The other side's copies nobody claimed.
+        // The other side's copies nobody claimed: their hop went out without
+        // them (they came too late), so this is no loss.
         for (i, side) in self.sides.iter_mut().enumerate() {
             if i != primary {
-                let before = side.streams.ready.len();
                 side.streams
                     .ready
                     .retain(|it| !force && now.saturating_sub(it.ready_at) < 2 * wait);
-                side.streams.dropped_items += (before - side.streams.ready.len()) as u64;
             }
         }
     }

@@ -669,3 +669,31 @@ fn garbage_after_an_h2_preface_never_panics_and_stays_bounded() {
     let _ = sim.take_hops();
     assert_eq!(sim.asm.stats().connections, 0);
 }
+
+#[test]
+fn a_client_agent_later_than_the_wait_does_not_duplicate_hops() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kube-apiserver", "etcd");
+    let chunks = vector("apiserver-etcd-pods.txt");
+    sim.feed_all(SERVER_NODE, side_events(&s, &chunks, false));
+    sim.run_for(1_000);
+    let early = sim.take_hops();
+    assert!(!early.is_empty());
+    assert!(early.iter().all(|h| !end(h, true).observed));
+    sim.feed_all(CLIENT_NODE, side_events(&c, &chunks, true));
+    sim.run_for(2_000);
+    let late = sim.take_hops();
+    let all = describe(&late);
+    // What went out already does not come again; what the server had not
+    // finished yet comes from the client.
+    for h in &late {
+        assert!(
+            !early
+                .iter()
+                .any(|e| e.stream_id == h.stream_id && e.kind == h.kind && e.summary == h.summary),
+            "again: {} {}\n{all}",
+            h.stream_id,
+            h.summary
+        );
+    }
+}
