@@ -108,12 +108,34 @@ fn serve(mut conn: TcpStream, size: usize) -> Result<()> {
     conn.set_nodelay(true)?;
     let mut buf = vec![0u8; size];
     let reply = vec![b'r'; size];
+    let cpu = cpu_ns(libc::RUSAGE_THREAD);
+    let mut rounds = 0u64;
     loop {
         if !read_message(&mut conn, &mut buf)? {
-            return Ok(());
+            break;
         }
         conn.write_all(&reply)?;
+        rounds += 1;
     }
+    // The CPU this connection's thread used, for the harness's CPU-time ratios.
+    let line = serde_json::json!({"type": "served", "rounds": rounds,
+                                  "cpu_ns": cpu_ns(libc::RUSAGE_THREAD) - cpu});
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// User + system CPU time of this thread (`RUSAGE_THREAD`) or process (`RUSAGE_SELF`).
+fn cpu_ns(who: libc::c_int) -> u64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass; no other preconditions.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(usage.ru_utime) + ns(usage.ru_stime)
 }
 
 /// Reads exactly `buf.len()` bytes; false on a clean end of stream before the first byte.
@@ -158,7 +180,7 @@ fn rpc_client(
     let mut buf = vec![0u8; size];
     let pause = Duration::from_micros(interval_us);
     if per_connection {
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), cpu_ns(libc::RUSAGE_SELF));
         for _ in 0..rounds {
             let mut conn = connect(addr)?;
             round_trip(&mut conn, &request, &mut buf)?;
@@ -167,20 +189,20 @@ fn rpc_client(
                 std::thread::sleep(pause);
             }
         }
-        return report(start.elapsed(), rounds);
+        return report(start.elapsed(), cpu, rounds);
     }
     let mut conn = connect(addr)?;
     for _ in 0..warmup {
         round_trip(&mut conn, &request, &mut buf)?;
     }
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), cpu_ns(libc::RUSAGE_SELF));
     for _ in 0..rounds {
         round_trip(&mut conn, &request, &mut buf)?;
         if !pause.is_zero() {
             std::thread::sleep(pause);
         }
     }
-    report(start.elapsed(), rounds)
+    report(start.elapsed(), cpu, rounds)
 }
 
 fn writes(path: &str, size: usize, count: u64, rate: u64) -> Result<()> {
@@ -189,7 +211,7 @@ fn writes(path: &str, size: usize, count: u64, rate: u64) -> Result<()> {
         .open(path)
         .with_context(|| format!("opening {path}"))?;
     let buf = vec![b'w'; size];
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), cpu_ns(libc::RUSAGE_SELF));
     let mut written = 0u64;
     while written < count {
         // Pace in slices of 64 writes: sleep when ahead of the schedule.
@@ -210,13 +232,16 @@ fn writes(path: &str, size: usize, count: u64, rate: u64) -> Result<()> {
             }
         }
     }
-    report(start.elapsed(), count)
+    report(start.elapsed(), cpu, count)
 }
 
-fn report(elapsed: Duration, ops: u64) -> Result<()> {
+/// The result line: wall time and this process's CPU time over the measured loop.
+fn report(elapsed: Duration, cpu_at_start: u64, ops: u64) -> Result<()> {
     let ns = elapsed.as_nanos() as u64;
-    let line =
-        serde_json::json!({ "ns": ns, "ops": ops, "ns_per_op": ns as f64 / ops.max(1) as f64 });
+    let cpu = cpu_ns(libc::RUSAGE_SELF).saturating_sub(cpu_at_start);
+    let line = serde_json::json!({ "ns": ns, "cpu_ns": cpu, "ops": ops,
+                                   "ns_per_op": ns as f64 / ops.max(1) as f64,
+                                   "cpu_ns_per_op": cpu as f64 / ops.max(1) as f64 });
     println!("{line}");
     std::io::stdout().flush()?;
     Ok(())

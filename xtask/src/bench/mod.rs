@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// Where to write the report (default: BENCHMARKS.md in the workspace root).
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
+    /// Use the release agent, collector and CLI already in target/release instead of
+    /// building them (e.g. while the working tree is mid-change); the report gives their
+    /// build times. The bench crate is still built.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 const WORK_DIR: &str = "/tmp/ktrail-bench";
@@ -77,19 +82,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]);
 
     println!("==> build (release)");
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "ktrail-agent",
-        "-p",
-        "ktrail-collector",
-        "-p",
-        "ktrail-cli",
-        "-p",
-        "ktrail-bench",
-    ]))
-    .context("building the benchmarked binaries")?;
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "ktrail-bench"]);
+    if !args.no_build {
+        build.args([
+            "-p",
+            "ktrail-agent",
+            "-p",
+            "ktrail-collector",
+            "-p",
+            "ktrail-cli",
+        ]);
+    }
+    run_cmd(&mut build).context(
+        "building the benchmarked binaries (--no-build uses the release binaries already built)",
+    )?;
     let release = ktrail_tests::target_dir().join("release");
     let env = Env::new(release, PathBuf::from(WORK_DIR))?;
     let load_at_start = loadavg();
@@ -142,6 +149,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 rates: vec![20_000, 100_000, 500_000],
                 seconds: 1.0,
                 drain_timeout: Duration::from_secs(60),
+                bisect: 0,
             }
         } else {
             throughput::Config {
@@ -150,6 +158,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 ],
                 seconds: 10.0,
                 drain_timeout: Duration::from_secs(120),
+                bisect: 2,
             }
         };
         add("throughput", "4", throughput::run(&env, &cfg));
@@ -208,6 +217,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut command = String::from("cargo xtask bench");
     if short {
         command.push_str(" --short");
+    }
+    if args.no_build {
+        command.push_str(" --no-build");
     }
     if !args.only.is_empty() {
         command.push_str(&format!(" --only {}", args.only.join(",")));
@@ -332,16 +344,35 @@ fn versions(env: &Env) -> Vec<(String, String)> {
         .next()
         .unwrap_or("")
         .to_string();
-    vec![(
-        "Versions".into(),
-        format!(
-            "ktrail {commit}{} ({agent}, release build), {}, {strace}",
-            if dirty {
-                " with uncommitted changes"
-            } else {
-                ""
-            },
-            command_line("rustc", &["--version"])
+    let built = ["ktrail-agent", "ktrail-collector", "ktrail"]
+        .iter()
+        .map(|b| {
+            let when = command_line(
+                "date",
+                &[
+                    "-u",
+                    "-r",
+                    &env.exe(b).to_string_lossy(),
+                    "+%Y-%m-%d %H:%M UTC",
+                ],
+            );
+            format!("{b} {when}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        (
+            "Versions".into(),
+            format!(
+                "ktrail {commit}{} ({agent}, release build), {}, {strace}",
+                if dirty {
+                    " with uncommitted changes in the working tree"
+                } else {
+                    ""
+                },
+                command_line("rustc", &["--version"])
+            ),
         ),
-    )]
+        ("Binaries built".into(), built),
+    ]
 }

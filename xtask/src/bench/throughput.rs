@@ -16,6 +16,8 @@ pub struct Config {
     pub rates: Vec<u64>,
     pub seconds: f64,
     pub drain_timeout: Duration,
+    /// Extra steps halving the gap between the last clean and the first unclean rate.
+    pub bisect: usize,
 }
 
 const PAYLOAD: usize = 256;
@@ -124,18 +126,41 @@ pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
 
     let mut steps = Vec::new();
     let mut best: Option<Step> = None;
-    for &rate in &cfg.rates {
+    let mut first_unclean = None;
+    let run_step = |rate: u64, steps: &mut Vec<Step>| -> Result<(Step, bool)> {
         let count = (rate as f64 * cfg.seconds) as u64;
         let s = step(env, cfg, count, rate)?;
         println!("    {s:?}");
         let clean = s.agent_dropped == 0 && s.delivered == count + overhead;
         steps.push(s.clone());
+        Ok((s, clean))
+    };
+    for &rate in &cfg.rates {
+        let (s, clean) = run_step(rate, &mut steps)?;
         if clean {
             best = Some(s);
         } else {
+            first_unclean = Some(rate);
             break;
         }
     }
+    // Narrow down between the last clean rate and the first that was not.
+    for _ in 0..cfg.bisect {
+        let (Some(lo), Some(hi)) = (best.as_ref().map(|b| b.requested), first_unclean) else {
+            break;
+        };
+        let mid = (lo + hi) / 2 / 1000 * 1000;
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        let (s, clean) = run_step(mid, &mut steps)?;
+        if clean {
+            best = Some(s);
+        } else {
+            first_unclean = Some(mid);
+        }
+    }
+    steps.sort_by_key(|s| s.requested);
     // Twice the best zero-drop rate (or the lowest tried if none was clean).
     let base_rate = best
         .as_ref()
@@ -201,11 +226,11 @@ pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
          `/metrics` (`ktrail_agent_events_dropped_total`, all reasons) and of the \
          collector's `ktrail status --output json` (`events_received`, the `loss` \
          counters). A step is clean when nothing was dropped and every event arrived. \
-         Rates go up until a step is not clean.\n\n\
+         Rates go up until a step is not clean, then {} steps halve the gap.\n\n\
          Events generated per run = writes + {overhead} (exec, the dynamic loader's \
          openat/read/close, opening /dev/null, the result line, exit; measured twice with \
          zero writes: {} and {}).\n",
-        cfg.seconds, c1.delivered, c2.delivered
+        cfg.seconds, cfg.bisect, c1.delivered, c2.delivered
     );
     let _ = writeln!(
         body,
