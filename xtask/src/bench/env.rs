@@ -313,6 +313,22 @@ pub fn wait_drained(timeout: Duration) -> Result<bool> {
     }
 }
 
+/// Pids of running `ktrail-agent` processes. Any agent on this kernel (another
+/// engineer's test or cluster) attaches the same syscall tracepoints for every process,
+/// so an "untraced" baseline taken beside one is not untraced.
+pub fn running_agents() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end() == "ktrail-agent")
+        })
+        .collect()
+}
+
 /// CPU time (user + system) `pid` has used, in seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

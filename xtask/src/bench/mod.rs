@@ -130,6 +130,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 strace_rpc_rounds: 1_000,
                 writes: 100_000,
                 strace_writes: 1_000,
+                foreign_wait: Duration::from_secs(5),
             }
         } else {
             overhead::Config {
@@ -138,6 +139,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 strace_rpc_rounds: 5_000,
                 writes: 500_000,
                 strace_writes: 5_000,
+                foreign_wait: Duration::from_secs(60),
             }
         };
         add("overhead", "1-3", overhead::run(&env, &cfg));

@@ -11,8 +11,8 @@ use anyhow::Result;
 use ktrail_tests::{wait_for, Check};
 
 use super::env::{
-    cpu_seconds, metric, metrics, rpc_server, run_json, wait_drained, Env, CLIENT_OTHER,
-    CLIENT_TARGET, COLLECTOR_ADDR, SERVER_OTHER, SERVER_TARGET,
+    cpu_seconds, metric, metrics, rpc_server, run_json, running_agents, wait_drained, Env,
+    CLIENT_OTHER, CLIENT_TARGET, COLLECTOR_ADDR, SERVER_OTHER, SERVER_TARGET,
 };
 use super::report::{Row, Section, Spread};
 
@@ -22,10 +22,27 @@ pub struct Config {
     pub strace_rpc_rounds: u64,
     pub writes: u64,
     pub strace_writes: u64,
+    /// How long to wait for other engineers' agents to stop before an untraced run.
+    pub foreign_wait: Duration,
 }
 
 /// The manual method ktrail replaces, exactly as the issue gives it.
 const STRACE: [&str; 8] = ["strace", "-f", "-tt", "-T", "-s", "4096", "-v", "-y"];
+
+/// The CPU every load process (and, for strace runs, strace) is pinned to. Client and
+/// server on one CPU make the ping-pong a same-CPU switch in every condition; unpinned,
+/// where the scheduler places them (and how fast this VM wakes an idle CPU) varied the
+/// untraced baseline by 3x between rounds. The agent and collector are not pinned.
+const LOAD_CPU: &str = "1";
+
+/// `taskset -c LOAD_CPU`, then strace (writing to a file) when `strace` is set.
+fn wrapper(env: &Env, tag: &str, strace: bool) -> Vec<String> {
+    let mut v = vec!["taskset".to_string(), "-c".into(), LOAD_CPU.into()];
+    if strace {
+        v.extend(strace_prefix(env, tag));
+    }
+    v
+}
 
 fn strace_prefix(env: &Env, tag: &str) -> Vec<String> {
     let out: PathBuf = env.dir.join(format!("strace-{tag}.txt"));
@@ -56,9 +73,8 @@ struct M {
 
 /// Per round trip of `rounds` 1 KiB round trips between `server` and `client`.
 fn rpc(env: &Env, server: &str, client: &str, rounds: u64, strace: bool) -> Result<M> {
-    let (srv, addr) = rpc_server(env, server, strace.then(|| strace_prefix(env, "server")))?;
-    let wrapper = strace.then(|| strace_prefix(env, "client"));
-    let mut cmd = command(env, client, wrapper.as_deref());
+    let (srv, addr) = rpc_server(env, server, Some(wrapper(env, "server", strace)))?;
+    let mut cmd = command(env, client, Some(&wrapper(env, "client", strace)));
     cmd.args(["rpc-client", "--connect", &addr, "--size", "1024"])
         .args(["--rounds", &rounds.to_string()]);
     let out = run_json(cmd, Duration::from_secs(300))?;
@@ -88,8 +104,7 @@ fn rpc(env: &Env, server: &str, client: &str, rounds: u64, strace: bool) -> Resu
 
 /// Per write of `count` 1-byte writes to /dev/null by `name`.
 fn writes(env: &Env, name: &str, count: u64, strace: bool) -> Result<M> {
-    let wrapper = strace.then(|| strace_prefix(env, "writes"));
-    let mut cmd = command(env, name, wrapper.as_deref());
+    let mut cmd = command(env, name, Some(&wrapper(env, "writes", strace)));
     cmd.args(["writes", "--size", "1", "--count", &count.to_string()]);
     let out = run_json(cmd, Duration::from_secs(300))?;
     remove_strace_output(env);
@@ -129,17 +144,37 @@ struct Round {
     rpc_wall: f64,
     rpc_agent_cpu: f64,
     rpc_collector_cpu: f64,
+    /// Other agents seen on the kernel during the untraced runs.
+    foreign_agents: usize,
 }
 
 pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
     let mut rounds = Vec::new();
     for r in 0..cfg.rounds {
         println!("  round {}/{}", r + 1, cfg.rounds);
+        // The untraced runs need no agent on the kernel: wait a while for others' to end.
+        let waited = Instant::now();
+        while !running_agents().is_empty() && waited.elapsed() < cfg.foreign_wait {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let foreign_before = running_agents();
         let mut round = Round {
             base_rpc: rpc(env, SERVER_TARGET, CLIENT_TARGET, cfg.rpc_rounds, false)?,
             base_writes: writes(env, SERVER_TARGET, cfg.writes, false)?,
             ..Round::default()
         };
+        let mut foreign = foreign_before;
+        foreign.extend(running_agents());
+        foreign.sort_unstable();
+        foreign.dedup();
+        round.foreign_agents = foreign.len();
+        if !foreign.is_empty() {
+            env.note(format!(
+                "overhead round {}: another ktrail-agent was running during the untraced runs \
+                 (pids {foreign:?}); that round is left out of the ratios when clean rounds exist",
+                r + 1
+            ));
+        }
 
         // Agent running and connected to a collector, as users run it (default targets).
         let collector = env.collector(&format!("overhead-{r}"), None)?;
@@ -189,7 +224,14 @@ pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
         println!("    {round:?}");
         rounds.push(round);
     }
-    Ok(section(cfg, &rounds))
+    // Rounds whose untraced runs had another agent attached are not untraced.
+    let clean: Vec<Round> = rounds
+        .iter()
+        .filter(|r| r.foreign_agents == 0)
+        .cloned()
+        .collect();
+    let used = if clean.is_empty() { &rounds } else { &clean };
+    Ok(section(cfg, used, &rounds))
 }
 
 fn drain(env: &Env, r: usize) -> Result<()> {
@@ -218,7 +260,7 @@ fn cell(m: M) -> String {
     format!("{:.0} / {:.0}", m.wall, m.cpu)
 }
 
-fn section(cfg: &Config, rounds: &[Round]) -> Section {
+fn section(cfg: &Config, rounds: &[Round], all: &[Round]) -> Section {
     let agent_rpc = ratios(rounds, |r| (r.agent_rpc, r.base_rpc));
     let strace_rpc = ratios(rounds, |r| (r.strace_rpc, r.base_rpc));
     let agent_w = ratios(rounds, |r| (r.agent_writes, r.base_writes));
@@ -300,7 +342,9 @@ fn section(cfg: &Config, rounds: &[Round]) -> Section {
          round's untraced run; the table gives median (min–max) over rounds.\n\n\
          Per run: RPC {} round trips of 1 KiB each way over one TCP loopback connection \
          (strace: {}), after 100 untimed ones; writes: {} × `write(fd, buf, 1)` to /dev/null \
-         (strace: {}). Figures are per round trip or per write.\n\n\
+         (strace: {}). Figures are per round trip or per write. Every load process runs \
+         under `taskset -c 1` (client and server on the same CPU, in every condition, and \
+         strace with them); the agent and collector are not pinned.\n\n\
          Two measures per run. *Wall*: the load's own clock around its loop. *CPU*: the \
          user + system time the load's processes used in the loop (`getrusage`: the client \
          process, plus the server's connection thread, per round trip) — it includes the \
@@ -317,17 +361,17 @@ fn section(cfg: &Config, rounds: &[Round]) -> Section {
         "| round | RPC untraced | RPC agent | RPC agent, collector stopped | RPC untargeted | \
          RPC strace | writes untraced | writes agent | writes untargeted | writes strace | \
          agent events (RPC run) | agent / collector CPU s in the RPC run (wall s) | agent \
-         events / dropped (writes run) |"
+         events / dropped (writes run) | other agents during untraced runs |"
     );
     let _ = writeln!(
         body,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
-    for (i, r) in rounds.iter().enumerate() {
+    for (i, r) in all.iter().enumerate() {
         let _ = writeln!(
             body,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | \
-             {:.2} / {:.2} ({:.2}) | {} / {} |",
+             {:.2} / {:.2} ({:.2}) | {} / {} | {} |",
             i + 1,
             cell(r.base_rpc),
             cell(r.agent_rpc),
@@ -343,7 +387,17 @@ fn section(cfg: &Config, rounds: &[Round]) -> Section {
             r.rpc_collector_cpu,
             r.rpc_wall,
             r.writes_events,
-            r.writes_dropped
+            r.writes_dropped,
+            r.foreign_agents
+        );
+    }
+    if rounds.len() < all.len() {
+        let _ = writeln!(
+            body,
+            "\nRatios use the {} of {} rounds whose untraced runs had no other `ktrail-agent` \
+             on the kernel (last column).",
+            rounds.len(),
+            all.len()
         );
     }
     Section {
