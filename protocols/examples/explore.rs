@@ -1,8 +1,33 @@
+//! Looks at what the decoders make of the captured vectors (a developer's tool, not a
+//! test: it prints and asserts nothing).
+//!
+//! ```text
+//! cargo run -p ktrail-protocols --example explore                 # every vector's summaries
+//! KTRAIL_VECTOR=etcd-apiserver.txt cargo run … --example explore one
+//! KTRAIL_VECTOR=… KTRAIL_MATCH=Txn cargo run … --example explore bodies|json
+//! KTRAIL_VECTOR=… KTRAIL_SKIP=40 cargo run … --example explore mid   # as if joined mid-connection
+//! cargo run --release -p ktrail-protocols --example explore throughput
+//! ```
+
+#[path = "../tests/common/mod.rs"]
 mod common;
 use common::*;
 
-#[test]
-#[ignore = "prints what the vectors decode to"]
+fn main() {
+    match std::env::args().nth(1).as_deref().unwrap_or("all") {
+        "all" => explore(),
+        "one" => explore_one(),
+        "bodies" => explore_bodies(),
+        "mid" => explore_mid(),
+        "json" => explore_json(),
+        "throughput" => throughput(),
+        other => {
+            eprintln!("unknown view {other:?}: expected all, one, bodies, mid, json or throughput");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn explore() {
     for v in [
         "h2c-kubectl.txt",
@@ -18,8 +43,6 @@ fn explore() {
     }
 }
 
-#[test]
-#[ignore = "prints what a named vector decodes to (KTRAIL_VECTOR)"]
 fn explore_one() {
     let v = std::env::var("KTRAIL_VECTOR").unwrap_or_default();
     for m in replay(&chunks(&v), AGENT_CAP) {
@@ -27,8 +50,6 @@ fn explore_one() {
     }
 }
 
-#[test]
-#[ignore = "prints bodies of one vector (KTRAIL_VECTOR, KTRAIL_MATCH)"]
 fn explore_bodies() {
     let v = std::env::var("KTRAIL_VECTOR").unwrap_or_default();
     let pat = std::env::var("KTRAIL_MATCH").unwrap_or_default();
@@ -39,8 +60,6 @@ fn explore_bodies() {
     }
 }
 
-#[test]
-#[ignore = "prints a vector decoded from chunk KTRAIL_SKIP on (mid-connection)"]
 fn explore_mid() {
     let v = std::env::var("KTRAIL_VECTOR").unwrap_or_default();
     let skip: usize = std::env::var("KTRAIL_SKIP")
@@ -53,8 +72,6 @@ fn explore_mid() {
     }
 }
 
-#[test]
-#[ignore = "prints messages of a vector as JSON (KTRAIL_VECTOR, KTRAIL_MATCH)"]
 fn explore_json() {
     let v = std::env::var("KTRAIL_VECTOR").unwrap_or_default();
     let pat = std::env::var("KTRAIL_MATCH").unwrap_or_default();
@@ -67,8 +84,6 @@ fn explore_json() {
     }
 }
 
-#[test]
-#[ignore = "throughput of the decoders on all vectors (run with --release)"]
 fn throughput() {
     let all: Vec<_> = ALL.iter().map(|v| chunks(v)).collect();
     let bytes: usize = all
