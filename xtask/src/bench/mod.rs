@@ -142,7 +142,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 foreign_wait: Duration::from_secs(60),
             }
         };
-        add("overhead", "1-3", overhead::run(&env, &cfg));
+        add(
+            "overhead",
+            "1-3",
+            retry(&env, "overhead", || overhead::run(&env, &cfg)),
+        );
     }
     if selected("throughput") {
         println!("\n==> item 4: throughput and loss");
@@ -163,14 +167,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 bisect: 2,
             }
         };
-        add("throughput", "4", throughput::run(&env, &cfg));
+        add(
+            "throughput",
+            "4",
+            retry(&env, "throughput", || throughput::run(&env, &cfg)),
+        );
     }
     if selected("latency") {
         println!("\n==> item 5: event -> watch delay");
         add(
             "latency",
             "5",
-            collector::latency(&env, if short { 4.0 } else { 20.0 }),
+            retry(&env, "latency", || {
+                collector::latency(&env, if short { 4.0 } else { 20.0 })
+            }),
         );
     }
     if selected("agent-memory") {
@@ -178,12 +188,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         add(
             "agent-memory",
             "6",
-            memory::agent(
-                &env,
-                100_000,
-                if short { 6.0 } else { 60.0 },
-                Duration::from_millis(500),
-            ),
+            retry(&env, "agent-memory", || {
+                memory::agent(
+                    &env,
+                    100_000,
+                    if short { 6.0 } else { 60.0 },
+                    Duration::from_millis(500),
+                )
+            }),
         );
     }
     if selected("collector") || selected("collector-memory") {
@@ -195,7 +207,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     add(
                         "collector",
                         "5",
-                        collector::ingest(&env, &recording, events, if short { 5.0 } else { 30.0 }),
+                        retry(&env, "collector", || {
+                            collector::ingest(
+                                &env,
+                                &recording,
+                                events,
+                                if short { 5.0 } else { 30.0 },
+                            )
+                        }),
                     );
                 }
                 if selected("collector-memory") {
@@ -259,6 +278,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
     println!("\nwrote {} ({})", out.display(), elapsed(started));
     Ok(())
+}
+
+/// Runs a benchmark, and once more if it fails: on this shared machine a process of
+/// ours is now and then stopped from outside (a collector got a SIGTERM mid-run once).
+fn retry(env: &Env, name: &str, mut f: impl FnMut() -> Result<Section>) -> Result<Section> {
+    match f() {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            env.note(format!("{name} failed once and was run again: {e:#}"));
+            f()
+        }
+    }
 }
 
 /// Causes of the misses found by profiling, kept beside the harness
