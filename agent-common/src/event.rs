@@ -312,14 +312,13 @@ mod tests {
     }
 }
 
-/// Key of an in-flight Go TLS call: the goroutine (R14 holds `g` in Go's register
+/// Key of an in-flight Go TLS Read (Write is sent at its entry): the goroutine (R14 holds `g` in Go's register
 /// ABI), since a goroutine may move between threads while it blocks in Read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GoCallKey {
     pub tgid: u32,
-    /// 0 = Write, 1 = Read.
-    pub direction: u32,
+    pub _pad: u32,
     pub goroutine: u64,
 }
 

@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use ktrail_agent_common::{
     maps::{DROP_READ_FAILED, DROP_RINGBUF_FULL},
-    AgentConfig, EventHeader, SyscallEvent, TrackedProcess, FLAG_PAYLOAD_READ_FAILED,
-    FLAG_PAYLOAD_TRUNCATED, MAX_PAYLOAD,
+    AgentConfig, EventHeader, EventKind, SocketInfo, SyscallEvent, TrackedProcess,
+    FLAG_PAYLOAD_READ_FAILED, FLAG_PAYLOAD_TRUNCATED, MAX_PAYLOAD,
 };
 
 use crate::maps::{SyscallScratch, CONFIG, DROPS, EVENTS, TRACKED};
@@ -54,6 +54,21 @@ pub fn fill_header(header: &mut EventHeader, kind: u32, ktime_ns: u64) {
     header.tgid = (pid_tgid >> 32) as u32;
     header.tid = pid_tgid as u32;
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+/// Starts a data event in the scratch map: header, syscall tag, fd, return value and
+/// duration since `enter_ns`; payload, socket, flags and `requested` start empty.
+#[inline(always)]
+pub fn start_syscall_event(ev: &mut SyscallEvent, nr: u32, fd: i32, ret: i64, enter_ns: u64) {
+    fill_header(&mut ev.header, EventKind::Syscall as u32, enter_ns);
+    ev.nr = nr;
+    ev.fd = fd;
+    ev.ret = ret;
+    ev.duration_ns = unsafe { bpf_ktime_get_ns() } - enter_ns;
+    ev.requested = 0;
+    ev.flags = 0;
+    ev.payload_len = 0;
+    ev.socket = SocketInfo::default();
 }
 
 /// Copies the first bytes of a user buffer holding `avail` bytes into the payload.

@@ -9,20 +9,19 @@
 //! goroutine stacks, so uretprobes (which patch the return address) are not an option.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
     macros::uprobe,
     programs::ProbeContext,
 };
-use ktrail_agent_common::{EventKind, GoCall, GoCallKey, SocketInfo, Syscall};
+use ktrail_agent_common::{GoCall, GoCallKey, Syscall};
 
 use crate::{
-    emit::{capture_payload, config, fill_header, send_syscall_event, tracked},
+    emit::{
+        capture_payload, config, current_tgid, send_syscall_event, start_syscall_event, tracked,
+    },
     kernel::socket_of_fd,
     maps::{GO_TLS_CALLS, SCRATCH},
 };
-
-const WRITE: u32 = 0;
-const READ: u32 = 1;
 
 /// `tls.Conn.conn` (a net.Conn interface) is the first field: its data word at +8
 /// points to a `*net.TCPConn`, whose first field `fd *netFD` leads to `poll.FD`, where
@@ -38,13 +37,13 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn go_tls_read_entry(ctx: ProbeContext) -> u32 {
-    let _ = try_entry(&ctx, READ);
+    let _ = try_read_entry(&ctx);
     0
 }
 
 #[uprobe]
 pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
-    let _ = try_return(&ctx, READ);
+    let _ = try_read_return(&ctx);
     0
 }
 
@@ -58,8 +57,7 @@ fn conn_fd(conn: u64) -> Result<i32, i64> {
 }
 
 fn try_write(ctx: &ProbeContext) -> Result<(), i64> {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tracked(tgid).is_none() {
+    if tracked(current_tgid()).is_none() {
         return Ok(());
     }
     let regs = unsafe { &*ctx.regs };
@@ -78,15 +76,15 @@ fn try_write(ctx: &ProbeContext) -> Result<(), i64> {
     )
 }
 
-fn try_entry(ctx: &ProbeContext, direction: u32) -> Result<(), i64> {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+fn try_read_entry(ctx: &ProbeContext) -> Result<(), i64> {
+    let tgid = current_tgid();
     if tracked(tgid).is_none() {
         return Ok(());
     }
     let regs = unsafe { &*ctx.regs };
     let key = GoCallKey {
         tgid,
-        direction,
+        _pad: 0,
         goroutine: regs.r14,
     };
     let call = GoCall {
@@ -101,12 +99,12 @@ fn try_entry(ctx: &ProbeContext, direction: u32) -> Result<(), i64> {
     Ok(())
 }
 
-fn try_return(ctx: &ProbeContext, direction: u32) -> Result<(), i64> {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+fn try_read_return(ctx: &ProbeContext) -> Result<(), i64> {
+    let tgid = current_tgid();
     let regs = unsafe { &*ctx.regs };
     let key = GoCallKey {
         tgid,
-        direction,
+        _pad: 0,
         goroutine: regs.r14,
     };
     let call = match unsafe { GO_TLS_CALLS.get(&key) } {
@@ -118,12 +116,14 @@ fn try_return(ctx: &ProbeContext, direction: u32) -> Result<(), i64> {
     if n <= 0 {
         return Ok(());
     }
-    let syscall = if direction == WRITE {
-        Syscall::GoTlsWrite
-    } else {
-        Syscall::GoTlsRead
-    };
-    emit(call.buf, call.len, n, call.enter_ns, call.fd, syscall)
+    emit(
+        call.buf,
+        call.len,
+        n,
+        call.enter_ns,
+        call.fd,
+        Syscall::GoTlsRead,
+    )
 }
 
 /// Sends `n` bytes of plaintext at `buf` as a data event on the connection's socket.
@@ -140,15 +140,8 @@ fn emit(
     let cfg = config().ok_or(-1i64)?;
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
     let ev = &mut scratch.event;
-    fill_header(&mut ev.header, EventKind::Syscall as u32, enter_ns);
-    ev.nr = syscall as u32;
-    ev.fd = fd;
-    ev.ret = n;
-    ev.duration_ns = unsafe { bpf_ktime_get_ns() } - enter_ns;
+    start_syscall_event(ev, syscall as u32, fd, n, enter_ns);
     ev.requested = requested;
-    ev.flags = 0;
-    ev.payload_len = 0;
-    ev.socket = SocketInfo::default();
     let _ = socket_of_fd(&cfg.offsets, fd as i64, &mut ev.socket);
     capture_payload(ev, cfg, buf, n as u64);
     send_syscall_event(scratch);

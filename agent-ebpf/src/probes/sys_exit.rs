@@ -3,17 +3,17 @@
 
 use aya_ebpf::{
     cty::c_void,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, gen},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, gen},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use ktrail_agent_common::{
-    tracepoints::sys::RET, EventKind, SocketInfo, Syscall, SyscallEvent, AF_UNIX,
-    FLAG_PAYLOAD_READ_FAILED, FLAG_SOCKET_AT_ENTRY,
+    tracepoints::sys::RET, Syscall, SyscallEvent, AF_UNIX, FLAG_PAYLOAD_READ_FAILED,
+    FLAG_SOCKET_AT_ENTRY,
 };
 
 use crate::{
-    emit::{capture_payload, config, fill_header, send_syscall_event},
+    emit::{capture_payload, config, send_syscall_event, start_syscall_event},
     kernel::socket_of_fd,
     maps::{INFLIGHT, SCRATCH, SOCK_OWNERS},
 };
@@ -80,15 +80,7 @@ fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i64> {
 
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
     let ev = &mut scratch.event;
-    fill_header(&mut ev.header, EventKind::Syscall as u32, entry.enter_ns);
-    ev.nr = entry.nr;
-    ev.fd = entry.args[0] as i32;
-    ev.ret = ret;
-    ev.duration_ns = unsafe { bpf_ktime_get_ns() } - entry.enter_ns;
-    ev.requested = 0;
-    ev.flags = 0;
-    ev.payload_len = 0;
-    ev.socket = SocketInfo::default();
+    start_syscall_event(ev, entry.nr, entry.args[0] as i32, ret, entry.enter_ns);
 
     match syscall {
         Syscall::Close => {
