@@ -104,9 +104,6 @@ pub struct AgentConfig {
     pub scope_netns: u32,
     /// Bytes of each data buffer to copy (≤ `MAX_PAYLOAD`).
     pub payload_bytes: u32,
-    /// This agent's own tgid: never traced, so its gRPC traffic does not feed back.
-    pub self_tgid: u32,
-    pub _pad: u32,
     pub offsets: KernelOffsets,
 }
 

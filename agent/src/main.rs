@@ -78,8 +78,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = AgentConfig {
         scope_netns,
         payload_bytes: args.payload_bytes,
-        self_tgid: std::process::id(),
-        _pad: 0,
         offsets,
     };
 
