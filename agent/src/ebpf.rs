@@ -2,7 +2,7 @@
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{TracePoint, UProbe},
+    programs::TracePoint,
     Ebpf,
 };
 use ktrail_agent_common::{
@@ -48,6 +48,21 @@ pub struct Programs {
     pub ebpf: Ebpf,
 }
 
+/// Names the program, the attach point and the step that failed.
+pub fn program_err(
+    program: &'static str,
+    category: &'static str,
+    name: &str,
+) -> impl FnOnce(aya::programs::ProgramError) -> LoadError {
+    let name = name.to_string();
+    move |source| LoadError::Attach {
+        program,
+        category,
+        name,
+        source: Box::new(source),
+    }
+}
+
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
     move |source| LoadError::Map {
         name,
@@ -79,32 +94,16 @@ impl Programs {
         Ok(Self { ebpf })
     }
 
-    fn tracepoint(&mut self, program: &'static str) -> Result<&mut TracePoint, LoadError> {
-        let p: &mut TracePoint = self
-            .ebpf
-            .program_mut(program)
-            .ok_or(LoadError::MissingProgram(program))?
-            .try_into()
-            .map_err(|source| LoadError::Attach {
-                program,
-                category: "-",
-                name: "-".into(),
-                source: Box::new(source),
-            })?;
-        Ok(p)
-    }
-
-    pub fn uprobe(&mut self, program: &'static str) -> Result<&mut UProbe, LoadError> {
+    /// A program of the object as its type (`TracePoint`, `UProbe`).
+    pub fn program<'a, T>(&'a mut self, program: &'static str) -> Result<&'a mut T, LoadError>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
         self.ebpf
             .program_mut(program)
             .ok_or(LoadError::MissingProgram(program))?
             .try_into()
-            .map_err(|source| LoadError::Attach {
-                program,
-                category: "uprobe",
-                name: "-".into(),
-                source: Box::new(source),
-            })
+            .map_err(program_err(program, "-", "-"))
     }
 
     fn attach(
@@ -113,21 +112,11 @@ impl Programs {
         category: &'static str,
         names: &[String],
     ) -> Result<(), LoadError> {
-        let p = self.tracepoint(program)?;
-        p.load().map_err(|source| LoadError::Attach {
-            program,
-            category,
-            name: "(load)".into(),
-            source: Box::new(source),
-        })?;
+        let p: &mut TracePoint = self.program(program)?;
+        p.load().map_err(program_err(program, category, "(load)"))?;
         for name in names {
             p.attach(category, name)
-                .map_err(|source| LoadError::Attach {
-                    program,
-                    category,
-                    name: name.clone(),
-                    source: Box::new(source),
-                })?;
+                .map_err(program_err(program, category, name))?;
         }
         Ok(())
     }
