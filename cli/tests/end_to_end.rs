@@ -6,6 +6,7 @@ mod fake;
 use std::process::Stdio;
 
 use fake::*;
+use ktrail_proto::Socket;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -123,7 +124,7 @@ async fn trace_follows_a_process_by_name() {
     .expect("spawn");
     let mut out = lines(&mut trace);
     let agent = Agent::connect(&fx.url, "k8s-worker").await;
-    let s = socket(("192.168.56.20", 40000), ("192.168.56.10", 8080));
+    let s = Socket::inet(("192.168.56.20", 40000), ("192.168.56.10", 8080));
     // Until the trace has subscribed, events go unseen: keep sending.
     let mut seq = 0;
     let line = loop {

@@ -55,15 +55,7 @@ mod tests {
 
     #[test]
     fn labels() {
-        let tcp = Socket {
-            kind: FdKind::Socket as i32,
-            family: "inet".into(),
-            local_addr: "192.168.56.20".into(),
-            local_port: 54321,
-            remote_addr: "192.168.56.10".into(),
-            remote_port: 8080,
-            ..Socket::default()
-        };
+        let tcp = Socket::inet(("192.168.56.20", 54321), ("192.168.56.10", 8080));
         assert_eq!(
             fd_text(3, Some(&tcp)),
             "3<TCP:192.168.56.20:54321->192.168.56.10:8080>"

@@ -12,7 +12,7 @@ use ktrail_proto::v1::event::Body as EventBody;
 use ktrail_proto::v1::ingest_client::IngestClient;
 use ktrail_proto::v1::query_client::QueryClient;
 use ktrail_proto::v1::{
-    AgentMessage, Event, EventBatch, FdKind, Hello, ListHopsRequest, Socket, SyscallEvent,
+    AgentMessage, Event, EventBatch, Hello, ListHopsRequest, Socket, SyscallEvent,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -81,18 +81,6 @@ impl Agent {
     }
 }
 
-pub fn socket(local: (&str, u32), remote: (&str, u32)) -> Socket {
-    Socket {
-        kind: FdKind::Socket as i32,
-        family: "inet".into(),
-        local_addr: local.0.into(),
-        local_port: local.1,
-        remote_addr: remote.0.into(),
-        remote_port: remote.1,
-        ..Socket::default()
-    }
-}
-
 pub fn syscall(seq: u64, pid: u32, comm: &str, name: &str, data: &[u8], s: &Socket) -> Event {
     Event {
         seq,
@@ -121,8 +109,8 @@ pub const RESP: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
 pub async fn one_exchange(url: &str) -> (Agent, Agent) {
     let worker = Agent::connect(url, "k8s-worker").await;
     let cp = Agent::connect(url, "k8s-cp").await;
-    let c = socket(("192.168.56.20", 40000), ("192.168.56.10", 8080));
-    let s = socket(("192.168.56.10", 8080), ("192.168.56.20", 40000));
+    let c = Socket::inet(("192.168.56.20", 40000), ("192.168.56.10", 8080));
+    let s = Socket::inet(("192.168.56.10", 8080), ("192.168.56.20", 40000));
     worker
         .send(vec![
             syscall(1, 42, "kubelet", "connect", b"", &c),

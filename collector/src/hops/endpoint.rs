@@ -166,27 +166,15 @@ fn inet_view(
 mod tests {
     use super::*;
 
-    fn inet(local: (&str, u32), remote: (&str, u32)) -> Socket {
-        Socket {
-            kind: FdKind::Socket as i32,
-            family: "inet".into(),
-            local_addr: local.0.into(),
-            local_port: local.1,
-            remote_addr: remote.0.into(),
-            remote_port: remote.1,
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn both_ends_of_a_tcp_connection_share_a_key() {
         let client = socket_view(
             "w1",
-            &inet(("192.168.56.20", 54321), ("192.168.56.10", 8080)),
+            &Socket::inet(("192.168.56.20", 54321), ("192.168.56.10", 8080)),
         );
         let server = socket_view(
             "cp",
-            &inet(("192.168.56.10", 8080), ("192.168.56.20", 54321)),
+            &Socket::inet(("192.168.56.10", 8080), ("192.168.56.20", 54321)),
         );
         let (client, server) = (client.expect("client view"), server.expect("server view"));
         assert_eq!(client.key, server.key);
@@ -195,24 +183,31 @@ mod tests {
 
     #[test]
     fn mapped_ipv4_matches_plain_ipv4() {
-        let mut s = inet(("::ffff:10.0.0.1", 80), ("::FFFF:10.0.0.2", 4000));
+        let mut s = Socket::inet(("::ffff:10.0.0.1", 80), ("::FFFF:10.0.0.2", 4000));
         s.family = "inet6".into();
         let v6 = socket_view("n", &s).expect("view");
-        let v4 = socket_view("m", &inet(("10.0.0.2", 4000), ("10.0.0.1", 80))).expect("view");
+        let v4 =
+            socket_view("m", &Socket::inet(("10.0.0.2", 4000), ("10.0.0.1", 80))).expect("view");
         assert_eq!(v6.key, v4.key);
     }
 
     #[test]
     fn loopback_connections_are_scoped_to_their_node() {
-        let a = socket_view("n1", &inet(("127.0.0.1", 5000), ("127.0.0.1", 40000)));
-        let b = socket_view("n2", &inet(("127.0.0.1", 40000), ("127.0.0.1", 5000)));
+        let a = socket_view(
+            "n1",
+            &Socket::inet(("127.0.0.1", 5000), ("127.0.0.1", 40000)),
+        );
+        let b = socket_view(
+            "n2",
+            &Socket::inet(("127.0.0.1", 40000), ("127.0.0.1", 5000)),
+        );
         assert_ne!(a.expect("a").key, b.expect("b").key);
     }
 
     #[test]
     fn unconnected_and_non_sockets_are_ignored() {
-        assert!(socket_view("n", &inet(("0.0.0.0", 8080), ("0.0.0.0", 0))).is_none());
-        let mut file = inet(("1.1.1.1", 1), ("2.2.2.2", 2));
+        assert!(socket_view("n", &Socket::inet(("0.0.0.0", 8080), ("0.0.0.0", 0))).is_none());
+        let mut file = Socket::inet(("1.1.1.1", 1), ("2.2.2.2", 2));
         file.kind = FdKind::File as i32;
         assert!(socket_view("n", &file).is_none());
         let unix = Socket {

@@ -14,8 +14,8 @@ use ktrail_proto::v1::event::Body as EventBody;
 use ktrail_proto::v1::ingest_client::IngestClient;
 use ktrail_proto::v1::query_client::QueryClient;
 use ktrail_proto::v1::{
-    AgentMessage, Event, EventBatch, FdKind, Hello, IngestAck, LossReport, ProcessExec,
-    ProcessInfo, Socket, SyscallEvent,
+    AgentMessage, Event, EventBatch, Hello, IngestAck, LossReport, ProcessExec, ProcessInfo,
+    Socket, SyscallEvent,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -126,18 +126,6 @@ impl FakeAgent {
     }
 }
 
-fn tcp(local: (&str, u32), remote: (&str, u32)) -> Socket {
-    Socket {
-        kind: FdKind::Socket as i32,
-        family: "inet".into(),
-        local_addr: local.0.into(),
-        local_port: local.1,
-        remote_addr: remote.0.into(),
-        remote_port: remote.1,
-        ..Socket::default()
-    }
-}
-
 fn syscall(
     (pid, comm): (u32, &str),
     seq: u64,
@@ -173,7 +161,7 @@ pub const SERVER_PID: u32 = 777;
 
 /// kubelet on the worker: exec, connect, GET, response, close (seq 1..=5).
 pub fn client_events() -> Vec<Event> {
-    let s = tcp(("192.168.56.20", 54321), ("192.168.56.10", 8080));
+    let s = Socket::inet(("192.168.56.20", 54321), ("192.168.56.10", 8080));
     let exec = Event {
         seq: 1,
         timestamp_unix_ns: T0,
@@ -214,7 +202,7 @@ pub fn client_events() -> Vec<Event> {
 
 /// kube-apiserver on the control plane: accept, read, write, close (seq 1..=4).
 pub fn server_events() -> Vec<Event> {
-    let s = tcp(("192.168.56.10", 8080), ("192.168.56.20", 54321));
+    let s = Socket::inet(("192.168.56.10", 8080), ("192.168.56.20", 54321));
     let comm = "kube-apiserver";
     vec![
         syscall((SERVER_PID, comm), 1, T0 + MS, "accept4", 3, b"", &s),

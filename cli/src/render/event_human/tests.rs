@@ -1,7 +1,6 @@
 use ktrail_proto::v1::event::Body;
 use ktrail_proto::v1::{
-    Event, FdKind, ProcessExec, ProcessExit, ProcessFork, ProcessInfo, Socket, SyscallEvent,
-    TracedEvent,
+    Event, ProcessExec, ProcessExit, ProcessFork, ProcessInfo, Socket, SyscallEvent, TracedEvent,
 };
 
 use super::*;
@@ -24,15 +23,7 @@ fn traced(body: Body) -> TracedEvent {
 }
 
 fn tcp() -> Socket {
-    Socket {
-        kind: FdKind::Socket as i32,
-        family: "inet".into(),
-        local_addr: "192.168.56.20".into(),
-        local_port: 54321,
-        remote_addr: "192.168.56.10".into(),
-        remote_port: 8080,
-        ..Socket::default()
-    }
+    Socket::inet(("192.168.56.20", 54321), ("192.168.56.10", 8080))
 }
 
 fn line(body: Body) -> String {

@@ -81,16 +81,7 @@ impl End {
             pid,
             comm,
             fd: 3,
-            socket: Socket {
-                kind: FdKind::Socket as i32,
-                family: "inet".into(),
-                local_addr: local.0.into(),
-                local_port: local.1,
-                remote_addr: remote.0.into(),
-                remote_port: remote.1,
-                inode: 0,
-                peer_inode: 0,
-            },
+            socket: Socket::inet(local, remote),
         }
     }
 
