@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ktrail_tests::json::{agent_for_node, describe_hops, has_string_field, hops, json_lines};
-use ktrail_tests::json::{u64_of, HopView};
+use ktrail_tests::json::{u64_of, EndView, HopView};
 use ktrail_tests::{
     run_in_netns, skip_unless_root, wait_for, Check, ChildGuard, ClusterOptions, TwoNodes, CONTROL,
     CONTROL_IP, SERVER_PORT, WORKER,
@@ -44,43 +44,35 @@ fn finish_kubelet(kubelet: &mut ChildGuard, count: usize) {
 
 /// Everything wrong with `hop` as one kubelet → kube-apiserver request; empty when right.
 fn kubelet_hop_problems(hop: &HopView, kubelet_pid: u32, server_pid: u32) -> Vec<String> {
+    let mut problems = end_problems("client", &hop.client, WORKER, "kubelet", kubelet_pid);
+    problems.extend(end_problems(
+        "server",
+        &hop.server,
+        CONTROL,
+        "kube-apiserver",
+        server_pid,
+    ));
+    if !(hop.duration_ns > 0 && hop.duration_ns < 1_000_000_000) {
+        problems.push(format!("duration_ns {} not in (0, 1 s)", hop.duration_ns));
+    }
+    problems
+}
+
+/// Everything wrong with one end of a hop (`role` is "client" or "server").
+fn end_problems(role: &str, end: &EndView, node: &str, comm: &str, pid: u32) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut expect = |ok: bool, what: String| {
-        if !ok {
-            problems.push(what);
-        }
-    };
-    let (c, s) = (&hop.client, &hop.server);
-    expect(
-        c.node == WORKER,
-        format!("client.node {:?} != {WORKER:?}", c.node),
-    );
-    expect(
-        c.comm == "kubelet",
-        format!("client.comm {:?} != \"kubelet\"", c.comm),
-    );
-    expect(
-        c.pid == u64::from(kubelet_pid),
-        format!("client.pid {} != kubelet's pid {kubelet_pid}", c.pid),
-    );
-    expect(c.observed, "client not observed".into());
-    expect(
-        s.node == CONTROL,
-        format!("server.node {:?} != {CONTROL:?}", s.node),
-    );
-    expect(
-        s.comm == "kube-apiserver",
-        format!("server.comm {:?} != \"kube-apiserver\"", s.comm),
-    );
-    expect(
-        s.pid == u64::from(server_pid),
-        format!("server.pid {} != kube-apiserver's pid {server_pid}", s.pid),
-    );
-    expect(s.observed, "server not observed".into());
-    expect(
-        hop.duration_ns > 0 && hop.duration_ns < 1_000_000_000,
-        format!("duration_ns {} not in (0, 1 s)", hop.duration_ns),
-    );
+    if end.node != node {
+        problems.push(format!("{role}.node {:?} != {node:?}", end.node));
+    }
+    if end.comm != comm {
+        problems.push(format!("{role}.comm {:?} != {comm:?}", end.comm));
+    }
+    if end.pid != u64::from(pid) {
+        problems.push(format!("{role}.pid {} != {comm}'s pid {pid}", end.pid));
+    }
+    if !end.observed {
+        problems.push(format!("{role} not observed"));
+    }
     problems
 }
 
