@@ -101,22 +101,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let env = Env::new(release, PathBuf::from(WORK_DIR))?;
     let load_at_start = loadavg();
 
-    let mut sections: Vec<Section> = Vec::new();
+    let mut sections: Vec<(String, Section)> = Vec::new();
     let mut add = |name: &str, item: &str, result: Result<Section>| match result {
-        Ok(s) => sections.push(s),
+        Ok(s) => sections.push((name.to_string(), s)),
         Err(e) => {
             eprintln!("bench {name} failed: {e:#}");
-            sections.push(Section {
-                title: format!("{name}: failed"),
-                rows: vec![Row::new(
-                    item,
-                    name,
-                    "-",
-                    "the benchmark failed (see below)".into(),
-                    Some(false),
-                )],
-                body: format!("```\n{e:#}\n```\n"),
-            });
+            sections.push((
+                name.to_string(),
+                Section {
+                    title: format!("{name}: failed"),
+                    rows: vec![Row::new(
+                        item,
+                        name,
+                        "-",
+                        "the benchmark failed (see below)".into(),
+                        Some(false),
+                    )],
+                    body: format!("```\n{e:#}\n```\n"),
+                },
+            ));
         }
     };
     let short = args.short;
@@ -253,7 +256,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
         duration: elapsed(started),
         short,
     };
-    let notes = env.log.lock().map(|l| l.clone()).unwrap_or_default();
+    let out = args
+        .out
+        .unwrap_or_else(|| ktrail_tests::workspace_root().join("BENCHMARKS.md"));
+    // With --only, the other benchmarks' rows, sections and notes stay as they were.
+    let kept = match std::fs::read_to_string(&out) {
+        Ok(previous) if !args.only.is_empty() => report::Kept::from_report(&previous, |name| {
+            // A failed recording belongs to the collector benchmarks.
+            let ran = |n: &str| selected(n) || sections.iter().any(|s| s.0 == n);
+            !ran(name) && !(name == "recording" && (ran("collector") || ran("collector-memory")))
+        }),
+        _ => report::Kept::default(),
+    };
+    let mut notes = env.log.lock().map(|l| l.clone()).unwrap_or_default();
+    notes.extend(kept.notes().iter().cloned());
+    if !kept.described().is_empty() {
+        notes.push(format!(
+            "not run this time, kept from the earlier report: {}",
+            kept.described().join(", ")
+        ));
+    }
     let mut preamble = String::from(
         "The machine is shared: other engineers compile on it while this runs, so absolute \
          times move between runs. Every overhead figure is therefore a ratio against an \
@@ -265,16 +287,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             preamble.push_str(&format!("\n- {n}"));
         }
     }
-    let mut text = report::render(&header, &sections, &preamble);
+    let mut text = report::render(&header, &sections, &kept, &preamble);
     text.push_str(&analysis());
     text.push_str(
         "\n## Not yet measured\n\nItem 7 (end to end on the local Kubernetes \
                    cluster: `kubectl run` to Running, untraced vs agents vs strace) waits for \
                    that cluster (`cargo xtask cluster`).\n",
     );
-    let out = args
-        .out
-        .unwrap_or_else(|| ktrail_tests::workspace_root().join("BENCHMARKS.md"));
     std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
     println!("\nwrote {} ({})", out.display(), elapsed(started));
     Ok(())
