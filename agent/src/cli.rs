@@ -1,6 +1,7 @@
 //! Command-line flags.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 
@@ -13,7 +14,12 @@ containerd,containerd-shim*,runc,etcd,kubectl*";
 /// It tracks processes whose name matches --targets (and every process they start),
 /// records their syscalls, TCP connections and process lifecycle in the kernel, and
 /// sends them to the collector, buffering (within --buffer-events) while the
-/// collector is away. Needs root, or CAP_BPF + CAP_PERFMON.
+/// collector is away. Needs root, or CAP_BPF + CAP_PERFMON (+ CAP_SYS_PTRACE to read
+/// other users' /proc/PID/exe; deploy/ explains each capability).
+///
+/// The connection to the collector is mutual TLS by default: --tls-cert/--tls-key
+/// identify this agent, --tls-ca verifies the collector (`cargo xtask certs` makes a
+/// set). --insecure streams plaintext to an http:// collector instead.
 #[derive(Debug, Parser)]
 #[command(name = "ktrail-agent", version, about, long_about)]
 pub struct Args {
@@ -25,9 +31,31 @@ pub struct Args {
     #[arg(
         long,
         env = "KTRAIL_COLLECTOR",
-        default_value = "http://127.0.0.1:7700"
+        default_value = "https://127.0.0.1:7700"
     )]
     pub collector: String,
+
+    /// This agent's client certificate (PEM), signed by the collector's CA.
+    #[arg(long, env = "KTRAIL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "KTRAIL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The CA (PEM) that signed the collector's certificate.
+    #[arg(long, env = "KTRAIL_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The name to verify in the collector's certificate (default: the host of
+    /// --collector). For connecting by IP to a certificate issued for a DNS name,
+    /// e.g. ktrail-collector.ktrail-system.svc.
+    #[arg(long, env = "KTRAIL_TLS_SERVER_NAME", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// Stream plaintext to an http:// collector, without TLS (tests, demos).
+    #[arg(long, env = "KTRAIL_INSECURE", conflicts_with_all = ["tls_cert", "tls_key", "tls_ca", "tls_server_name"])]
+    pub insecure: bool,
 
     /// Which processes belong to this node: `auto` = those in the agent's own network
     /// namespace and their descendants (several nodes on one kernel, as in kind);
@@ -75,8 +103,14 @@ pub enum ArgError {
     Scope(String),
     #[error("--payload-bytes {0}: must be at most 4096")]
     PayloadBytes(u32),
-    #[error("--collector {0:?}: expected a URL such as http://10.0.0.1:7700")]
+    #[error("--collector {0:?}: expected a URL such as https://10.0.0.1:7700")]
     Collector(String),
+    #[error("--collector {0:?}: mutual TLS needs an https:// URL (or pass --insecure for plaintext http://)")]
+    NeedsHttps(String),
+    #[error("--collector {0:?}: --insecure talks plaintext; use an http:// URL")]
+    NeedsHttp(String),
+    #[error("mutual TLS with the collector needs {0} (or --insecure for plaintext); `cargo xtask certs` makes a certificate set")]
+    TlsMissing(&'static str),
     #[error("--targets: pattern {0:?} is empty")]
     Target(String),
     #[error("--buffer-events must be at least 1")]
@@ -113,6 +147,24 @@ impl Args {
         if self.buffer_events == 0 {
             return Err(ArgError::Buffer);
         }
+        if self.insecure {
+            if !self.collector.starts_with("http://") {
+                return Err(ArgError::NeedsHttp(self.collector.clone()));
+            }
+        } else {
+            if !self.collector.starts_with("https://") {
+                return Err(ArgError::NeedsHttps(self.collector.clone()));
+            }
+            for (flag, set) in [
+                ("--tls-cert", self.tls_cert.is_some()),
+                ("--tls-key", self.tls_key.is_some()),
+                ("--tls-ca", self.tls_ca.is_some()),
+            ] {
+                if !set {
+                    return Err(ArgError::TlsMissing(flag));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -126,9 +178,18 @@ mod tests {
             .expect("parses")
     }
 
+    const TLS: [&str; 6] = [
+        "--tls-cert",
+        "a.crt",
+        "--tls-key",
+        "a.key",
+        "--tls-ca",
+        "ca.crt",
+    ];
+
     #[test]
     fn defaults_are_valid() {
-        let a = parse(&[]);
+        let a = parse(&TLS);
         assert_eq!(a.validate(), Ok(()));
         assert_eq!(a.scope(), Ok(Scope::OwnNetns));
         assert!(a.targets.iter().any(|t| t == "containerd-shim*"));
@@ -157,5 +218,31 @@ mod tests {
             Ok(Scope::Netns(4026531840))
         );
         assert_eq!(parse(&["--clock-offset-ms", "-250"]).clock_offset_ms, -250);
+    }
+
+    #[test]
+    fn tls_is_the_default_and_insecure_is_plain_http() {
+        assert_eq!(
+            parse(&["--tls-cert", "a.crt", "--tls-key", "a.key"]).validate(),
+            Err(ArgError::TlsMissing("--tls-ca"))
+        );
+        assert_eq!(
+            parse(&TLS).validate(),
+            Ok(()),
+            "the default https URL with certificates"
+        );
+        let mut plain = vec!["--collector", "http://10.0.0.1:7700"];
+        assert!(matches!(
+            parse(&[&plain[..], &TLS[..]].concat()).validate(),
+            Err(ArgError::NeedsHttps(_))
+        ));
+        plain.push("--insecure");
+        assert_eq!(parse(&plain).validate(), Ok(()));
+        assert!(matches!(
+            parse(&["--insecure"]).validate(),
+            Err(ArgError::NeedsHttp(_))
+        ));
+        let both = Args::try_parse_from(["ktrail-agent", "--insecure", "--tls-ca", "ca.crt"]);
+        assert!(both.is_err(), "--insecure conflicts with the TLS files");
     }
 }

@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let node = args.node_name.clone().unwrap_or_else(hostname);
+    let (endpoint, collector_tls) = sender::endpoint(&args)?;
     let tracefs = tracefs::ensure_mounted()?;
     tracefs::verify_layouts(&tracefs)?;
     let offsets = btf::Btf::from_sys_fs()?.kernel_offsets()?;
@@ -141,6 +142,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let sender = tokio::spawn(sender::run(
         sender::SenderConfig {
             collector: args.collector.clone(),
+            endpoint,
+            tls: collector_tls,
             hello,
         },
         Arc::clone(&outbox),

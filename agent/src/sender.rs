@@ -4,21 +4,47 @@
 
 use std::{sync::Arc, time::Duration};
 
+use anyhow::Context;
+
+use ktrail_proto::client_tls::{self, ClientTls};
 use ktrail_proto::v1::{
     agent_message::Body, ingest_client::IngestClient, AgentMessage, EventBatch, Hello, LossReport,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tonic::transport::Endpoint;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::{metrics::Metrics, outbox::Outbox};
+use crate::{cli::Args, metrics::Metrics, outbox::Outbox};
 
 const MAX_BATCH: usize = 512;
 const LOSS_REPORT_EVERY: Duration = Duration::from_millis(500);
 
 pub struct SenderConfig {
     pub collector: String,
+    /// The collector's address with the TLS settings (or plaintext).
+    pub endpoint: Endpoint,
+    /// The TLS files, to ask the collector why it refused us (see `client_tls::probe`).
+    pub tls: Option<ClientTls>,
     pub hello: Hello,
+}
+
+/// The collector's endpoint from the flags (validated already): mutual TLS with
+/// the certificate files, read now so that a bad file stops the agent at start,
+/// or plaintext with --insecure.
+pub fn endpoint(args: &Args) -> anyhow::Result<(Endpoint, Option<ClientTls>)> {
+    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) if !args.insecure => Some(ClientTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+            server_name: args.tls_server_name.clone(),
+        }),
+        _ => None,
+    };
+    let endpoint = client_tls::endpoint(&args.collector, tls.as_ref())
+        .with_context(|| format!("--collector {}", args.collector))?;
+    Ok((endpoint, tls))
 }
 
 pub async fn run(
@@ -38,8 +64,19 @@ pub async fn run(
         match result {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
-                warn!(collector = %cfg.collector, error = %e, retry_in_ms = backoff.as_millis() as u64,
-                    "collector stream ended; reconnecting");
+                // A refused certificate shows as a cancelled stream: ask why.
+                let tls_refusal = match &cfg.tls {
+                    Some(tls) => client_tls::probe(&cfg.collector, tls).await.err(),
+                    None => None,
+                };
+                match tls_refusal.filter(|why| client_tls::hint(why).is_some()) {
+                    Some(why) => warn!(collector = %cfg.collector, error = %why,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "the collector refused this agent's TLS certificate; retrying"),
+                    None => warn!(collector = %cfg.collector, error = %e,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "collector stream ended; reconnecting"),
+                }
             }
         }
         tokio::select! {
@@ -55,7 +92,8 @@ async fn stream_once(
     outbox: &Arc<Outbox>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    let mut client = IngestClient::connect(cfg.collector.clone()).await?;
+    let channel = cfg.endpoint.connect().await?;
+    let mut client = IngestClient::new(channel);
     let (tx, rx) = mpsc::channel::<AgentMessage>(16);
     tx.send(AgentMessage {
         body: Some(Body::Hello(cfg.hello.clone())),

@@ -1,19 +1,60 @@
 //! Command-line arguments.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:7700";
+pub const DEFAULT_COLLECTOR: &str = "https://127.0.0.1:7700";
 
 /// ktrail: follow requests across a Kubernetes cluster, live.
+///
+/// The collector is reached over mutual TLS: --tls-cert/--tls-key identify you,
+/// --tls-ca verifies the collector (`cargo xtask certs` writes a set to
+/// deploy/certs/: cli.crt, cli.key, ca.crt). Against a collector started with
+/// --insecure, pass --insecure.
 #[derive(Debug, Parser)]
 #[command(name = "ktrail", version)]
 pub struct Cli {
-    /// The collector's gRPC address.
+    /// The collector's gRPC address (a bare HOST:PORT gets https://, or http://
+    /// with --insecure).
     #[arg(long, global = true, env = "KTRAIL_COLLECTOR", value_name = "URL", default_value = DEFAULT_COLLECTOR)]
     pub collector: String,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Your client certificate (PEM), signed by the collector's CA.
+    #[arg(long, global = true, env = "KTRAIL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "KTRAIL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The CA (PEM) that signed the collector's certificate.
+    #[arg(long, global = true, env = "KTRAIL_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The name to verify in the collector's certificate (default: the host of
+    /// --collector), e.g. ktrail-collector.ktrail-system.svc when connecting by IP.
+    #[arg(
+        long,
+        global = true,
+        env = "KTRAIL_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub tls_server_name: Option<String>,
+
+    /// Talk plaintext gRPC to a collector started with --insecure.
+    #[arg(long, global = true, env = "KTRAIL_INSECURE",
+          conflicts_with_all = ["tls_cert", "tls_key", "tls_ca", "tls_server_name"])]
+    pub insecure: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -82,11 +123,13 @@ mod tests {
             "status",
             "--collector",
             "http://x:1",
+            "--insecure",
             "--output",
             "json",
         ])
         .expect("parses");
         assert_eq!(cli.collector, "http://x:1");
+        assert!(cli.tls.insecure);
         assert!(matches!(
             cli.command,
             Command::Status(StatusArgs {

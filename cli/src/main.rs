@@ -20,8 +20,8 @@ use args::{Cli, Command};
 use output::{is_broken_pipe, Out};
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let url = connect::normalize_url(&cli.collector);
-    let channel = connect::connect(&url).await?;
+    let url = connect::normalize_url(&cli.collector, cli.tls.insecure);
+    let channel = connect::connect(&url, &cli.tls).await?;
     let mut out = Out::new();
     match &cli.command {
         Command::Watch(args) => commands::watch::run(channel, &url, args, &mut out).await,

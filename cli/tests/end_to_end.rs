@@ -15,6 +15,7 @@ fn ktrail(url: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ktrail"));
     cmd.arg("--collector")
         .arg(url)
+        .arg("--insecure")
         .args(args)
         .env_remove("NO_COLOR")
         .stdin(Stdio::null())

@@ -44,6 +44,8 @@ pub enum CollectorError {
     },
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("background task {task} failed: {reason}")]
     Task { task: &'static str, reason: String },
 }

@@ -14,6 +14,7 @@ pub mod query;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
 
 pub use error::{CollectorError, StoreError};
 pub use hops::{HopAssembler, HopConfig};

@@ -39,6 +39,40 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     window_hops: u64,
 
+    /// The collector's TLS certificate (PEM). Mutual TLS is the default: with
+    /// --tls-key and --tls-ca, only clients whose certificate the CA signed are
+    /// served. `cargo xtask certs` makes a set.
+    #[arg(
+        long,
+        env = "KTRAIL_TLS_CERT",
+        value_name = "FILE",
+        required_unless_present = "insecure"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "KTRAIL_TLS_KEY",
+        value_name = "FILE",
+        required_unless_present = "insecure"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// The CA (PEM) that signed the agents' and the CLI's certificates.
+    #[arg(
+        long,
+        env = "KTRAIL_TLS_CA",
+        value_name = "FILE",
+        required_unless_present = "insecure"
+    )]
+    tls_ca: Option<PathBuf>,
+
+    /// Serve plaintext gRPC without TLS: anyone who reaches --listen can read
+    /// everything traced. Only for tests and a collector on a private address.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
+    insecure: bool,
+
     /// Log format on stderr. Verbosity: RUST_LOG (default "info").
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -89,8 +123,17 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let window_hops = usize::try_from(args.window_hops).context("--window-hops is too large")?;
+    let tls = match (args.insecure, args.tls_cert, args.tls_key, args.tls_ca) {
+        (true, ..) => None,
+        (false, Some(cert), Some(key), Some(ca)) => {
+            Some(ktrail_collector::tls::TlsFiles { cert, key, ca })
+        }
+        // clap requires all three unless --insecure.
+        _ => anyhow::bail!("pass --tls-cert, --tls-key and --tls-ca, or --insecure"),
+    };
     let cfg = CollectorConfig {
         window_hops,
+        tls,
         ..CollectorConfig::new(args.listen, &args.data_dir)
     };
     let mut collector = Collector::start(cfg).await.with_context(|| {

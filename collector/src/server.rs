@@ -24,6 +24,7 @@ use crate::query::QueryService;
 use crate::shutdown;
 use crate::store::writer::{self, WriterConfig, WriterStats};
 use crate::store::Store;
+use crate::tls::{self, TlsFiles};
 
 /// Largest agent message accepted (a batch of events with payloads).
 pub const MAX_AGENT_MESSAGE: usize = 64 * 1024 * 1024;
@@ -39,6 +40,9 @@ pub struct CollectorConfig {
     pub writer: WriterConfig,
     /// How long each stage of shutdown may take before it is cut short.
     pub shutdown_grace: Duration,
+    /// Mutual TLS (clients need a certificate signed by the CA); `None` serves
+    /// plaintext (`ktrail-collector --insecure`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl CollectorConfig {
@@ -50,6 +54,7 @@ impl CollectorConfig {
             hops: HopConfig::default(),
             writer: WriterConfig::default(),
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -89,6 +94,8 @@ impl Collector {
     /// Opens the store, starts the background tasks and serves `Ingest` and
     /// `Query` on `cfg.listen` (port 0 picks one: see [`Collector::local_addr`]).
     pub async fn start(cfg: CollectorConfig) -> Result<Self, CollectorError> {
+        // Bad TLS files are reported before anything else starts.
+        let tls_config = cfg.tls.as_ref().map(tls::server_config).transpose()?;
         let store = Store::open(&cfg.data_dir)?;
         let loaded = store.load(cfg.window_hops)?;
         info!(
@@ -128,17 +135,22 @@ impl Collector {
             shutdown_rx.clone(),
         );
         let query = QueryService::new(registry, live, shutdown_rx.clone());
-        let server = Server::builder()
+        let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(IngestServer::new(ingest).max_decoding_message_size(MAX_AGENT_MESSAGE))
-            .add_service(QueryServer::new(query))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                shutdown::requested(shutdown_rx),
-            );
-        let server = tokio::spawn(server);
-        info!(addr = %local_addr, window_hops = cfg.window_hops, "collector listening");
+            .add_service(QueryServer::new(query));
+        let stop = shutdown::requested(shutdown_rx);
+        let mtls = tls_config.is_some();
+        let server = match tls_config {
+            Some(config) => tokio::spawn(
+                router.serve_with_incoming_shutdown(tls::incoming(listener, config), stop),
+            ),
+            None => tokio::spawn(
+                router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop),
+            ),
+        };
+        info!(addr = %local_addr, window_hops = cfg.window_hops, mtls, "collector listening");
         Ok(Self {
             local_addr,
             store,

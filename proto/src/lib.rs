@@ -7,6 +7,8 @@ pub mod v1 {
 
 pub use v1::*;
 
+pub mod client_tls;
+
 impl v1::Socket {
     /// A connected IPv4/IPv6 socket as an agent reports it: local and remote
     /// (address, port), no inodes.

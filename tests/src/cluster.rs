@@ -114,7 +114,10 @@ impl TwoNodes {
         self.start_collector()?;
         for (node, metrics) in AGENT_METRICS {
             let mut cmd = netns_command(node, agent_bin);
+            // Plaintext: the stand-in tests the tracing; mutual TLS is tested in
+            // cli/tests/mtls.rs and on the cluster (tests/tests/deploy.rs).
             cmd.args(["--node-name", node, "--collector", &Self::collector_url()])
+                .arg("--insecure")
                 .args(["--metrics-addr", metrics])
                 .args(&self.options.agent_args);
             let agent = self.spawn(&format!("agent-{node}"), cmd)?;
@@ -155,7 +158,9 @@ impl TwoNodes {
         let data = self.dir().join("collector-data");
         let listen = format!("{CONTROL_IP}:{COLLECTOR_PORT}");
         let mut cmd = netns_command(CONTROL, &self.collector_bin);
-        cmd.args(["--listen", &listen]).arg("--data-dir").arg(&data);
+        cmd.args(["--listen", &listen, "--insecure"])
+            .arg("--data-dir")
+            .arg(&data);
         let name = match self.stopped.len() {
             0 => "collector".to_string(),
             n => format!("collector-{}", n + 1),
@@ -247,7 +252,8 @@ impl TwoNodes {
         S: AsRef<OsStr>,
     {
         let mut cmd = netns_command(CONTROL, &self.cli_bin);
-        cmd.args(["--collector", &Self::collector_url()]).args(args);
+        cmd.args(["--collector", &Self::collector_url(), "--insecure"])
+            .args(args);
         cmd
     }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: ktrail's developer tasks.
 
 mod bench;
+mod certs;
 mod cluster;
 mod demo;
 mod ebpf;
@@ -45,6 +46,9 @@ enum Command {
     /// Measure overhead, throughput, latency and memory against issue 7's targets; write BENCHMARKS.md
     #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),
+    /// Make a CA and certificates for mutual TLS between agents, CLI and collector (deploy/certs)
+    #[command(long_about = certs::LONG_ABOUT)]
+    Certs(certs::CertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Demo => demo::run(),
         Command::Cluster { action } => cluster::run(action),
         Command::Bench(args) => bench::run(args),
+        Command::Certs(args) => certs::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

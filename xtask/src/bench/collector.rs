@@ -132,7 +132,11 @@ pub fn latency(env: &Env, seconds: f64) -> Result<Section> {
     let agent = env.agent("latency", COLLECTOR_ADDR, None)?;
     let mut watch_cmd = Command::new(env.exe("ktrail"));
     watch_cmd
-        .args(["--collector", &format!("http://{COLLECTOR_ADDR}")])
+        .args([
+            "--collector",
+            &format!("http://{COLLECTOR_ADDR}"),
+            "--insecure",
+        ])
         .args(["watch", "--output", "json"]);
     let watch = LineReader::spawn(watch_cmd)?;
     std::thread::sleep(ktrail_tests::SUBSCRIBE_GRACE);

@@ -97,7 +97,8 @@ impl Env {
             }
             None => Command::new(self.exe("ktrail-collector")),
         };
-        cmd.args(["--listen", COLLECTOR_ADDR])
+        // Plaintext, as the recorder and replayer speak it (and no TLS in the numbers).
+        cmd.args(["--listen", COLLECTOR_ADDR, "--insecure"])
             .arg("--data-dir")
             .arg(&data);
         let child = ChildGuard::spawn(&format!("collector-{tag}"), cmd, &self.dir)?;
@@ -143,7 +144,7 @@ impl Env {
         let mut cmd = Command::new(self.exe("ktrail-agent"));
         cmd.env("PATH", &self.empty_path)
             .args(["--node-name", NODE])
-            .args(["--collector", &format!("http://{collector}")])
+            .args(["--collector", &format!("http://{collector}"), "--insecure"])
             .args(["--metrics-addr", METRICS_ADDR]);
         if let Some(t) = targets {
             cmd.args(["--targets", t]);
@@ -167,8 +168,12 @@ impl Env {
     /// `ktrail status --output json` from the benchmark collector.
     pub fn status(&self) -> Result<Value> {
         let mut cmd = Command::new(self.exe("ktrail"));
-        cmd.args(["--collector", &format!("http://{COLLECTOR_ADDR}")])
-            .args(["status", "--output", "json"]);
+        cmd.args([
+            "--collector",
+            &format!("http://{COLLECTOR_ADDR}"),
+            "--insecure",
+        ])
+        .args(["status", "--output", "json"]);
         let out = run_with_timeout(cmd, Duration::from_secs(20))?;
         if !out.status.success() {
             bail!(
