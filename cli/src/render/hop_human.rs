@@ -10,8 +10,20 @@ fn end_text(e: Option<&HopEnd>, style: &Style, color: Color) -> String {
     let Some(e) = e else {
         return style.paint(Color::Dim, "?");
     };
+    // From the collector's Kubernetes metadata: the pod (or at least the node)
+    // behind this end's address.
+    let k8s = if !e.pod.is_empty() {
+        format!("{}/{}", e.namespace, e.pod)
+    } else {
+        e.k8s_node.clone()
+    };
     if e.observed {
-        style.paint(color, &format!("{}/{}[{}]", e.node, e.comm, e.pid))
+        let text = style.paint(color, &format!("{}/{}[{}]", e.node, e.comm, e.pid));
+        if e.pod.is_empty() {
+            text
+        } else {
+            format!("{text} {}", style.paint(Color::Dim, &format!("({k8s})")))
+        }
     } else {
         let addr = if e.port == 0 {
             e.addr.clone()
@@ -20,7 +32,11 @@ fn end_text(e: Option<&HopEnd>, style: &Style, color: Color) -> String {
         } else {
             format!("{}:{}", e.addr, e.port)
         };
-        style.paint(Color::Dim, &format!("{addr} (untraced)"))
+        if k8s.is_empty() {
+            style.paint(Color::Dim, &format!("{addr} (untraced)"))
+        } else {
+            style.paint(Color::Dim, &format!("{addr} ({k8s}, untraced)"))
+        }
     }
 }
 
@@ -286,6 +302,18 @@ mod tests {
             ..Hop::default()
         };
         let line = hop_line(&hop, &Style::plain());
+        let mut labelled = hop.clone();
+        if let (Some(c), Some(s)) = (labelled.client.as_mut(), labelled.server.as_mut()) {
+            c.k8s_node = "k8s-worker".into();
+            s.pod = "redis-0".into();
+            s.namespace = "db".into();
+        }
+        assert!(
+            hop_line(&labelled, &Style::plain())
+                .contains("10.0.0.9:40000 (k8s-worker, untraced) → n/redis-server[5] (db/redis-0)"),
+            "{}",
+            hop_line(&labelled, &Style::plain())
+        );
         assert!(
             line.contains("10.0.0.9:40000 (untraced) → n/redis-server[5]"),
             "{line}"

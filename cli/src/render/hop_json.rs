@@ -13,6 +13,10 @@ struct EndJson<'a> {
     addr: &'a str,
     port: u32,
     observed: bool,
+    pod: &'a str,
+    namespace: &'a str,
+    owner: &'a str,
+    k8s_node: &'a str,
 }
 
 #[derive(Serialize)]
@@ -143,6 +147,10 @@ fn end(e: Option<&HopEnd>) -> EndJson<'_> {
             addr: &e.addr,
             port: e.port,
             observed: e.observed,
+            pod: &e.pod,
+            namespace: &e.namespace,
+            owner: &e.owner,
+            k8s_node: &e.k8s_node,
         },
         None => EndJson {
             node: "",
@@ -151,6 +159,10 @@ fn end(e: Option<&HopEnd>) -> EndJson<'_> {
             addr: "",
             port: 0,
             observed: false,
+            pod: "",
+            namespace: "",
+            owner: "",
+            k8s_node: "",
         },
     }
 }
@@ -217,6 +229,7 @@ mod tests {
                 addr: "192.168.56.20".into(),
                 port: 54321,
                 observed: true,
+                ..HopEnd::default()
             }),
             server: Some(HopEnd {
                 addr: "192.168.56.10".into(),
@@ -292,6 +305,7 @@ mod tests {
         assert_eq!(v["start_unix_ns"].as_u64(), Some(1_700_000_000_123_456_789));
         assert_eq!(v["client"]["pid"], 4242);
         assert_eq!(v["server"]["observed"], false);
+        assert_eq!(v["server"]["pod"], "");
         assert_eq!(v["request"], "GET / HTTP/1.1\r\n\r\n");
         assert_eq!(v["response"], "\u{fffd}ok", "UTF-8-lossy");
         assert_eq!(v["events"][0]["seq"], 7);

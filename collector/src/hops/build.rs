@@ -18,6 +18,7 @@ fn hop_end(part: &EndPart, other: &EndPart) -> HopEnd {
             addr: id.local.addr.clone(),
             port: id.local.port,
             observed: true,
+            ..HopEnd::default()
         },
         // Nobody saw this end: the other end's peer address is all we know.
         None => {
