@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use ktrail_collector::store::writer::WriterConfig;
 use ktrail_collector::{Collector, CollectorConfig};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
@@ -73,6 +74,17 @@ struct Args {
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
     insecure: bool,
 
+    /// zstd level of the stored event batches (1 is fast: several hundred MB/s on
+    /// one core); 0 stores them uncompressed.
+    #[arg(long, value_name = "LEVEL", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    store_compression: i32,
+
+    /// Keep at most this many GiB of stored events and hops (as stored, compressed):
+    /// beyond it the oldest are deleted, counted and logged. 0 keeps everything.
+    #[arg(long, value_name = "GIB", default_value_t = 0.0)]
+    store_max_gib: f64,
+
     /// Log format on stderr. Verbosity: RUST_LOG (default "info").
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -131,8 +143,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // clap requires all three unless --insecure.
         _ => anyhow::bail!("pass --tls-cert, --tls-key and --tls-ca, or --insecure"),
     };
+    let writer = WriterConfig {
+        compression_level: args.store_compression,
+        max_store_bytes: (args.store_max_gib.max(0.0) * (1u64 << 30) as f64) as u64,
+        ..WriterConfig::default()
+    };
     let cfg = CollectorConfig {
         window_hops,
+        writer,
         tls,
         ..CollectorConfig::new(args.listen, &args.data_dir)
     };

@@ -1,7 +1,6 @@
 //! The `Ingest` service: one stream per agent, Hello first, then batches
 //! deduplicated by sequence number, stored, acked after commit.
 
-mod encode;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +19,6 @@ use crate::agents::AgentRegistry;
 use crate::hops::task::HopInput;
 use crate::live::LiveHub;
 use crate::store::writer::StoreWriter;
-
-pub use encode::encode_stored_event;
 
 /// How long a new stream may take to send its Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);

@@ -11,14 +11,14 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::encode::encode_stored_event;
 use super::IngestShared;
 use crate::agents::{apply_seq, AgentHandle, SeqVerdict};
 use crate::clock::unix_now_ns;
 use crate::hops::is_relevant;
 use crate::hops::task::HopInput;
 use crate::shutdown;
-use crate::store::writer::{AckTarget, EventsWrite, WriterClosed};
+use crate::store::batch;
+use crate::store::writer::{AckTarget, EncodedEvents, EventsWrite, WriterClosed};
 
 type AckSender = mpsc::UnboundedSender<Result<IngestAck, Status>>;
 
@@ -75,8 +75,8 @@ impl AgentStream {
         );
         let held = state.status.contiguous_seq;
         let write = EventsWrite {
-            agent_id: hello.agent_id.clone(),
-            events: Vec::new(),
+            agent_id: stream.agent_id.clone(),
+            events: None,
             status: state.status.clone(),
             ack: (held > 0).then(|| stream.ack_target(held)),
         };
@@ -166,14 +166,21 @@ impl AgentStream {
                 }
             }
             state.status.last_seen_unix_ns = unix_now_ns();
-            let events = accepted
-                .iter()
-                .map(|e| (e.seq, encode_stored_event(&self.node, e)))
-                .collect();
+            // One row for the batch's accepted events, encoded here without copying
+            // them (they go on to hop assembly); compressed by the writer.
+            let events = match (accepted.first(), accepted.last()) {
+                (Some(first), Some(last)) => Some(EncodedEvents {
+                    first_seq: first.seq,
+                    last_seq: last.seq,
+                    count: u32::try_from(accepted.len()).unwrap_or(u32::MAX),
+                    bytes: batch::encode(&self.node, &accepted),
+                }),
+                _ => None,
+            };
             // Queued while the agent is locked: writes of one agent reach the
             // store in the order its state changed.
             let write = EventsWrite {
-                agent_id: self.agent_id.to_string(),
+                agent_id: self.agent_id.clone(),
                 events,
                 status: state.status.clone(),
                 ack: Some(self.ack_target(state.status.contiguous_seq)),

@@ -1,9 +1,11 @@
 //! The collector's store: redb at `DATA_DIR/ktrail.redb`, written by one
 //! batching task ([`writer`]), read at startup and by tests.
 
+pub mod batch;
 mod tables;
 pub mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,13 +13,32 @@ use ktrail_proto::v1::{AgentStatus, Hop};
 use prost::Message;
 use redb::{Database, ReadableTable, ReadableTableMetadata};
 
-pub use tables::StoredEvent;
-use tables::{AGENTS, EVENTS, HOPS};
+pub use tables::{StoredBatch, StoredEvent};
+use tables::{
+    AGENTS, BATCH_AGE, EVENT_BATCHES, HOP_GROUPS, HOP_INDEX, LEGACY_EVENTS, LEGACY_HOPS, META,
+    META_EVENT_BYTES, META_EVICTED_BATCHES, META_EVICTED_EVENTS, META_EVICTED_HOPS, META_HOP_BYTES,
+};
 
 use crate::error::StoreError;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "ktrail.redb";
+
+/// How the store is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// redb's page cache (its default, 1 GiB, is most of the collector's memory
+    /// under sustained ingest; writes do not need it, reads are rare).
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 << 20,
+        }
+    }
+}
 
 /// What the collector needs from the store when it starts.
 #[derive(Debug, Default)]
@@ -28,6 +49,16 @@ pub struct Loaded {
     pub hops_total: u64,
 }
 
+/// Event and hop rows held (bytes as stored), and what retention deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub event_bytes: u64,
+    pub hop_bytes: u64,
+    pub evicted_batches: u64,
+    pub evicted_events: u64,
+    pub evicted_hops: u64,
+}
+
 /// An open store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -36,8 +67,14 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating when missing) the store in `data_dir`, and its tables.
+    /// Opens (creating when missing) the store in `data_dir` with the default
+    /// configuration.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, StoreConfig::default())
+    }
+
+    /// Opens (creating when missing) the store in `data_dir`, and its tables.
+    pub fn open_with(data_dir: &Path, cfg: StoreConfig) -> Result<Self, StoreError> {
         if data_dir.exists() && !data_dir.is_dir() {
             return Err(StoreError::NotADirectory {
                 path: data_dir.to_owned(),
@@ -48,17 +85,25 @@ impl Store {
             error,
         })?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
-            error => StoreError::Open {
-                path: path.clone(),
-                error: Box::new(error),
-            },
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cfg.cache_bytes)
+            .create(&path)
+            .map_err(|error| match error {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::InUse { path: path.clone() }
+                }
+                error => StoreError::Open {
+                    path: path.clone(),
+                    error: Box::new(error),
+                },
+            })?;
         let txn = db.begin_write()?;
-        txn.open_table(EVENTS)?;
+        txn.open_table(EVENT_BATCHES)?;
+        txn.open_table(BATCH_AGE)?;
+        txn.open_table(META)?;
         txn.open_table(AGENTS)?;
-        txn.open_table(HOPS)?;
+        txn.open_table(HOP_INDEX)?;
+        txn.open_table(HOP_GROUPS)?;
         txn.commit()?;
         Ok(Self {
             db: Arc::new(db),
@@ -88,17 +133,45 @@ impl Store {
                 }
             })?);
         }
-        let hops_table = txn.open_table(HOPS)?;
-        let hops_total = hops_table.len()?;
+        // The latest hops by start time: their groups decoded once each.
+        let index = txn.open_table(HOP_INDEX)?;
+        let groups = txn.open_table(HOP_GROUPS)?;
+        let mut hops_total = index.len()?;
         let mut recent_hops = Vec::with_capacity(window.min(1 << 16));
-        for row in hops_table.iter()?.rev().take(window) {
+        let mut decoded: HashMap<u64, Vec<Option<Hop>>> = HashMap::new();
+        for row in index.iter()?.rev().take(window) {
             let (_, value) = row?;
-            recent_hops.push(
-                Hop::decode(value.value()).map_err(|error| StoreError::Decode {
-                    table: "hops",
-                    error,
-                })?,
-            );
+            let (group_no, i) = value.value();
+            if let std::collections::hash_map::Entry::Vacant(slot) = decoded.entry(group_no) {
+                let hops = match groups.get(group_no)? {
+                    Some(group) => batch::decode_hops(group.value())?,
+                    None => Vec::new(),
+                };
+                slot.insert(hops.into_iter().map(Some).collect());
+            }
+            let hop = decoded
+                .get_mut(&group_no)
+                .and_then(|hops| hops.get_mut(i as usize))
+                .and_then(Option::take);
+            recent_hops.extend(hop);
+        }
+        // Stores written before the hop groups: their (older) hops after those.
+        match txn.open_table(LEGACY_HOPS) {
+            Ok(legacy) => {
+                hops_total += legacy.len()?;
+                let more = window.saturating_sub(recent_hops.len());
+                for row in legacy.iter()?.rev().take(more) {
+                    let (_, value) = row?;
+                    recent_hops.push(Hop::decode(value.value()).map_err(|error| {
+                        StoreError::Decode {
+                            table: "hops",
+                            error,
+                        }
+                    })?);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         recent_hops.reverse();
         Ok(Loaded {
@@ -111,8 +184,27 @@ impl Store {
     /// One stored event, if held.
     pub fn event(&self, agent_id: &str, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(EVENTS)?;
-        let Some(value) = table.get((agent_id, seq))? else {
+        let table = txn.open_table(EVENT_BATCHES)?;
+        // The batch starting at or before `seq`, if it reaches that far.
+        if let Some(row) = table.range((agent_id, 0)..=(agent_id, seq))?.next_back() {
+            let (_, value) = row?;
+            let (_, last) = batch::header(value.value())?;
+            if seq <= last {
+                let batch = batch::decode(value.value())?;
+                if let Some(event) = batch.events.into_iter().find(|e| e.seq == seq) {
+                    return Ok(Some(StoredEvent {
+                        node: batch.node,
+                        event: Some(event),
+                    }));
+                }
+            }
+        }
+        let legacy = match txn.open_table(LEGACY_EVENTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(value) = legacy.get((agent_id, seq))? else {
             return Ok(None);
         };
         StoredEvent::decode(value.value())
@@ -126,13 +218,38 @@ impl Store {
     /// Number of events stored for `agent_id`.
     pub fn event_count(&self, agent_id: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(EVENTS)?;
+        let table = txn.open_table(EVENT_BATCHES)?;
         let mut n = 0;
         for row in table.range((agent_id, 0)..=(agent_id, u64::MAX))? {
-            row?;
-            n += 1;
+            let (_, value) = row?;
+            n += u64::from(batch::header(value.value())?.0);
+        }
+        match txn.open_table(LEGACY_EVENTS) {
+            Ok(legacy) => {
+                for row in legacy.range((agent_id, 0)..=(agent_id, u64::MAX))? {
+                    row?;
+                    n += 1;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         Ok(n)
+    }
+
+    /// Bytes of event and hop rows held, and what retention has deleted.
+    pub fn retention(&self) -> Result<Retention, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let get =
+            |key| -> Result<u64, StoreError> { Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0)) };
+        Ok(Retention {
+            event_bytes: get(META_EVENT_BYTES)?,
+            hop_bytes: get(META_HOP_BYTES)?,
+            evicted_batches: get(META_EVICTED_BATCHES)?,
+            evicted_events: get(META_EVICTED_EVENTS)?,
+            evicted_hops: get(META_EVICTED_HOPS)?,
+        })
     }
 }
 

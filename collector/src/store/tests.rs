@@ -1,23 +1,29 @@
 use std::time::Duration;
 
 use ktrail_proto::v1::{AgentStatus, Event, Hop};
-use prost::Message;
 use tokio::sync::mpsc;
 
-use super::writer::{self, AckTarget, EventsWrite, WriterConfig};
-use super::{Store, StoredEvent};
+use super::batch;
+use super::writer::{self, AckTarget, EncodedEvents, EventsWrite, WriterConfig};
+use super::Store;
 use crate::error::StoreError;
 
-fn stored(node: &str, seq: u64) -> Vec<u8> {
-    StoredEvent {
-        node: node.into(),
-        event: Some(Event {
+/// Events `seqs` of node `node`, as ingest encodes one received batch.
+fn stored(node: &str, seqs: std::ops::RangeInclusive<u64>) -> Option<EncodedEvents> {
+    let events: Vec<Event> = seqs
+        .map(|seq| Event {
             seq,
             comm: "curl".into(),
+            pid: seq as u32,
             ..Event::default()
-        }),
-    }
-    .encode_to_vec()
+        })
+        .collect();
+    Some(EncodedEvents {
+        first_seq: events[0].seq,
+        last_seq: events[events.len() - 1].seq,
+        count: events.len() as u32,
+        bytes: batch::encode(node, &events),
+    })
 }
 
 #[tokio::test]
@@ -35,7 +41,7 @@ async fn writes_commit_then_ack_and_survive_reopening() {
     for seq in 1..=2 {
         w.write_events(EventsWrite {
             agent_id: "a1".into(),
-            events: vec![(seq, stored("n1", seq))],
+            events: stored("n1", seq..=seq),
             status: status.clone(),
             ack: Some(AckTarget {
                 conn_id: 1,
@@ -122,7 +128,7 @@ async fn many_writes_share_few_commits() {
     for seq in 1..=2_000u64 {
         w.write_events(EventsWrite {
             agent_id: "a".into(),
-            events: vec![(seq, stored("n", seq))],
+            events: stored("n", seq..=seq),
             status: AgentStatus::default(),
             ack: Some(AckTarget {
                 conn_id: 1,
@@ -153,4 +159,103 @@ async fn many_writes_share_few_commits() {
         "{} commits in {elapsed:?}",
         stats.commits
     );
+}
+
+/// Writes `batches` (inclusive seq ranges) of agent `a` and waits for the last ack.
+async fn write_batches(w: &writer::StoreWriter, batches: &[std::ops::RangeInclusive<u64>]) -> u64 {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut contiguous = 0;
+    for seqs in batches {
+        contiguous = *seqs.end();
+        w.write_events(EventsWrite {
+            agent_id: "a".into(),
+            events: stored("n", seqs.clone()),
+            status: AgentStatus {
+                agent_id: "a".into(),
+                contiguous_seq: contiguous,
+                ..AgentStatus::default()
+            },
+            ack: Some(AckTarget {
+                conn_id: 1,
+                acked_seq: contiguous,
+                tx: tx.clone(),
+            }),
+        })
+        .await
+        .expect("queued");
+    }
+    let mut last = 0;
+    while last < contiguous {
+        last = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("acks in time")
+            .expect("ack")
+            .expect("ok")
+            .acked_seq;
+    }
+    last
+}
+
+#[tokio::test]
+async fn events_are_found_in_their_batch_rows_compressed_or_not() {
+    for level in [0, 1] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let cfg = WriterConfig {
+            compression_level: level,
+            ..WriterConfig::default()
+        };
+        let (w, task) = writer::spawn(store.clone(), cfg);
+        // A gap between 10 and 15 (lost events), batches of different sizes.
+        write_batches(&w, &[1..=3, 4..=10, 15..=15, 16..=40]).await;
+        for seq in (1..=10).chain(15..=40) {
+            let held = store.event("a", seq).expect("read").expect("held");
+            assert_eq!(held.node, "n");
+            assert_eq!(held.event.expect("event").seq, seq);
+        }
+        for seq in [0, 11, 14, 41] {
+            assert!(store.event("a", seq).expect("read").is_none(), "{seq}");
+        }
+        assert!(store.event("b", 3).expect("read").is_none());
+        assert_eq!(store.event_count("a").expect("count"), 36);
+        drop(w);
+        let stats = task.await.expect("join").expect("ok");
+        assert_eq!(stats.events, 36);
+        let retention = store.retention().expect("retention");
+        assert!(retention.event_bytes > 0);
+        assert_eq!(retention.evicted_batches, 0);
+    }
+}
+
+#[tokio::test]
+async fn retention_deletes_the_oldest_batches_and_counts_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let cfg = WriterConfig {
+        compression_level: 0,
+        ..WriterConfig::default()
+    };
+    // One batch's row size, to set the limit at about three batches.
+    let row = batch::frame(&stored("n", 1..=10).expect("events").bytes, 10, 10, None).len() as u64;
+    let cfg = WriterConfig {
+        max_store_bytes: 3 * row + row / 2,
+        ..cfg
+    };
+    let (w, task) = writer::spawn(store.clone(), cfg);
+    let ranges: Vec<_> = (0..8u64).map(|i| i * 10 + 1..=i * 10 + 10).collect();
+    write_batches(&w, &ranges).await;
+    drop(w);
+    let stats = task.await.expect("join").expect("ok");
+    let retention = store.retention().expect("retention");
+    assert_eq!(retention.evicted_batches, 5, "{retention:?}");
+    assert_eq!(retention.evicted_events, 50);
+    assert_eq!(stats.evicted_events, 50);
+    assert!(retention.event_bytes <= cfg.max_store_bytes);
+    assert!(store.event("a", 50).expect("read").is_none(), "evicted");
+    assert!(store.event("a", 51).expect("read").is_some(), "kept");
+    assert_eq!(store.event_count("a").expect("count"), 30);
+    drop(store);
+    // The counters survive a restart.
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.retention().expect("retention"), retention);
 }

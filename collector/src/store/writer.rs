@@ -1,19 +1,31 @@
-//! The single store writer: batches everything written within ~50 ms into one
-//! redb transaction (one fsync), then releases the agents' acks.
+//! The single store writer: group commit. Everything queued while one redb
+//! transaction commits goes into the next one (at most one commit per
+//! `commit_interval`), and the agents' acks of a transaction are released only
+//! once its commit has returned, i.e. is on disk.
+//!
+//! Events are stored one row per received batch ([`super::batch`]), zstd-compressed
+//! in the commit's blocking thread, and so are hops. With `max_store_bytes` set, the
+//! oldest batches and hops are deleted in the same transaction once the rows exceed
+//! it (counted, logged).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ktrail_proto::v1::{AgentStatus, Hop, IngestAck};
 use prost::Message;
-use redb::Database;
+use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::Status;
 use tracing::{debug, error, warn};
 
-use super::tables::{AGENTS, EVENTS, HOPS};
+use super::batch::{self, Compressor};
+use super::tables::{
+    AGENTS, BATCH_AGE, EVENT_BATCHES, HOP_GROUPS, HOP_INDEX, META, META_EVENT_BYTES,
+    META_EVICTED_BATCHES, META_EVICTED_EVENTS, META_EVICTED_HOPS, META_HOP_BYTES, META_NEXT_BATCH,
+    META_NEXT_HOP_GROUP,
+};
 use super::Store;
 use crate::error::StoreError;
 
@@ -26,13 +38,22 @@ pub struct AckTarget {
     pub tx: mpsc::UnboundedSender<Result<IngestAck, Status>>,
 }
 
+/// Accepted events of one received batch, encoded by [`batch::encode`].
+#[derive(Debug)]
+pub struct EncodedEvents {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub count: u32,
+    pub bytes: Vec<u8>,
+}
+
 /// Accepted events of one agent, with its status after them (stored in the
 /// same transaction, so a restart never believes in events it lost).
 #[derive(Debug)]
 pub struct EventsWrite {
-    pub agent_id: String,
-    /// `(seq, prost-encoded StoredEvent)`.
-    pub events: Vec<(u64, Vec<u8>)>,
+    pub agent_id: Arc<str>,
+    /// None when nothing was accepted (the status and ack still are written).
+    pub events: Option<EncodedEvents>,
     pub status: AgentStatus,
     pub ack: Option<AckTarget>,
 }
@@ -97,9 +118,14 @@ pub struct WriterConfig {
     pub commit_interval: Duration,
     /// Writes queued before senders wait (backpressure on ingest).
     pub queue: usize,
-    /// A batch stops taking writes at this many bytes and waits for its
-    /// commit time, so memory stays bounded under any load.
+    /// A transaction being filled stops taking writes at this many bytes (senders
+    /// wait, the queue being bounded), so memory stays bounded under any load.
     pub max_batch_bytes: usize,
+    /// zstd level of event rows; 0 stores them uncompressed.
+    pub compression_level: i32,
+    /// Event and hop rows kept, in bytes as stored; beyond it the oldest event
+    /// batches and hops are deleted. 0: no limit.
+    pub max_store_bytes: u64,
 }
 
 impl Default for WriterConfig {
@@ -107,7 +133,9 @@ impl Default for WriterConfig {
         Self {
             commit_interval: Duration::from_millis(50),
             queue: 256,
-            max_batch_bytes: 64 * 1024 * 1024,
+            max_batch_bytes: 32 * 1024 * 1024,
+            compression_level: 1,
+            max_store_bytes: 0,
         }
     }
 }
@@ -118,13 +146,18 @@ pub struct WriterStats {
     pub commits: u64,
     pub events: u64,
     pub hops: u64,
+    /// Batches, events and hops deleted by retention during this run.
+    pub evicted_batches: u64,
+    pub evicted_events: u64,
+    pub evicted_hops: u64,
 }
 
 #[derive(Default)]
 struct BatchData {
-    events: Vec<(String, u64, Vec<u8>)>,
-    agents: HashMap<String, Vec<u8>>,
+    events: Vec<(Arc<str>, EncodedEvents)>,
+    agents: HashMap<Arc<str>, AgentStatus>,
     hops: Vec<(u64, String, Vec<u8>)>,
+    hop_bytes: usize,
 }
 
 #[derive(Default)]
@@ -133,32 +166,56 @@ struct Batch {
     acks: Vec<AckTarget>,
     flushes: Vec<oneshot::Sender<()>>,
     bytes: usize,
+    ops: usize,
 }
 
 impl Batch {
     fn push(&mut self, op: WriteOp) {
+        self.ops += 1;
         match op {
             WriteOp::Events(w) => {
-                for (seq, bytes) in w.events {
-                    self.bytes += bytes.len();
-                    self.data.events.push((w.agent_id.clone(), seq, bytes));
+                if let Some(events) = w.events {
+                    self.bytes += events.bytes.len();
+                    self.data.events.push((w.agent_id.clone(), events));
                 }
-                self.data
-                    .agents
-                    .insert(w.agent_id, w.status.encode_to_vec());
+                self.data.agents.insert(w.agent_id, w.status);
                 self.acks.extend(w.ack);
             }
             WriteOp::Agent(status) => {
-                let bytes = status.encode_to_vec();
-                self.data.agents.insert(status.agent_id, bytes);
+                self.data
+                    .agents
+                    .insert(Arc::from(status.agent_id.as_str()), status);
             }
             WriteOp::Hop { start, id, bytes } => {
                 self.bytes += bytes.len();
+                self.data.hop_bytes += bytes.len();
                 self.data.hops.push((start, id, bytes));
             }
             WriteOp::Flush(tx) => self.flushes.push(tx),
         }
     }
+
+    fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+}
+
+/// What the blocking commit needs besides the batch.
+struct CommitCtx {
+    db: Arc<Database>,
+    compressor: Mutex<Option<Compressor>>,
+    max_bytes: u64,
+}
+
+/// What one commit did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Committed {
+    events: u64,
+    hops: u64,
+    evicted_batches: u64,
+    evicted_events: u64,
+    evicted_hops: u64,
+    held_bytes: u64,
 }
 
 /// Starts the writer task.
@@ -167,52 +224,87 @@ pub fn spawn(
     cfg: WriterConfig,
 ) -> (StoreWriter, JoinHandle<Result<WriterStats, StoreError>>) {
     let (tx, rx) = mpsc::channel(cfg.queue.max(1));
-    let task = tokio::spawn(run(store.db().clone(), rx, cfg));
+    let ctx = Arc::new(CommitCtx {
+        db: store.db().clone(),
+        compressor: Mutex::new(batch::compressor(cfg.compression_level)),
+        max_bytes: cfg.max_store_bytes,
+    });
+    let task = tokio::spawn(run(ctx, rx, cfg));
     (StoreWriter { tx }, task)
 }
 
+type InFlight = (
+    JoinHandle<Result<Committed, StoreError>>,
+    Vec<AckTarget>,
+    Vec<oneshot::Sender<()>>,
+);
+
 async fn run(
-    db: Arc<Database>,
+    ctx: Arc<CommitCtx>,
     mut rx: mpsc::Receiver<WriteOp>,
     cfg: WriterConfig,
 ) -> Result<WriterStats, StoreError> {
     let mut stats = WriterStats::default();
-    let mut last_commit: Option<Instant> = None;
-    while let Some(first) = rx.recv().await {
-        let mut batch = Batch::default();
-        batch.push(first);
-        let now = Instant::now();
-        let deadline = last_commit.map_or(now, |t| (t + cfg.commit_interval).max(now));
-        let deadline = tokio::time::Instant::from_std(deadline);
-        // Take what arrives until the deadline, unless the batch is full:
-        // then the senders wait (the queue is bounded) until this commit.
-        while batch.bytes < cfg.max_batch_bytes {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(op)) => batch.push(op),
-                Ok(None) | Err(_) => break,
+    let mut next = Batch::default();
+    let mut in_flight: Option<InFlight> = None;
+    let mut last_start: Option<tokio::time::Instant> = None;
+    let mut closed = false;
+    let mut last_eviction_log: Option<Instant> = None;
+    loop {
+        let due = last_start.map_or_else(tokio::time::Instant::now, |t| t + cfg.commit_interval);
+        let full = next.bytes >= cfg.max_batch_bytes;
+        if in_flight.is_none() && !next.is_empty() {
+            if closed || tokio::time::Instant::now() >= due {
+                // Whatever is already queued joins this commit.
+                while !closed && next.bytes < cfg.max_batch_bytes {
+                    match rx.try_recv() {
+                        Ok(op) => next.push(op),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+                    }
+                }
+                let batch = std::mem::take(&mut next);
+                last_start = Some(tokio::time::Instant::now());
+                let ctx = ctx.clone();
+                let handle = tokio::spawn(commit_with_retry(ctx, batch.data));
+                in_flight = Some((handle, batch.acks, batch.flushes));
+                continue;
             }
+        } else if in_flight.is_none() && closed {
+            break;
         }
-        tokio::time::sleep_until(deadline).await;
-        let Batch {
-            data,
-            acks,
-            flushes,
-            ..
-        } = batch;
-        let (n_events, n_hops) = (data.events.len() as u64, data.hops.len() as u64);
-        let started = Instant::now();
-        commit_with_retry(&db, data).await?;
-        last_commit = Some(Instant::now());
-        stats.commits += 1;
-        stats.events += n_events;
-        stats.hops += n_hops;
-        debug!(
-            events = n_events,
-            hops = n_hops,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "store commit"
-        );
-        release(acks, flushes);
+        tokio::select! {
+            op = rx.recv(), if !closed && !full => match op {
+                Some(op) => next.push(op),
+                None => closed = true,
+            },
+            done = async { (&mut in_flight.as_mut().expect("guarded").0).await },
+                if in_flight.is_some() => {
+                let (_, acks, flushes) = in_flight.take().expect("in flight");
+                let committed = done.map_err(|e| StoreError::Task(e.to_string()))??;
+                stats.commits += 1;
+                stats.events += committed.events;
+                stats.hops += committed.hops;
+                stats.evicted_batches += committed.evicted_batches;
+                stats.evicted_events += committed.evicted_events;
+                stats.evicted_hops += committed.evicted_hops;
+                if committed.evicted_batches + committed.evicted_hops > 0
+                    && last_eviction_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                {
+                    last_eviction_log = Some(Instant::now());
+                    warn!(
+                        evicted_batches_total = stats.evicted_batches,
+                        evicted_events_total = stats.evicted_events,
+                        evicted_hops_total = stats.evicted_hops,
+                        held_bytes = committed.held_bytes,
+                        max_store_bytes = ctx.max_bytes,
+                        "store retention: the oldest events and hops were deleted"
+                    );
+                }
+                release(acks, flushes);
+            },
+            () = tokio::time::sleep_until(due), if in_flight.is_none() && !next.is_empty() => {}
+        }
     }
     Ok(stats)
 }
@@ -241,17 +333,26 @@ fn release(acks: Vec<AckTarget>, flushes: Vec<oneshot::Sender<()>>) {
 
 const RETRIES: u32 = 3;
 
-async fn commit_with_retry(db: &Arc<Database>, data: BatchData) -> Result<(), StoreError> {
+async fn commit_with_retry(ctx: Arc<CommitCtx>, data: BatchData) -> Result<Committed, StoreError> {
     let data = Arc::new(data);
     let mut attempt = 0;
     loop {
-        let (db, batch) = (db.clone(), data.clone());
-        let result = tokio::task::spawn_blocking(move || commit(&db, &batch))
+        let (ctx, batch) = (ctx.clone(), data.clone());
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || commit(&ctx, &batch))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))
             .and_then(|r| r);
         match result {
-            Ok(()) => return Ok(()),
+            Ok(done) => {
+                debug!(
+                    events = done.events,
+                    hops = done.hops,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "store commit"
+                );
+                return Ok(done);
+            }
             Err(e) if attempt < RETRIES => {
                 attempt += 1;
                 warn!(error = %e, attempt, "store commit failed, retrying");
@@ -265,22 +366,162 @@ async fn commit_with_retry(db: &Arc<Database>, data: BatchData) -> Result<(), St
     }
 }
 
-fn commit(db: &Database, data: &BatchData) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
+fn commit(ctx: &CommitCtx, data: &BatchData) -> Result<Committed, StoreError> {
+    let txn = ctx.db.begin_write()?;
+    let mut done = Committed::default();
+    let now_ns = crate::clock::unix_now_ns();
     {
-        let mut events = txn.open_table(EVENTS)?;
-        for (agent_id, seq, bytes) in &data.events {
-            events.insert((agent_id.as_str(), *seq), bytes.as_slice())?;
+        let mut meta = txn.open_table(META)?;
+        let get = |meta: &redb::Table<&str, u64>, key| -> Result<u64, StoreError> {
+            Ok(meta.get(key)?.map(|v| v.value()).unwrap_or(0))
+        };
+        let mut held = Held {
+            event_bytes: get(&meta, META_EVENT_BYTES)?,
+            hop_bytes: get(&meta, META_HOP_BYTES)?,
+        };
+        let mut next_batch = get(&meta, META_NEXT_BATCH)?;
+        {
+            let mut compressor = ctx
+                .compressor
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut events = txn.open_table(EVENT_BATCHES)?;
+            let mut age = txn.open_table(BATCH_AGE)?;
+            for (agent_id, encoded) in &data.events {
+                let row = batch::frame(
+                    &encoded.bytes,
+                    encoded.count,
+                    encoded.last_seq,
+                    compressor.as_mut(),
+                );
+                let key = (agent_id.as_ref(), encoded.first_seq);
+                events.insert(key, row.as_slice())?;
+                let size = row.len() as u64;
+                let count = u64::from(encoded.count);
+                age.insert(next_batch, (key.0, key.1, size, count, now_ns))?;
+                next_batch += 1;
+                held.event_bytes += size;
+                done.events += count;
+            }
+            if !data.hops.is_empty() {
+                // One compressed row for the commit's hops, and an index entry each.
+                let group_no = get(&meta, META_NEXT_HOP_GROUP)?;
+                let mut index = txn.open_table(HOP_INDEX)?;
+                let mut group = Vec::with_capacity(data.hop_bytes + 8 * data.hops.len());
+                for (i, (start, id, bytes)) in data.hops.iter().enumerate() {
+                    batch::push_hop(&mut group, bytes);
+                    index.insert((*start, id.as_str()), (group_no, i as u32))?;
+                }
+                let count = u32::try_from(data.hops.len()).unwrap_or(u32::MAX);
+                let row = batch::frame(&group, count, 0, compressor.as_mut());
+                txn.open_table(HOP_GROUPS)?
+                    .insert(group_no, row.as_slice())?;
+                held.hop_bytes += row.len() as u64;
+                meta.insert(META_NEXT_HOP_GROUP, group_no + 1)?;
+            }
+            done.hops = data.hops.len() as u64;
         }
+        if ctx.max_bytes > 0 && held.total() > ctx.max_bytes {
+            let evicted = evict_oldest(&txn, &mut held, ctx.max_bytes)?;
+            done.evicted_batches = evicted.batches;
+            done.evicted_events = evicted.events;
+            done.evicted_hops = evicted.hops;
+            for (key, n) in [
+                (META_EVICTED_BATCHES, evicted.batches),
+                (META_EVICTED_EVENTS, evicted.events),
+                (META_EVICTED_HOPS, evicted.hops),
+            ] {
+                let total = get(&meta, key)? + n;
+                meta.insert(key, total)?;
+            }
+        }
+        meta.insert(META_EVENT_BYTES, held.event_bytes)?;
+        meta.insert(META_HOP_BYTES, held.hop_bytes)?;
+        meta.insert(META_NEXT_BATCH, next_batch)?;
+        done.held_bytes = held.total();
+
         let mut agents = txn.open_table(AGENTS)?;
-        for (agent_id, bytes) in &data.agents {
-            agents.insert(agent_id.as_str(), bytes.as_slice())?;
-        }
-        let mut hops = txn.open_table(HOPS)?;
-        for (start, id, bytes) in &data.hops {
-            hops.insert((*start, id.as_str()), bytes.as_slice())?;
+        for (agent_id, status) in &data.agents {
+            agents.insert(agent_id.as_ref(), status.encode_to_vec().as_slice())?;
         }
     }
     txn.commit()?;
-    Ok(())
+    Ok(done)
+}
+
+/// Bytes of the event and hop rows held.
+struct Held {
+    event_bytes: u64,
+    hop_bytes: u64,
+}
+
+impl Held {
+    fn total(&self) -> u64 {
+        self.event_bytes + self.hop_bytes
+    }
+}
+
+#[derive(Default)]
+struct Evicted {
+    batches: u64,
+    events: u64,
+    hops: u64,
+}
+
+/// Deletes the oldest event batches and hops, whichever is older first (batches by
+/// commit time, hops by start time), until the rows held fit in `max_bytes`.
+fn evict_oldest(
+    txn: &WriteTransaction,
+    held: &mut Held,
+    max_bytes: u64,
+) -> Result<Evicted, StoreError> {
+    let mut age = txn.open_table(BATCH_AGE)?;
+    let mut events = txn.open_table(EVENT_BATCHES)?;
+    let mut groups = txn.open_table(HOP_GROUPS)?;
+    let mut index = txn.open_table(HOP_INDEX)?;
+    let mut evicted = Evicted::default();
+    while held.total() > max_bytes {
+        // Both in commit order: compare the oldest batch's commit with the oldest
+        // hop group's (its number against the groups committed before that batch
+        // is not known, so by the hops' start time).
+        let batch_time = age.first()?.map(|(_, v)| v.value().4);
+        let hop_time = index.first()?.map(|(k, _)| k.value().0);
+        let take_batch = match (batch_time, hop_time) {
+            (Some(b), Some(h)) => b <= h,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if take_batch {
+            let Some((_, value)) = age.pop_first()? else {
+                break;
+            };
+            let (agent_id, first_seq, size, count, _) = value.value();
+            events.remove((agent_id, first_seq))?;
+            held.event_bytes = held.event_bytes.saturating_sub(size);
+            evicted.batches += 1;
+            evicted.events += count;
+        } else {
+            let Some((_, value)) = groups.pop_first()? else {
+                break;
+            };
+            let row = value.value();
+            let (count, _) = batch::header(row)?;
+            held.hop_bytes = held.hop_bytes.saturating_sub(row.len() as u64);
+            evicted.hops += u64::from(count);
+            // Their index entries: the group's hops, decoded for their keys.
+            for hop in batch::decode_hops(row)? {
+                index.remove((hop.start_unix_ns, hop.id.as_str()))?;
+            }
+        }
+    }
+    if evicted.batches + evicted.hops > 0 {
+        debug!(
+            batches = evicted.batches,
+            events = evicted.events,
+            hops = evicted.hops,
+            "store retention"
+        );
+    }
+    Ok(evicted)
 }
