@@ -160,6 +160,11 @@ fn apply_json_field(o: &mut ObjectRef, rel: &[String], v: &Scalar) {
         ["spec", "nodeName"] => o.node_name = Some(s),
         ["status", "phase"] => o.phase = Some(s),
         ["target", "name"] => o.target = Some(s),
+        ["metadata", "ownerReferences", "[0]", "uid"] => o.owner_uid = Some(s),
+        ["involvedObject" | "regarding", "uid"] => o.regarding_uid = Some(s),
+        // An Event's type (Normal, Warning) and its events/v1 message.
+        ["type"] if o.kind.as_deref() == Some("Event") => o.status = Some(s),
+        ["note"] => o.message = Some(s),
         ["status"] if matches!(v, Scalar::Str(_)) => o.status = Some(s),
         ["reason"] => o.reason = Some(s),
         ["message"] => o.message = Some(s),
@@ -227,11 +232,26 @@ fn decode_raw_object(o: &mut ObjectRef, raw: &[u8]) {
                 // ObjectReference {kind = 1, namespace = 2, name = 3}
                 o.target = lenient_str(b, 3);
             }
+            ("Event", n) if !v.is_partial() => event_field(o, n, b),
             _ => {}
         }
     }
     if f.truncated() {
         o.truncated = true;
+    }
+}
+
+/// A field of an Event: core/v1 {involvedObject = 2, reason = 3, message = 4,
+/// type = 9} or events.k8s.io/v1 {reason = 7, regarding = 8, note = 10,
+/// type = 11}; ObjectReference {uid = 4}.
+fn event_field(o: &mut ObjectRef, n: u32, b: &[u8]) {
+    let events_v1 = o.api_version.as_deref() == Some("events.k8s.io/v1");
+    match (events_v1, n) {
+        (false, 2) | (true, 8) => o.regarding_uid = lenient_str(b, 4),
+        (false, 3) | (true, 7) => o.reason = Some(util::text(b)),
+        (false, 4) | (true, 10) => o.message = Some(util::text(b)),
+        (false, 9) | (true, 11) => o.status = Some(util::text(b)),
+        _ => {}
     }
 }
 
@@ -251,6 +271,9 @@ fn object_meta(o: &mut ObjectRef, b: &[u8]) {
             3 => o.namespace = Some(util::text(s)),
             5 => o.uid = Some(util::text(s)),
             6 => o.resource_version = Some(util::text(s)),
+            // ownerReferences: OwnerReference {uid = 4}; the first one, as
+            // controllers put themselves first.
+            13 if o.owner_uid.is_none() => o.owner_uid = lenient_str(s, 4),
             2 if o.name.is_none() => {}
             _ => {}
         }
@@ -469,6 +492,46 @@ impl WatchStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_and_event_subjects_link_objects() {
+        let rs = br#"{"kind":"ReplicaSet","apiVersion":"apps/v1","metadata":{"name":"web-1","namespace":"default","uid":"rs","ownerReferences":[{"apiVersion":"apps/v1","kind":"Deployment","name":"web","uid":"dep","controller":true}]}}"#;
+        let o = &decode_body(rs, false)[0];
+        assert_eq!(o.owner_uid.as_deref(), Some("dep"));
+        let ev = br#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"x.1","namespace":"default"},"involvedObject":{"kind":"Pod","name":"x","uid":"pod"},"reason":"Failed","message":"Failed to pull image","type":"Warning"}"#;
+        let o = &decode_body(ev, false)[0];
+        assert_eq!(o.regarding_uid.as_deref(), Some("pod"));
+        assert_eq!(o.reason.as_deref(), Some("Failed"));
+        assert_eq!(o.message.as_deref(), Some("Failed to pull image"));
+        assert_eq!(o.status.as_deref(), Some("Warning"));
+        // The same Event in protobuf (core/v1), as the kubelet sends it.
+        let mut raw = Vec::new();
+        let field = |buf: &mut Vec<u8>, n: u8, b: &[u8]| {
+            buf.push(n << 3 | 2);
+            buf.push(b.len() as u8);
+            buf.extend_from_slice(b);
+        };
+        let mut involved = Vec::new();
+        field(&mut involved, 4, b"pod");
+        let mut meta = Vec::new();
+        field(&mut meta, 1, b"x.1");
+        field(&mut raw, 1, &meta);
+        field(&mut raw, 2, &involved);
+        field(&mut raw, 3, b"Pulling");
+        field(&mut raw, 4, b"Pulling image");
+        field(&mut raw, 9, b"Normal");
+        let mut type_meta = Vec::new();
+        field(&mut type_meta, 1, b"v1");
+        field(&mut type_meta, 2, b"Event");
+        let mut env = PROTO_MAGIC.to_vec();
+        field(&mut env, 1, &type_meta);
+        field(&mut env, 2, &raw);
+        let o = decode_proto(&env, false).expect("decodes");
+        assert_eq!(o.regarding_uid.as_deref(), Some("pod"));
+        assert_eq!(o.reason.as_deref(), Some("Pulling"));
+        assert_eq!(o.message.as_deref(), Some("Pulling image"));
+        assert_eq!(o.status.as_deref(), Some("Normal"));
+    }
 
     #[test]
     fn json_watch_event_line() {

@@ -79,6 +79,11 @@ pub struct ObjectRef {
     pub phase: Option<String>,
     /// Binding.target.name (the node a pod is bound to).
     pub target: Option<String>,
+    /// The controller owner's uid (the first metadata.ownerReferences entry):
+    /// a ReplicaSet's Deployment, a Pod's ReplicaSet.
+    pub owner_uid: Option<String>,
+    /// An Event's subject uid (core/v1 involvedObject, events/v1 regarding).
+    pub regarding_uid: Option<String>,
     /// Watch event type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR).
     pub event_type: Option<String>,
     /// metav1.Status: status, reason, message, code.

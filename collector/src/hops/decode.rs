@@ -165,8 +165,25 @@ fn objects_of(m: &Message, hop: &mut Hop) {
                 phase: opt(&o.phase),
                 watch_event_type: opt(&o.event_type),
                 subresource: String::new(),
+                owner_uid: opt(&o.owner_uid),
+                regarding_uid: opt(&o.regarding_uid),
+                ..event_fields(o)
             },
         );
+    }
+}
+
+/// Type, reason and message of a Kubernetes Event (the decoder puts an
+/// Event's type where a Status has its status).
+fn event_fields(o: &ktrail_protocols::ObjectRef) -> PbObjectRef {
+    if o.kind.as_deref() != Some("Event") {
+        return PbObjectRef::default();
+    }
+    PbObjectRef {
+        event_type: opt(&o.status),
+        reason: opt(&o.reason),
+        message: opt(&o.message),
+        ..PbObjectRef::default()
     }
 }
 

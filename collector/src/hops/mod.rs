@@ -13,6 +13,7 @@ mod endpoint;
 mod exchange;
 mod flow;
 mod ids;
+pub use ids::IdGen;
 mod roles;
 mod run;
 mod side;

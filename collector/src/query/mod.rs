@@ -125,6 +125,20 @@ impl Query for QueryService {
         }))
     }
 
+    async fn list_flows(
+        &self,
+        _request: Request<ktrail_proto::v1::ListFlowsRequest>,
+    ) -> Result<Response<ktrail_proto::v1::ListFlowsReply>, Status> {
+        Err(Status::unimplemented("flows are being wired in"))
+    }
+
+    async fn get_flow(
+        &self,
+        _request: Request<ktrail_proto::v1::GetFlowRequest>,
+    ) -> Result<Response<ktrail_proto::v1::GetFlowReply>, Status> {
+        Err(Status::unimplemented("flows are being wired in"))
+    }
+
     async fn list_hops(
         &self,
         request: Request<ListHopsRequest>,
