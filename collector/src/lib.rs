@@ -12,6 +12,7 @@ pub mod hops;
 pub mod ingest;
 pub mod live;
 pub mod query;
+pub mod replay;
 pub mod server;
 pub mod shutdown;
 pub mod store;
