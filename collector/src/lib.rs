@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod clock;
 pub mod error;
+pub mod export;
 pub mod flows;
 pub mod hops;
 pub mod ingest;

@@ -193,9 +193,11 @@ mod tests {
     #[test]
     fn the_cluster_capture_replays_into_its_flows() {
         let r = replay(&cluster_capture(), StitchConfig::default()).expect("replay");
-        let (flow, hops) = r.flow_titled(KUBECTL_RUN).expect("kubectl run flow");
+        let (_, hops) = r.flow_titled(KUBECTL_RUN).expect("kubectl run flow");
         assert!(hops.len() >= 12, "{} hops", hops.len());
-        assert!(hops.windows(2).all(|w| w[0].start_unix_ns <= w[1].start_unix_ns));
+        assert!(hops
+            .windows(2)
+            .all(|w| w[0].start_unix_ns <= w[1].start_unix_ns));
         let (bad, _) = r.flow_titled(KUBECTL_RUN_BAD).expect("failed flow");
         assert!(bad.failure.is_some(), "{bad:?}");
     }
