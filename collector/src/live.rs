@@ -1,20 +1,38 @@
-//! Live fan-out: hops (with a bounded replay window) and traced events.
+//! Live fan-out: hops and flows (with bounded replay windows) and traced
+//! events.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ktrail_proto::v1::{Hop, TracedEvent};
+use ktrail_proto::v1::{Flow, Hop, TracedEvent};
 use tokio::sync::broadcast;
 
-/// Hops a watcher may fall behind by before it is told it lagged.
+/// Updates a watcher may fall behind by before it is told it lagged.
 pub const HOP_CHANNEL: usize = 4096;
+/// Flows kept for `ListFlows` and replay (their latest versions).
+pub const FLOW_WINDOW: usize = 10_000;
+
+/// What watchers receive.
+#[derive(Clone, Debug)]
+pub enum LiveUpdate {
+    Hop(Arc<Hop>),
+    Flow(Arc<Flow>),
+}
+
+/// The latest version of recent flows, oldest first.
+#[derive(Debug, Default)]
+struct FlowWindow {
+    by_id: HashMap<String, Arc<Flow>>,
+    order: VecDeque<String>,
+}
 /// Events a tracer may fall behind by.
 pub const EVENT_CHANNEL: usize = 16384;
 
 #[derive(Debug)]
 pub struct LiveHub {
-    hops: broadcast::Sender<Arc<Hop>>,
+    hops: broadcast::Sender<LiveUpdate>,
+    flows: Mutex<FlowWindow>,
     events: broadcast::Sender<Arc<TracedEvent>>,
     window: Mutex<VecDeque<Arc<Hop>>>,
     window_cap: usize,
@@ -24,6 +42,23 @@ pub struct LiveHub {
 impl LiveHub {
     /// `recent` (oldest first) seeds the window; `hops_total` counts stored hops.
     pub fn new(window_cap: usize, recent: Vec<Hop>, hops_total: u64) -> Self {
+        Self::with_flows(window_cap, recent, hops_total, Vec::new())
+    }
+
+    /// As [`LiveHub::new`], with stored flows (any order) seeding the flow window.
+    pub fn with_flows(
+        window_cap: usize,
+        recent: Vec<Hop>,
+        hops_total: u64,
+        mut flows: Vec<Flow>,
+    ) -> Self {
+        flows.sort_by_key(|f| f.start_unix_ns);
+        let skip = flows.len().saturating_sub(FLOW_WINDOW);
+        let mut flow_window = FlowWindow::default();
+        for f in flows.into_iter().skip(skip) {
+            flow_window.order.push_back(f.id.clone());
+            flow_window.by_id.insert(f.id.clone(), Arc::new(f));
+        }
         let window_cap = window_cap.max(1);
         let skip = recent.len().saturating_sub(window_cap);
         let window = recent.into_iter().skip(skip).map(Arc::new).collect();
@@ -31,6 +66,7 @@ impl LiveHub {
             hops: broadcast::channel(HOP_CHANNEL).0,
             events: broadcast::channel(EVENT_CHANNEL).0,
             window: Mutex::new(window),
+            flows: Mutex::new(flow_window),
             window_cap,
             hops_total: AtomicU64::new(hops_total),
         }
@@ -51,20 +87,82 @@ impl LiveHub {
         self.hops_total.fetch_add(1, Ordering::Relaxed);
         // Sent under the window lock so a new watcher's replay and live stream
         // neither miss nor repeat a hop. No receivers is fine.
-        let _ = self.hops.send(hop);
+        let _ = self.hops.send(LiveUpdate::Hop(hop));
     }
 
-    /// The last `replay` hops (oldest first) and a receiver for every later one.
-    pub fn watch(&self, replay: usize) -> (Vec<Arc<Hop>>, broadcast::Receiver<Arc<Hop>>) {
+    fn flow_window(&self) -> std::sync::MutexGuard<'_, FlowWindow> {
+        self.flows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps a flow's latest version and sends it to every watcher.
+    pub fn publish_flow(&self, flow: Flow) {
+        let flow = Arc::new(flow);
+        // Lock order: hop window, then flows (as in `watch`).
+        let _window = self.window();
+        let mut flows = self.flow_window();
+        if flows.by_id.insert(flow.id.clone(), flow.clone()).is_none() {
+            flows.order.push_back(flow.id.clone());
+            while flows.order.len() > FLOW_WINDOW {
+                if let Some(old) = flows.order.pop_front() {
+                    flows.by_id.remove(&old);
+                }
+            }
+        }
+        let _ = self.hops.send(LiveUpdate::Flow(flow));
+    }
+
+    /// Recent flows, most recent start first.
+    pub fn recent_flows(&self, limit: usize) -> Vec<Arc<Flow>> {
+        let flows = self.flow_window();
+        let mut v: Vec<Arc<Flow>> = flows.by_id.values().cloned().collect();
+        v.sort_by(|a, b| b.start_unix_ns.cmp(&a.start_unix_ns).then(a.id.cmp(&b.id)));
+        v.truncate(limit);
+        v
+    }
+
+    /// A recent flow by id or unique id prefix; `Err` lists the ambiguous ids.
+    pub fn flow(&self, id_or_prefix: &str) -> Result<Option<Arc<Flow>>, Vec<String>> {
+        let flows = self.flow_window();
+        if let Some(f) = flows.by_id.get(id_or_prefix) {
+            return Ok(Some(f.clone()));
+        }
+        let matching: Vec<&Arc<Flow>> = flows
+            .by_id
+            .values()
+            .filter(|f| f.id.starts_with(id_or_prefix))
+            .collect();
+        match matching.len() {
+            0 => Ok(None),
+            1 => Ok(Some(matching[0].clone())),
+            _ => Err(matching.iter().map(|f| f.id.clone()).collect()),
+        }
+    }
+
+    /// The last `replay` hops (oldest first), each preceded by its flow the
+    /// first time the flow appears, and a receiver for every later update.
+    pub fn watch(&self, replay: usize) -> (Vec<LiveUpdate>, broadcast::Receiver<LiveUpdate>) {
         let window = self.window();
+        let flows = self.flow_window();
         let rx = self.hops.subscribe();
         let skip = window.len().saturating_sub(replay);
-        (window.iter().skip(skip).cloned().collect(), rx)
+        let mut sent = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for hop in window.iter().skip(skip) {
+            if !hop.flow_id.is_empty() && sent.insert(hop.flow_id.clone()) {
+                if let Some(f) = flows.by_id.get(&hop.flow_id) {
+                    out.push(LiveUpdate::Flow(f.clone()));
+                }
+            }
+            out.push(LiveUpdate::Hop(hop.clone()));
+        }
+        (out, rx)
     }
 
     /// The last `limit` hops, oldest first.
     pub fn recent_hops(&self, limit: usize) -> Vec<Arc<Hop>> {
-        self.watch(limit).0
+        let window = self.window();
+        let skip = window.len().saturating_sub(limit);
+        window.iter().skip(skip).cloned().collect()
     }
 
     pub fn hops_total(&self) -> u64 {
@@ -114,6 +212,35 @@ mod tests {
         let (replay, mut rx) = hub.watch(5);
         assert_eq!(replay.len(), 1);
         hub.publish_hop(hop("b"));
-        assert_eq!(rx.try_recv().expect("live hop").id, "b");
+        match rx.try_recv().expect("live hop") {
+            LiveUpdate::Hop(h) => assert_eq!(h.id, "b"),
+            other => panic!("expected a hop, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flows_keep_their_latest_version_and_come_before_their_hops() {
+        let hub = LiveHub::new(10, Vec::new(), 0);
+        let flow = |state: &str| Flow {
+            id: "f-abc".into(),
+            state: state.into(),
+            ..Flow::default()
+        };
+        hub.publish_flow(flow("running"));
+        hub.publish_hop(Hop {
+            id: "h".into(),
+            flow_id: "f-abc".into(),
+            ..Hop::default()
+        });
+        hub.publish_flow(flow("settled"));
+        let (replay, _) = hub.watch(5);
+        match &replay[..] {
+            [LiveUpdate::Flow(f), LiveUpdate::Hop(h)] => {
+                assert_eq!((f.state.as_str(), h.id.as_str()), ("settled", "h"));
+            }
+            other => panic!("unexpected replay {other:?}"),
+        }
+        assert_eq!(hub.flow("f-a").expect("unique").expect("found").id, "f-abc");
+        assert_eq!(hub.recent_flows(10).len(), 1);
     }
 }

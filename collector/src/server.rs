@@ -119,10 +119,12 @@ impl Collector {
             })?;
 
         let registry = Arc::new(AgentRegistry::from_stored(loaded.agents));
-        let live = Arc::new(LiveHub::new(
+        let stored_flows = store.flows(crate::live::FLOW_WINDOW)?;
+        let live = Arc::new(LiveHub::with_flows(
             cfg.window_hops,
             loaded.recent_hops,
             loaded.hops_total,
+            stored_flows,
         ));
         let (store_writer, writer_task) = writer::spawn(store.clone(), cfg.writer);
         let (hop_input, hop_task) = hops::task::spawn(cfg.hops, live.clone(), store_writer.clone());
@@ -134,7 +136,8 @@ impl Collector {
             hop_input,
             shutdown_rx.clone(),
         );
-        let query = QueryService::new(registry, live, shutdown_rx.clone());
+        let query =
+            QueryService::new(registry, live, shutdown_rx.clone()).with_store(store.clone());
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -165,7 +165,7 @@ impl FlowStitcher {
             }
         }
         for id in closing {
-            self.close(&id);
+            self.close(&id, out);
             self.stats.flows_closed += 1;
         }
     }
@@ -221,7 +221,7 @@ impl FlowStitcher {
                 break;
             };
             if self.flows.contains_key(&old) {
-                self.close(&old);
+                self.close(&old, out);
                 self.stats.flows_evicted += 1;
             }
         }
@@ -368,10 +368,13 @@ impl FlowStitcher {
         }
     }
 
-    fn close(&mut self, id: &str) {
-        let Some(f) = self.flows.remove(id) else {
+    /// Forgets an open flow, sending its last version.
+    fn close(&mut self, id: &str, out: &mut Vec<Update>) {
+        let Some(mut f) = self.flows.remove(id) else {
             return;
         };
+        f.flow.closed = true;
+        out.push(Update::Flow(Box::new(f.flow.clone())));
         for k in &f.keys {
             if self.index.get(k).is_some_and(|owner| owner == id) {
                 self.index.remove(k);

@@ -9,7 +9,6 @@ use super::classify::{classify, is_tls_plaintext, SyscallClass};
 use super::connection::{Connection, DataIn, PairReady, PairTiming};
 use super::endpoint::{socket_view, tcp_state_view, ConnectionKey};
 use super::exchange::Completion;
-use super::flow::FlowTracker;
 use super::ids::IdGen;
 use super::run::{Direction, Transfer};
 use super::side::{Role, Side, SideIdentity};
@@ -20,8 +19,6 @@ use super::HopConfig;
 pub struct AssemblerStats {
     /// Connections held now.
     pub connections: usize,
-    /// Flows remembered now.
-    pub flows: usize,
     pub hops_emitted: u64,
     pub connections_closed: u64,
     pub evicted_idle: u64,
@@ -53,7 +50,6 @@ pub struct HopAssembler {
     active: HashSet<u64>,
     next_conn: u64,
     arrival: u64,
-    flows: FlowTracker,
     ids: IdGen,
     stats: AssemblerStats,
     last_sweep: u64,
@@ -70,7 +66,6 @@ fn normalize_state(state: &str) -> String {
 impl HopAssembler {
     pub fn new(cfg: HopConfig, id_seed: u64) -> Self {
         Self {
-            flows: FlowTracker::new(cfg.flow_gap_ns, cfg.max_flows),
             cfg,
             conns: HashMap::new(),
             by_key: HashMap::new(),
@@ -86,7 +81,6 @@ impl HopAssembler {
     pub fn stats(&self) -> AssemblerStats {
         AssemblerStats {
             connections: self.conns.len(),
-            flows: self.flows.len(),
             ..self.stats
         }
     }
@@ -308,10 +302,6 @@ impl HopAssembler {
         if now.saturating_sub(self.last_sweep) >= self.cfg.sweep_interval_ns {
             self.last_sweep = now;
             self.sweep_idle(now, out);
-            self.flows.sweep(
-                now,
-                self.cfg.flow_gap_ns.saturating_mul(10).max(10_000_000_000),
-            );
         }
     }
 
@@ -353,11 +343,11 @@ impl HopAssembler {
             conn.finished_since = None;
         }
         for pair in ready {
-            self.emit(pair, now, out);
+            self.emit(pair, out);
         }
     }
 
-    fn emit(&mut self, pair: PairReady, now: u64, out: &mut Vec<Hop>) {
+    fn emit(&mut self, pair: PairReady, out: &mut Vec<Hop>) {
         self.stats.messages_dropped += [
             &pair.client.request,
             &pair.client.response,
@@ -370,7 +360,6 @@ impl HopAssembler {
         .sum::<u64>();
         for mut hop in build_hops(pair) {
             hop.id = self.ids.next_id("h-");
-            hop.flow_id = self.flows.assign(&hop, &mut self.ids, now);
             self.stats.hops_emitted += 1;
             out.push(hop);
         }
@@ -421,7 +410,7 @@ impl HopAssembler {
         self.stats.stream_items_dropped += items;
         self.stats.streams_evicted += streams;
         for pair in ready {
-            self.emit(pair, now, out);
+            self.emit(pair, out);
         }
     }
 

@@ -35,11 +35,13 @@ pub fn is_tls_plaintext(name: &str) -> bool {
     name.starts_with("tls_")
 }
 
-/// Whether an event can contribute to a hop: a syscall on an inet/unix socket,
-/// or a TCP state change. Everything else can skip the assembler.
+/// Whether an event can contribute to a hop or a flow: a syscall on an
+/// inet/unix socket, a TCP state change, or a process event (flows follow
+/// process lineage). Everything else can skip the hop task.
 pub fn is_relevant(event: &Event) -> bool {
     match &event.body {
         Some(Body::TcpState(_)) => true,
+        Some(Body::Exec(_) | Body::Fork(_) | Body::Exit(_)) => true,
         Some(Body::Syscall(sc)) => {
             classify(&sc.name) != SyscallClass::Other
                 && sc.socket.as_ref().is_some_and(|s| {
@@ -65,7 +67,7 @@ mod tests {
     }
 
     #[test]
-    fn only_socket_syscalls_and_tcp_states_are_relevant() {
+    fn only_socket_syscalls_tcp_states_and_process_events_are_relevant() {
         let mut ev = Event {
             body: Some(Body::Syscall(SyscallEvent {
                 name: "write".into(),
@@ -84,6 +86,6 @@ mod tests {
         }
         assert!(!is_relevant(&ev));
         ev.body = Some(Body::Exit(ProcessExit { group_dead: true }));
-        assert!(!is_relevant(&ev));
+        assert!(is_relevant(&ev), "process events feed flows");
     }
 }

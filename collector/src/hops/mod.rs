@@ -11,7 +11,6 @@ mod connection;
 mod decode;
 mod endpoint;
 mod exchange;
-mod flow;
 mod ids;
 pub use ids::IdGen;
 mod roles;
@@ -49,9 +48,6 @@ pub struct HopConfig {
     pub sweep_interval_ns: u64,
     /// Hard cap on connections held; the least recently active go first.
     pub max_connections: usize,
-    /// A client process's next hop starts a new flow after this gap.
-    pub flow_gap_ns: u64,
-    pub max_flows: usize,
 }
 
 impl Default for HopConfig {
@@ -64,8 +60,6 @@ impl Default for HopConfig {
             idle_timeout_ns: 300_000 * MS,
             sweep_interval_ns: 1_000 * MS,
             max_connections: 100_000,
-            flow_gap_ns: 1_000 * MS,
-            max_flows: 100_000,
         }
     }
 }

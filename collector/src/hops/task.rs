@@ -1,15 +1,19 @@
-//! The task that runs the assembler in the collector: fed by ingest, ticked
-//! every 50 ms, publishing hops live and to the store.
+//! The task that runs the assembler and the flow stitcher in the collector:
+//! fed by ingest, ticked every 50 ms, publishing hops and flows live and to
+//! the store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ktrail_proto::v1::{Event, Hop};
+use ktrail_proto::v1::event::Body;
+use ktrail_proto::v1::Event;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::{AssemblerStats, HopAssembler, HopConfig};
+use crate::clock::unix_now_ns;
+use crate::flows::{FlowStitcher, StitchConfig, StitchStats, Update};
 use crate::live::LiveHub;
 use crate::store::writer::StoreWriter;
 
@@ -53,30 +57,47 @@ async fn run(
     let start = Instant::now();
     let now = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let mut asm = HopAssembler::new(cfg, id_seed());
+    // Stitching runs on event time (the nodes' wall clocks), so it is given
+    // the collector's wall clock too.
+    let mut flows = FlowStitcher::new(StitchConfig::default(), id_seed().rotate_left(17));
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut out = Vec::new();
+    let mut updates = Vec::new();
     let mut reported = asm.stats();
+    let mut reported_flows = flows.stats();
     loop {
         tokio::select! {
             input = rx.recv() => match input {
                 Some(input) => {
                     let t = now();
                     for event in &input.events {
-                        asm.ingest(&input.node, &input.agent_id, event, t, &mut out);
+                        if is_process_event(event) {
+                            flows.on_process_event(&input.node, &input.agent_id, event, unix_now_ns(), &mut updates);
+                        } else {
+                            asm.ingest(&input.node, &input.agent_id, event, t, &mut out);
+                        }
                     }
                 }
                 None => break,
             },
             _ = ticker.tick() => {
                 asm.tick(now(), &mut out);
+                flows.tick(unix_now_ns(), &mut updates);
                 reported = report(reported, asm.stats());
+                reported_flows = report_flows(reported_flows, flows.stats());
             }
         }
-        publish(&mut out, &live, &writer).await;
+        for hop in out.drain(..) {
+            flows.on_hop(hop, unix_now_ns(), &mut updates);
+        }
+        publish(&mut updates, &live, &writer).await;
     }
     asm.flush(now(), &mut out);
-    publish(&mut out, &live, &writer).await;
+    for hop in out.drain(..) {
+        flows.on_hop(hop, unix_now_ns(), &mut updates);
+    }
+    publish(&mut updates, &live, &writer).await;
     let stats = asm.stats();
     info!(hops = stats.hops_emitted, "hop assembly stopped");
     stats
@@ -112,12 +133,53 @@ fn report(last: AssemblerStats, now: AssemblerStats) -> AssemblerStats {
     now
 }
 
-async fn publish(out: &mut Vec<Hop>, live: &LiveHub, writer: &StoreWriter) {
-    for hop in out.drain(..) {
-        debug!(hop_id = %hop.id, kind = %hop.kind, summary = %hop.summary, "hop");
-        if writer.write_hop(&hop).await.is_err() {
-            warn!(hop_id = %hop.id, "store writer stopped: hop not stored");
+fn is_process_event(event: &Event) -> bool {
+    matches!(
+        event.body,
+        Some(Body::Exec(_) | Body::Fork(_) | Body::Exit(_))
+    )
+}
+
+/// Logs what stitching could not place or keep since the last report.
+fn report_flows(last: StitchStats, now: StitchStats) -> StitchStats {
+    if now.pending_evicted > last.pending_evicted || now.flows_evicted > last.flows_evicted {
+        warn!(
+            pending_evicted = now.pending_evicted,
+            flows_evicted = now.flows_evicted,
+            pending = now.pending,
+            "flow stitching caps reached: hops left unplaced, or flows closed early"
+        );
+    }
+    if now.flows_started > last.flows_started || now.flows_closed > last.flows_closed {
+        debug!(
+            started = now.flows_started,
+            closed = now.flows_closed,
+            hops_joined = now.hops_joined,
+            pending = now.pending,
+            pending_expired = now.pending_expired,
+            "flows"
+        );
+    }
+    now
+}
+
+async fn publish(updates: &mut Vec<Update>, live: &LiveHub, writer: &StoreWriter) {
+    for update in updates.drain(..) {
+        match update {
+            Update::Hop(hop) => {
+                debug!(hop_id = %hop.id, flow_id = %hop.flow_id, kind = %hop.kind, summary = %hop.summary, "hop");
+                if writer.write_hop(&hop).await.is_err() {
+                    warn!(hop_id = %hop.id, "store writer stopped: hop not stored");
+                }
+                live.publish_hop(*hop);
+            }
+            Update::Flow(flow) => {
+                info!(flow_id = %flow.id, title = %flow.title, state = %flow.state, reason = %flow.state_reason, hops = flow.hop_count, closed = flow.closed, "flow");
+                if writer.write_flow(&flow).await.is_err() {
+                    warn!(flow_id = %flow.id, "store writer stopped: flow not stored");
+                }
+                live.publish_flow(*flow);
+            }
         }
-        live.publish_hop(hop);
     }
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 mod filter;
+mod flows;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,8 +23,9 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info};
 
 use crate::agents::AgentRegistry;
-use crate::live::LiveHub;
+use crate::live::{LiveHub, LiveUpdate};
 use crate::shutdown;
+use crate::store::Store;
 
 pub use filter::TraceFilter;
 
@@ -36,6 +38,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct QueryService {
     registry: Arc<AgentRegistry>,
     live: Arc<LiveHub>,
+    store: Option<Store>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -48,15 +51,24 @@ impl QueryService {
         Self {
             registry,
             live,
+            store: None,
             shutdown,
         }
     }
+
+    /// Flows and events older than the live windows come from `store`.
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
 }
 
-fn hop_update(hop: &ktrail_proto::v1::Hop) -> WatchUpdate {
-    WatchUpdate {
-        body: Some(watch_update::Body::Hop(hop.clone())),
-    }
+fn update(u: &LiveUpdate) -> WatchUpdate {
+    let body = match u {
+        LiveUpdate::Hop(hop) => watch_update::Body::Hop((**hop).clone()),
+        LiveUpdate::Flow(flow) => watch_update::Body::Flow((**flow).clone()),
+    };
+    WatchUpdate { body: Some(body) }
 }
 
 #[tonic::async_trait]
@@ -71,10 +83,10 @@ impl Query for QueryService {
         let replay = request.into_inner().replay as usize;
         let (replayed, rx) = self.live.watch(replay);
         info!(replay, replayed = replayed.len(), "watch started");
-        let replayed = futures::stream::iter(replayed.into_iter().map(|hop| Ok(hop_update(&hop))));
+        let replayed = futures::stream::iter(replayed.into_iter().map(|u| Ok(update(&u))));
         let live = BroadcastStream::new(rx).map(|item| {
             Ok(match item {
-                Ok(hop) => hop_update(&hop),
+                Ok(u) => update(&u),
                 Err(BroadcastStreamRecvError::Lagged(skipped)) => {
                     debug!(skipped, "watcher lagged");
                     WatchUpdate {
@@ -127,16 +139,31 @@ impl Query for QueryService {
 
     async fn list_flows(
         &self,
-        _request: Request<ktrail_proto::v1::ListFlowsRequest>,
+        request: Request<ktrail_proto::v1::ListFlowsRequest>,
     ) -> Result<Response<ktrail_proto::v1::ListFlowsReply>, Status> {
-        Err(Status::unimplemented("flows are being wired in"))
+        let limit = match request.into_inner().limit {
+            0 => DEFAULT_LIST_LIMIT,
+            n => n as usize,
+        };
+        let (live, store) = (self.live.clone(), self.store.clone());
+        let flows = tokio::task::spawn_blocking(move || flows::list(&live, store.as_ref(), limit))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(ktrail_proto::v1::ListFlowsReply { flows }))
     }
 
     async fn get_flow(
         &self,
-        _request: Request<ktrail_proto::v1::GetFlowRequest>,
+        request: Request<ktrail_proto::v1::GetFlowRequest>,
     ) -> Result<Response<ktrail_proto::v1::GetFlowReply>, Status> {
-        Err(Status::unimplemented("flows are being wired in"))
+        let req = request.into_inner();
+        let (live, store) = (self.live.clone(), self.store.clone());
+        let reply = tokio::task::spawn_blocking(move || {
+            flows::get(&live, store.as_ref(), &req.id, req.with_events)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(reply))
     }
 
     async fn list_hops(

@@ -2,6 +2,7 @@
 //! batching task ([`writer`]), read at startup and by tests.
 
 pub mod batch;
+mod flows;
 mod tables;
 pub mod writer;
 
@@ -104,6 +105,7 @@ impl Store {
         txn.open_table(AGENTS)?;
         txn.open_table(HOP_INDEX)?;
         txn.open_table(HOP_GROUPS)?;
+        txn.open_table(tables::FLOWS)?;
         txn.commit()?;
         Ok(Self {
             db: Arc::new(db),

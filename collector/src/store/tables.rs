@@ -64,3 +64,6 @@ pub struct StoredHops {
     #[prost(message, repeated, tag = "1")]
     pub hops: Vec<Hop>,
 }
+
+/// `flow_id` → `Flow`, its latest version.
+pub const FLOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("flows");

@@ -22,7 +22,7 @@ use tracing::{debug, error, warn};
 
 use super::batch::{self, Compressor};
 use super::tables::{
-    AGENTS, BATCH_AGE, EVENT_BATCHES, HOP_GROUPS, HOP_INDEX, META, META_EVENT_BYTES,
+    AGENTS, BATCH_AGE, EVENT_BATCHES, FLOWS, HOP_GROUPS, HOP_INDEX, META, META_EVENT_BYTES,
     META_EVICTED_BATCHES, META_EVICTED_EVENTS, META_EVICTED_HOPS, META_HOP_BYTES, META_NEXT_BATCH,
     META_NEXT_HOP_GROUP,
 };
@@ -67,6 +67,10 @@ enum WriteOp {
         id: String,
         bytes: Vec<u8>,
     },
+    Flow {
+        id: String,
+        bytes: Vec<u8>,
+    },
     Flush(oneshot::Sender<()>),
 }
 
@@ -95,6 +99,15 @@ impl StoreWriter {
             start: hop.start_unix_ns,
             id: hop.id.clone(),
             bytes: hop.encode_to_vec(),
+        })
+        .await
+    }
+
+    /// Stores a flow's latest version (replacing the one before).
+    pub async fn write_flow(&self, flow: &ktrail_proto::v1::Flow) -> Result<(), WriterClosed> {
+        self.send(WriteOp::Flow {
+            id: flow.id.clone(),
+            bytes: flow.encode_to_vec(),
         })
         .await
     }
@@ -158,6 +171,8 @@ struct BatchData {
     agents: HashMap<Arc<str>, AgentStatus>,
     hops: Vec<(u64, String, Vec<u8>)>,
     hop_bytes: usize,
+    /// Latest version of each flow written in the batch.
+    flows: HashMap<String, Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -190,6 +205,10 @@ impl Batch {
                 self.bytes += bytes.len();
                 self.data.hop_bytes += bytes.len();
                 self.data.hops.push((start, id, bytes));
+            }
+            WriteOp::Flow { id, bytes } => {
+                self.bytes += bytes.len();
+                self.data.flows.insert(id, bytes);
             }
             WriteOp::Flush(tx) => self.flushes.push(tx),
         }
@@ -420,6 +439,10 @@ fn commit(ctx: &CommitCtx, data: &BatchData) -> Result<Committed, StoreError> {
                 meta.insert(META_NEXT_HOP_GROUP, group_no + 1)?;
             }
             done.hops = data.hops.len() as u64;
+            let mut flows = txn.open_table(FLOWS)?;
+            for (id, bytes) in &data.flows {
+                flows.insert(id.as_str(), bytes.as_slice())?;
+            }
         }
         if ctx.max_bytes > 0 && held.total() > ctx.max_bytes {
             let evicted = evict_oldest(&txn, &mut held, ctx.max_bytes)?;

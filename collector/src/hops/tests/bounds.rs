@@ -51,19 +51,6 @@ fn idle_connections_are_evicted() {
 }
 
 #[test]
-fn flows_are_forgotten() {
-    let mut sim = Sim::new();
-    for i in 0..20 {
-        sim.feed_all("n", client_exchange(&client(i), T0, REQ, RESP));
-    }
-    sim.run_for(1_000);
-    assert_eq!(sim.hops.len(), 20);
-    assert_eq!(sim.asm.stats().flows, 20);
-    sim.run_for(20_000);
-    assert_eq!(sim.asm.stats().flows, 0);
-}
-
-#[test]
 fn flush_emits_what_is_pending_and_forgets_everything() {
     let mut sim = Sim::new();
     let (c, s) = http_pair();

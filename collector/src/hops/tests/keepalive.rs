@@ -84,37 +84,6 @@ fn a_slow_server_does_not_split_the_exchange() {
 }
 
 #[test]
-fn a_pause_starts_a_new_flow_and_other_clients_have_their_own() {
-    let mut sim = Sim::new();
-    let (c, s) = http_pair();
-    sim.feed_all(CLIENT_NODE, client_exchange(&c, T0, REQ, RESP));
-    sim.feed_all(SERVER_NODE, server_exchange(&s, T0, REQ, RESP));
-    sim.run_for(150);
-    sim.feed_all(CLIENT_NODE, client_exchange(&c, T0 + 500 * MS, REQ, RESP));
-    sim.feed_all(SERVER_NODE, server_exchange(&s, T0 + 500 * MS, REQ, RESP));
-    sim.run_for(150);
-    sim.feed_all(CLIENT_NODE, client_exchange(&c, T0 + 3_000 * MS, REQ, RESP));
-    sim.feed_all(SERVER_NODE, server_exchange(&s, T0 + 3_000 * MS, REQ, RESP));
-    sim.run_for(150);
-    let other = End::tcp(
-        5000,
-        "wget",
-        ("192.168.56.21", 40000),
-        ("192.168.56.10", 8080),
-    );
-    sim.feed_all(
-        "k8s-worker2",
-        client_exchange(&other, T0 + 3_000 * MS, REQ, RESP),
-    );
-    sim.run_for(700);
-    let hops = sim.take_hops();
-    assert_eq!(hops.len(), 4);
-    assert_eq!(hops[0].flow_id, hops[1].flow_id);
-    assert_ne!(hops[1].flow_id, hops[2].flow_id, "3 s pause");
-    assert_ne!(hops[2].flow_id, hops[3].flow_id, "another process");
-}
-
-#[test]
 fn tls_plaintext_replaces_the_encrypted_bytes() {
     let mut sim = Sim::new();
     let (c, s) = http_pair();
