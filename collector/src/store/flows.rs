@@ -41,12 +41,11 @@ impl Store {
         for row in index.range((from, "")..=(to, "\u{10ffff}"))? {
             let (_, value) = row?;
             let (group_no, i) = value.value();
-            if !decoded.contains_key(&group_no) {
-                let group = match groups.get(group_no)? {
+            if let std::collections::hash_map::Entry::Vacant(slot) = decoded.entry(group_no) {
+                slot.insert(match groups.get(group_no)? {
                     Some(g) => batch::decode_hops(g.value())?,
                     None => Vec::new(),
-                };
-                decoded.insert(group_no, group);
+                });
             }
             if let Some(hop) = decoded.get(&group_no).and_then(|g| g.get(i as usize)) {
                 hops.push(hop.clone());
