@@ -200,7 +200,7 @@ pub enum Syscall {
 }
 
 impl Syscall {
-    /// The real syscalls, each with `syscalls:sys_enter_<name>` / `sys_exit_<name>`.
+    /// The real syscalls the kernel programs trace (at `raw_syscalls:sys_enter/sys_exit`).
     pub const ALL: [Syscall; 14] = [
         Self::Read,
         Self::Write,
@@ -217,6 +217,73 @@ impl Syscall {
         Self::Openat,
         Self::Accept4,
     ];
+
+    /// The traced syscall with this x86_64 number: the first test the kernel program
+    /// makes for every syscall of every process, so it is a match, not a search.
+    #[inline(always)]
+    pub fn from_nr(nr: u64) -> Option<Syscall> {
+        Some(match nr {
+            0 => Self::Read,
+            1 => Self::Write,
+            3 => Self::Close,
+            19 => Self::Readv,
+            20 => Self::Writev,
+            42 => Self::Connect,
+            43 => Self::Accept,
+            44 => Self::Sendto,
+            45 => Self::Recvfrom,
+            46 => Self::Sendmsg,
+            47 => Self::Recvmsg,
+            59 => Self::Execve,
+            257 => Self::Openat,
+            288 => Self::Accept4,
+            _ => return None,
+        })
+    }
+
+    /// A small non-zero tag (1..=14, five bits) for the kernel's per-thread slot, which
+    /// packs it with the entry time; [`Syscall::from_tag`] reverses it.
+    #[inline(always)]
+    pub fn tag(self) -> u64 {
+        match self {
+            Self::Read => 1,
+            Self::Write => 2,
+            Self::Close => 3,
+            Self::Readv => 4,
+            Self::Writev => 5,
+            Self::Connect => 6,
+            Self::Accept => 7,
+            Self::Sendto => 8,
+            Self::Recvfrom => 9,
+            Self::Sendmsg => 10,
+            Self::Recvmsg => 11,
+            Self::Execve => 12,
+            Self::Openat => 13,
+            Self::Accept4 => 14,
+            Self::GoTlsWrite | Self::GoTlsRead => 0,
+        }
+    }
+
+    #[inline(always)]
+    pub fn from_tag(tag: u64) -> Option<Syscall> {
+        Some(match tag {
+            1 => Self::Read,
+            2 => Self::Write,
+            3 => Self::Close,
+            4 => Self::Readv,
+            5 => Self::Writev,
+            6 => Self::Connect,
+            7 => Self::Accept,
+            8 => Self::Sendto,
+            9 => Self::Recvfrom,
+            10 => Self::Sendmsg,
+            11 => Self::Recvmsg,
+            12 => Self::Execve,
+            13 => Self::Openat,
+            14 => Self::Accept4,
+            _ => return None,
+        })
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -304,6 +371,16 @@ mod tests {
             assert_eq!(Syscall::try_from(s as u32), Ok(s));
         }
         assert_eq!(Syscall::try_from(9999), Err(UnknownTag(9999)));
+        for s in Syscall::ALL {
+            assert_eq!(Syscall::from_nr(s as u32 as u64), Some(s));
+            assert!(
+                (1..32).contains(&s.tag()),
+                "{s:?} fits the slot's five bits"
+            );
+            assert_eq!(Syscall::from_tag(s.tag()), Some(s));
+        }
+        assert_eq!(Syscall::from_nr(2), None);
+        assert_eq!(Syscall::from_tag(0), None);
         for k in 1..=5 {
             assert_eq!(EventKind::try_from(k).map(|k| k as u32), Ok(k));
         }
@@ -311,6 +388,12 @@ mod tests {
         assert!(FdKind::try_from(3).is_err());
     }
 }
+
+/// `ENTERED` slot of a thread inside a traced syscall: the syscall's tag in the top five
+/// bits, its entry time (`bpf_ktime_get_ns`, below 2^59 ns = 18 years of uptime) below.
+/// 0 means no traced syscall in flight.
+pub const ENTERED_TAG_SHIFT: u32 = 59;
+pub const ENTERED_TIME_MASK: u64 = (1 << ENTERED_TAG_SHIFT) - 1;
 
 /// Key of an in-flight Go TLS Read (Write is sent at its entry): the goroutine (R14 holds `g` in Go's register
 /// ABI), since a goroutine may move between threads while it blocks in Read.

@@ -5,7 +5,10 @@ pub const TRACKED: &str = "TRACKED";
 pub const TARGETS: &str = "TARGETS";
 pub const CONFIG: &str = "CONFIG";
 pub const DROPS: &str = "DROPS";
-pub const INFLIGHT: &str = "INFLIGHT";
+/// Per-thread array (index = tid): the traced syscall in flight and its entry time.
+pub const ENTERED: &str = "ENTERED";
+/// pid_tgid → the socket a tracked thread's `close` was called on, looked up at entry.
+pub const CLOSING: &str = "CLOSING";
 pub const SCRATCH: &str = "SCRATCH";
 pub const SOCK_OWNERS: &str = "SOCK_OWNERS";
 pub const GO_TLS_CALLS: &str = "GO_TLS_CALLS";
@@ -13,8 +16,18 @@ pub const MAX_GO_TLS_CALLS: u32 = 16_384;
 
 /// Capacity of the ring buffer shared by all CPUs (bytes, a power of two).
 pub const RING_BYTES: u32 = 16 * 1024 * 1024;
+/// The kernel programs submit without waking the reader, and wake it only when this
+/// many bytes are waiting: one wakeup (an inter-processor interrupt and a context
+/// switch) per event was most of the cost of a traced syscall. The agent also drains
+/// on a timer (`DRAIN_EVERY_MS`), so a trickle of events is not held back.
+pub const WAKEUP_BYTES: u64 = 256 * 1024;
+/// How often the agent drains the ring buffer without being woken.
+pub const DRAIN_EVERY_MS: u64 = 10;
+/// Default size of `ENTERED`; the agent sets it to the kernel's pid_max at load.
+pub const DEFAULT_MAX_TIDS: u32 = 32_768;
 pub const MAX_TRACKED: u32 = 65_536;
-pub const MAX_INFLIGHT: u32 = 16_384;
+/// Close calls in flight at once (entries of `CLOSING`).
+pub const MAX_CLOSING: u32 = 16_384;
 pub const MAX_SOCK_OWNERS: u32 = 65_536;
 /// Slots of the `TARGETS` array: process name patterns matched at exec.
 pub const MAX_TARGETS: u32 = 32;

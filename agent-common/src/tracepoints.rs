@@ -20,12 +20,6 @@ pub mod exit {
     pub const GROUP_DEAD: usize = 32;
 }
 
-pub mod sys {
-    pub const SYSCALL_NR: usize = 8;
-    pub const ARG0: usize = 16;
-    pub const RET: usize = 16;
-}
-
 pub mod sock_state {
     pub const SKADDR: usize = 8;
     pub const OLDSTATE: usize = 16;
@@ -40,7 +34,8 @@ pub mod sock_state {
     pub const DADDR_V6: usize = 56;
 }
 
-/// Every field the programs read. Syscall entry/exit formats are checked on read().
+/// Every field the programs read. (Syscalls are raw tracepoints: their arguments are
+/// `struct pt_regs *` and the number or return value, not a tracefs record.)
 pub const FIELDS: &[FieldSpec] = &[
     (
         "sched",
@@ -65,15 +60,6 @@ pub const FIELDS: &[FieldSpec] = &[
         exit::GROUP_DEAD,
         1,
     ),
-    (
-        "syscalls",
-        "sys_enter_read",
-        "__syscall_nr",
-        sys::SYSCALL_NR,
-        4,
-    ),
-    ("syscalls", "sys_enter_read", "fd", sys::ARG0, 8),
-    ("syscalls", "sys_exit_read", "ret", sys::RET, 8),
     (
         "sock",
         "inet_sock_set_state",

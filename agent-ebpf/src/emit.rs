@@ -1,6 +1,7 @@
 //! Helpers shared by the probes: headers, loss counters, config, tracking checks.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     cty::c_void,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
@@ -8,7 +9,7 @@ use aya_ebpf::{
     },
 };
 use ktrail_agent_common::{
-    maps::{DROP_READ_FAILED, DROP_RINGBUF_FULL},
+    maps::{DROP_READ_FAILED, DROP_RINGBUF_FULL, WAKEUP_BYTES},
     AgentConfig, EventHeader, EventKind, SocketInfo, SyscallEvent, TrackedProcess,
     FLAG_PAYLOAD_READ_FAILED, FLAG_PAYLOAD_TRUNCATED, MAX_PAYLOAD,
 };
@@ -105,7 +106,25 @@ pub fn send_syscall_event(scratch: &SyscallScratch) {
     let len =
         (SyscallEvent::HEADER_LEN as u64 + (scratch.event.payload_len as u64 & LEN_MASK)) as usize;
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, len) };
-    if EVENTS.output(bytes, 0).is_err() {
+    output(bytes);
+}
+
+/// Writes a record into `EVENTS` (counting a full ring as a drop) without waking the
+/// reader, unless this record takes the unread data past `WAKEUP_BYTES`. The default
+/// (flags 0) wakes a caught-up reader at every record: an irq_work self-interrupt and a
+/// context switch per event. The agent drains on a short timer as well, so a record
+/// that wakes no one waits at most that long. Two CPUs racing past the mark may both
+/// wake it or neither; the timer covers the second case.
+#[inline(always)]
+pub fn output<T: ?Sized>(data: &T) {
+    let len = core::mem::size_of_val(data) as u64;
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = if avail < WAKEUP_BYTES && avail + len >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output(data, flags as u64).is_err() {
         count_drop(DROP_RINGBUF_FULL);
     }
 }

@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use ktrail_agent_common::{
     maps::{
-        DROP_SLOTS, MAX_GO_TLS_CALLS, MAX_INFLIGHT, MAX_SOCK_OWNERS, MAX_TARGETS, MAX_TRACKED,
-        RING_BYTES,
+        DEFAULT_MAX_TIDS, DROP_SLOTS, MAX_CLOSING, MAX_GO_TLS_CALLS, MAX_SOCK_OWNERS, MAX_TARGETS,
+        MAX_TRACKED, RING_BYTES,
     },
     AgentConfig, GoCall, GoCallKey, ProcessEvent, SocketInfo, SyscallEvent, TargetPattern,
     TrackedProcess, MAX_PAYLOAD,
@@ -31,20 +31,18 @@ pub static CONFIG: Array<AgentConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 
-/// A syscall between its entry and exit, per thread (pid_tgid).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Inflight {
-    pub nr: u32,
-    pub _pad: u32,
-    pub enter_ns: u64,
-    pub args: [u64; 3],
-    /// For close: the socket looked up at entry, as the fd is gone at exit.
-    pub socket: SocketInfo,
-}
-
+/// Per thread (index = tid): the traced syscall in flight, packed with its entry time
+/// (`ENTERED_TAG_SHIFT`); 0 when none. An array, not a hash, because the exit program
+/// runs at every syscall exit of every process and must reject untraced ones with one
+/// inlined array read. Each slot is written only by its own thread. The agent sizes it
+/// to the kernel's pid_max at load.
 #[map]
-pub static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
+pub static ENTERED: Array<u64> = Array::with_max_entries(DEFAULT_MAX_TIDS, 0);
+
+/// pid_tgid → the socket a tracked thread is closing, looked up at entry, since after
+/// close the fd no longer leads to it.
+#[map]
+pub static CLOSING: HashMap<u64, SocketInfo> = HashMap::with_max_entries(MAX_CLOSING, 0);
 
 /// `struct sock *` → owning tgid, so TCP state changes that the kernel makes in softirq
 /// context (current = whatever ran) are still attributed to the right process.
@@ -69,3 +67,8 @@ pub static PROCESS_SCRATCH: PerCpuArray<ProcessEvent> = PerCpuArray::with_max_en
 #[map]
 pub static GO_TLS_CALLS: LruHashMap<GoCallKey, GoCall> =
     LruHashMap::with_max_entries(MAX_GO_TLS_CALLS, 0);
+
+/// Per-CPU buffer for reading several fields of a kernel struct at once (kernel.rs
+/// `Span`): twice the span, so any masked offset plus the field fits.
+#[map]
+pub static SPAN_BUF: PerCpuArray<[u64; 32]> = PerCpuArray::with_max_entries(1, 0);

@@ -76,6 +76,11 @@ pub struct Args {
     #[arg(long, default_value_t = 262_144)]
     pub buffer_events: usize,
 
+    /// Benchmarks only: attach empty programs to the syscall tracepoints (no syscall
+    /// events), to measure what syscall tracing costs before any of ktrail's work.
+    #[arg(long, hide = true)]
+    pub empty_syscall_programs: bool,
+
     /// Address of the /metrics (Prometheus) and /readyz endpoint.
     #[arg(long, default_value = "0.0.0.0:9464")]
     pub metrics_addr: SocketAddr,

@@ -2,15 +2,15 @@
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::TracePoint,
-    Ebpf,
+    programs::{RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
 };
 use ktrail_agent_common::{
     maps::{
         self as names, DROP_INFLIGHT_FULL, DROP_READ_FAILED, DROP_RINGBUF_FULL, DROP_TRACKED_FULL,
         MAX_TARGETS,
     },
-    AgentConfig, Syscall, TargetPattern, TrackedProcess,
+    AgentConfig, TargetPattern, TrackedProcess,
 };
 
 use crate::metrics::KernelDrops;
@@ -73,7 +73,11 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
 impl Programs {
     pub fn load(config: &AgentConfig, targets: &[TargetPattern]) -> Result<Self, LoadError> {
         raise_memlock();
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| LoadError::Load(Box::new(e)))?;
+        let mut ebpf = EbpfLoader::new()
+            // One ENTERED slot per possible thread id.
+            .set_max_entries(names::ENTERED, pid_max())
+            .load(OBJECT)
+            .map_err(|e| LoadError::Load(Box::new(e)))?;
         let mut cfg: Array<_, AgentConfig> = Array::try_from(
             ebpf.map_mut(names::CONFIG)
                 .ok_or(LoadError::MissingMap(names::CONFIG))?,
@@ -136,17 +140,26 @@ impl Programs {
         )
     }
 
-    pub fn attach_syscalls_and_tcp(&mut self) -> Result<(), LoadError> {
-        let enter: Vec<String> = Syscall::ALL
-            .iter()
-            .map(|s| format!("sys_enter_{}", s.name()))
-            .collect();
-        let exit: Vec<String> = Syscall::ALL
-            .iter()
-            .map(|s| format!("sys_exit_{}", s.name()))
-            .collect();
-        self.attach("sys_enter", "syscalls", &enter)?;
-        self.attach("sys_exit", "syscalls", &exit)?;
+    /// `empty`: attach programs that do nothing instead of the syscall programs (to
+    /// measure what syscall tracing itself costs; benchmarks only).
+    pub fn attach_syscalls_and_tcp(&mut self, empty: bool) -> Result<(), LoadError> {
+        // Exit first: a syscall entered while only the entry program was attached would
+        // leave its thread's slot set, and pair with the thread's next, untraced, exit.
+        let programs = if empty {
+            [
+                ("sys_exit_empty", "sys_exit"),
+                ("sys_enter_empty", "sys_enter"),
+            ]
+        } else {
+            [("sys_exit", "sys_exit"), ("sys_enter", "sys_enter")]
+        };
+        for (program, tracepoint) in programs {
+            let p: &mut RawTracePoint = self.program(program)?;
+            p.load()
+                .map_err(program_err(program, "raw_syscalls", "(load)"))?;
+            p.attach(tracepoint)
+                .map_err(program_err(program, "raw_syscalls", tracepoint))?;
+        }
         self.attach(
             "inet_sock_set_state",
             "sock",
@@ -203,6 +216,16 @@ pub fn read_drops(map: &PerCpuArray<MapData, u64>) -> KernelDrops {
         tracked_full: slot(DROP_TRACKED_FULL).iter().sum(),
         read_failed: slot(DROP_READ_FAILED).iter().sum(),
     }
+}
+
+/// The kernel's largest thread id + 1 (`/proc/sys/kernel/pid_max`), the size of the
+/// per-thread `ENTERED` array: 8 bytes of kernel memory per possible thread (256 KiB
+/// at 32768, 32 MiB at the 4194304 systemd sets on large machines).
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(names::DEFAULT_MAX_TIDS)
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lifting it is harmless after.

@@ -87,7 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let procs = scan::read_proc();
     let selected = scan::select(&procs, &targets, scope_netns, std::process::id());
     let seeded = programs.seed_tracked(&selected)?;
-    programs.attach_syscalls_and_tcp()?;
+    programs.attach_syscalls_and_tcp(args.empty_syscall_programs)?;
     info!(node = %node, scope_netns, targets = ?args.targets, tracked_at_start = seeded, "programs attached");
     let drops = programs.drops_reader()?;
     let ring = programs.take_ring()?;

@@ -1,10 +1,11 @@
 //! Drains the kernel ring buffer: decode, enrich with process metadata, queue.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
+use ktrail_agent_common::maps::DRAIN_EVERY_MS;
 use ktrail_proto::v1::{event::Body, Event};
-use tokio::io::unix::AsyncFd;
+use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
 use tracing::debug;
 
 use crate::{
@@ -49,13 +50,25 @@ impl Reader {
         // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the fd
         // stays open for as long as it is registered.
         let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+        // The kernel programs wake us only when WAKEUP_BYTES are waiting (see
+        // agent-ebpf/src/emit.rs); below that, events are collected on this tick.
+        let mut tick = tokio::time::interval(Duration::from_millis(DRAIN_EVERY_MS));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            let mut guard = fd.readable_mut().await?;
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                self.handle(&item);
+            tokio::select! {
+                guard = fd.readable_mut() => {
+                    let mut guard = guard?;
+                    self.drain(guard.get_inner_mut());
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => self.drain(fd.get_mut()),
             }
-            guard.clear_ready();
+        }
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            self.handle(&item);
         }
     }
 

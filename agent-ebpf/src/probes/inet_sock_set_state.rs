@@ -5,11 +5,11 @@
 //! process connects, accepts, or closes in process context), not through `current`.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use ktrail_agent_common::{maps::DROP_RINGBUF_FULL, EventKind, TcpStateEvent};
+use ktrail_agent_common::{EventKind, TcpStateEvent};
 
 use crate::{
-    emit::{count_drop, current_tgid, fill_header, tracked},
-    maps::{EVENTS, SOCK_OWNERS},
+    emit::{current_tgid, fill_header, output, tracked},
+    maps::SOCK_OWNERS,
 };
 
 use ktrail_agent_common::tracepoints::sock_state::{
@@ -90,8 +90,6 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
             ev.remote_addr[..4].copy_from_slice(&d);
         }
     }
-    if EVENTS.output(&ev, 0).is_err() {
-        count_drop(DROP_RINGBUF_FULL);
-    }
+    output(&ev);
     Ok(())
 }

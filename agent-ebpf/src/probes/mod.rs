@@ -6,4 +6,5 @@ mod sched_process_exec;
 mod sched_process_exit;
 mod sys_enter;
 mod sys_exit;
+mod sys_floor;
 mod task_newtask;

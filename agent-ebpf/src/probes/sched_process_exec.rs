@@ -8,14 +8,14 @@ use aya_ebpf::{
     EbpfContext,
 };
 use ktrail_agent_common::{
-    maps::{DROP_RINGBUF_FULL, DROP_TRACKED_FULL, MAX_TARGETS},
+    maps::{DROP_TRACKED_FULL, MAX_TARGETS},
     EventKind, TrackedProcess, COMM_LEN, TRACKED_BY_NAME,
 };
 
 use crate::{
-    emit::{config, count_drop, current_tgid, fill_header, tracked},
+    emit::{config, count_drop, current_tgid, fill_header, output, tracked},
     kernel::current_netns,
-    maps::{EVENTS, PROCESS_SCRATCH, TARGETS, TRACKED},
+    maps::{PROCESS_SCRATCH, TARGETS, TRACKED},
 };
 
 use ktrail_agent_common::tracepoints::exec::{FILENAME_DATA_LOC, OLD_PID};
@@ -72,8 +72,6 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
         Ok(s) => s.len() as u32,
         Err(_) => 0,
     };
-    if EVENTS.output(ev, 0).is_err() {
-        count_drop(DROP_RINGBUF_FULL);
-    }
+    output(ev);
     Ok(())
 }

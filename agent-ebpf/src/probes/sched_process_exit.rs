@@ -4,11 +4,11 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use ktrail_agent_common::{maps::DROP_RINGBUF_FULL, EventKind};
+use ktrail_agent_common::EventKind;
 
 use crate::{
-    emit::{count_drop, current_tgid, fill_header, tracked},
-    maps::{EVENTS, INFLIGHT, PROCESS_SCRATCH, TRACKED},
+    emit::{current_tgid, fill_header, output, tracked},
+    maps::{CLOSING, ENTERED, PROCESS_SCRATCH, TRACKED},
 };
 
 use ktrail_agent_common::tracepoints::exit::GROUP_DEAD;
@@ -24,7 +24,12 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(entry) = tracked(tgid) else {
         return Ok(());
     };
-    let _ = INFLIGHT.remove(&bpf_get_current_pid_tgid());
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // A thread killed inside a traced syscall never reaches its exit.
+    if let Some(slot) = ENTERED.get_ptr_mut(pid_tgid as u32) {
+        unsafe { *slot = 0 };
+    }
+    let _ = CLOSING.remove(&pid_tgid);
     let group_dead: u8 = unsafe { ctx.read_at(GROUP_DEAD)? };
     if group_dead == 0 {
         return Ok(());
@@ -36,8 +41,6 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     ev.netns = entry.node_netns;
     ev.group_dead = 1;
     ev.filename_len = 0;
-    if EVENTS.output(ev, 0).is_err() {
-        count_drop(DROP_RINGBUF_FULL);
-    }
+    output(ev);
     Ok(())
 }

@@ -1,21 +1,25 @@
-//! `syscalls:sys_exit_*`: pair the exit with its entry and send one event with the
-//! duration, return value, the socket behind the fd and the first bytes of the data.
+//! `raw_syscalls:sys_exit`, as a raw tracepoint (see sys_enter.rs for why): runs at
+//! every syscall exit of every process. A thread with no traced syscall in flight costs
+//! one inlined array read (its `ENTERED` slot). Otherwise: pair the exit with its entry
+//! and send one event with the duration, return value, the socket behind the fd and the
+//! first bytes of the data. Arguments come from the registers saved at entry.
 
 use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, gen},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+    EbpfContext,
 };
 use ktrail_agent_common::{
-    tracepoints::sys::RET, Syscall, SyscallEvent, AF_UNIX, FLAG_PAYLOAD_READ_FAILED,
+    Syscall, SyscallEvent, AF_UNIX, ENTERED_TAG_SHIFT, ENTERED_TIME_MASK, FLAG_PAYLOAD_READ_FAILED,
     FLAG_SOCKET_AT_ENTRY,
 };
 
 use crate::{
     emit::{capture_payload, config, send_syscall_event, start_syscall_event},
-    kernel::socket_of_fd,
-    maps::{INFLIGHT, SCRATCH, SOCK_OWNERS},
+    kernel::{socket_of_fd, syscall_args},
+    maps::{CLOSING, ENTERED, SCRATCH, SOCK_OWNERS},
 };
 
 const MAX_PATH: u32 = 256;
@@ -29,8 +33,8 @@ struct IoVec {
 // struct user_msghdr: msg_iov sits after msg_name (8) and msg_namelen (4 + 4 padding).
 const MSGHDR_IOV: u64 = 16;
 
-#[tracepoint]
-pub fn sys_exit(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let _ = try_sys_exit(&ctx);
     0
 }
@@ -65,32 +69,50 @@ fn data_buffer(syscall: Syscall, args: &[u64; 3], ret: i64) -> Option<(u64, u64)
     }
 }
 
-fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let entry = match unsafe { INFLIGHT.get(&pid_tgid) } {
-        Some(e) => *e,
-        None => return Ok(()),
+    let slot = ENTERED.get_ptr_mut(pid_tgid as u32).ok_or(-1i64)?;
+    // SAFETY: the slot belongs to this thread.
+    let entered = unsafe { *slot };
+    if entered == 0 {
+        return Ok(());
+    }
+    unsafe { *slot = 0 };
+    let Some(syscall) = Syscall::from_tag(entered >> ENTERED_TAG_SHIFT) else {
+        return Ok(());
     };
-    let _ = INFLIGHT.remove(&pid_tgid);
-    let Ok(syscall) = Syscall::try_from(entry.nr) else {
+    let enter_ns = entered & ENTERED_TIME_MASK;
+    let closing = if syscall == Syscall::Close {
+        let s = unsafe { CLOSING.get(&pid_tgid).copied() };
+        let _ = CLOSING.remove(&pid_tgid);
+        s
+    } else {
+        None
+    };
+    let args = ctx.as_ptr() as *const u64;
+    // SAFETY: a raw tracepoint's context is its arguments, (regs, ret) for sys_exit.
+    let (regs, ret) = unsafe { (*args as *const u8, *args.add(1) as i64) };
+    let Ok(args) = syscall_args(regs) else {
+        // A 32-bit syscall whose number matched a traced 64-bit one at entry.
         return Ok(());
     };
     let cfg = config().ok_or(-1i64)?;
-    let ret: i64 = unsafe { ctx.read_at(RET)? };
 
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
     let ev = &mut scratch.event;
-    start_syscall_event(ev, entry.nr, entry.args[0] as i32, ret, entry.enter_ns);
+    start_syscall_event(ev, syscall as u32, args[0] as i32, ret, enter_ns);
 
     match syscall {
         Syscall::Close => {
-            ev.socket = entry.socket;
-            ev.flags |= FLAG_SOCKET_AT_ENTRY;
+            if let Some(socket) = closing {
+                ev.socket = socket;
+                ev.flags |= FLAG_SOCKET_AT_ENTRY;
+            }
         }
         // The new connection's fd is the return value.
         Syscall::Accept | Syscall::Accept4 | Syscall::Connect => {
             let fd = if syscall == Syscall::Connect {
-                entry.args[0] as i32 as i64
+                args[0] as i32 as i64
             } else {
                 ret
             };
@@ -103,26 +125,26 @@ fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i64> {
         }
         Syscall::Openat => {
             let _ = socket_of_fd(&cfg.offsets, ret, &mut ev.socket);
-            read_path(ev, entry.args[1]);
+            read_path(ev, args[1]);
         }
         Syscall::Execve => {
             // After a successful exec the old image (and the path) is gone; the
             // sched_process_exec event carries the filename instead.
             if ret < 0 {
-                read_path(ev, entry.args[0]);
+                read_path(ev, args[0]);
             }
         }
         _ => {
-            let _ = socket_of_fd(&cfg.offsets, entry.args[0] as i32 as i64, &mut ev.socket);
+            let _ = socket_of_fd(&cfg.offsets, args[0] as i32 as i64, &mut ev.socket);
         }
     }
 
     if syscall.is_send() || syscall.is_receive() {
         ev.requested = match syscall {
-            Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => entry.args[2],
+            Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => args[2],
             _ => 0,
         };
-        if let Some((buf, avail)) = data_buffer(syscall, &entry.args, ret) {
+        if let Some((buf, avail)) = data_buffer(syscall, &args, ret) {
             capture_payload(ev, cfg, buf, avail);
         }
     }

@@ -5,14 +5,11 @@
 //! tells a new thread (ignored) from a new process.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use ktrail_agent_common::{
-    maps::{DROP_RINGBUF_FULL, DROP_TRACKED_FULL},
-    EventKind, TrackedProcess, TRACKED_BY_PARENT,
-};
+use ktrail_agent_common::{maps::DROP_TRACKED_FULL, EventKind, TrackedProcess, TRACKED_BY_PARENT};
 
 use crate::{
-    emit::{count_drop, current_tgid, fill_header, tracked},
-    maps::{EVENTS, PROCESS_SCRATCH, TRACKED},
+    emit::{count_drop, current_tgid, fill_header, output, tracked},
+    maps::{ENTERED, PROCESS_SCRATCH, TRACKED},
 };
 
 use ktrail_agent_common::tracepoints::newtask::{CLONE_FLAGS, PID as CHILD_PID};
@@ -26,6 +23,12 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 }
 
 fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
+    let child = unsafe { ctx.read_at::<i32>(CHILD_PID)? } as u32;
+    // A new thread's first exit (the return from clone) must not pair with a slot its
+    // tid's previous owner left set (a thread that exec'd gave its tid up mid-syscall).
+    if let Some(slot) = ENTERED.get_ptr_mut(child) {
+        unsafe { *slot = 0 };
+    }
     let flags: u64 = unsafe { ctx.read_at(CLONE_FLAGS)? };
     if flags & CLONE_THREAD != 0 {
         return Ok(());
@@ -33,7 +36,6 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(parent) = tracked(current_tgid()) else {
         return Ok(());
     };
-    let child = unsafe { ctx.read_at::<i32>(CHILD_PID)? } as u32;
     let entry = TrackedProcess {
         node_netns: parent.node_netns,
         flags: TRACKED_BY_PARENT,
@@ -48,8 +50,6 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     ev.netns = parent.node_netns;
     ev.group_dead = 0;
     ev.filename_len = 0;
-    if EVENTS.output(ev, 0).is_err() {
-        count_drop(DROP_RINGBUF_FULL);
-    }
+    output(ev);
     Ok(())
 }
