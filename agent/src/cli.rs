@@ -76,6 +76,11 @@ pub struct Args {
     #[arg(long, default_value_t = 262_144)]
     pub buffer_events: usize,
 
+    /// Bytes of events (payloads, names, addresses) held for the collector before new
+    /// ones are dropped (and counted), whichever of this and --buffer-events comes first.
+    #[arg(long, default_value_t = 32 << 20)]
+    pub buffer_bytes: usize,
+
     /// Benchmarks only: attach empty programs to the syscall tracepoints (no syscall
     /// events), to measure what syscall tracing costs before any of ktrail's work.
     #[arg(long, hide = true)]

@@ -115,7 +115,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         drop(tls);
     });
 
-    let outbox = Arc::new(Outbox::new(args.buffer_events));
+    let outbox = Arc::new(Outbox::bounded(args.buffer_events, args.buffer_bytes));
     let metrics = Arc::new(Metrics::default());
     for pid in selected.keys() {
         if let Some(info) = procfs::process_info(*pid) {

@@ -1,6 +1,7 @@
 //! The agent's bounded send buffer. Events get consecutive sequence numbers when they
 //! enter; they stay until the collector acknowledges them as stored, so a collector
-//! restart loses nothing that fits in the bound. An event that does not fit is counted
+//! restart loses nothing that fits in the bound. The bound is in events and in bytes
+//! (an event's payload alone is up to 4 KiB, so a count alone does not bound memory). An event that does not fit is counted
 //! (`buffer_full`) and never given a sequence number, so the collector sees no gap and
 //! the loss is reported, not silent.
 
@@ -15,6 +16,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 struct Inner {
     queue: VecDeque<Event>,
+    /// Sum of `footprint` over `queue`.
+    bytes: usize,
     last_seq: u64,
     acked_seq: u64,
     buffer_full: u64,
@@ -24,6 +27,7 @@ struct Inner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OutboxStats {
     pub queued: usize,
+    pub queued_bytes: usize,
     pub last_seq: u64,
     pub acked_seq: u64,
     pub buffer_full: u64,
@@ -31,6 +35,7 @@ pub struct OutboxStats {
 
 pub struct Outbox {
     capacity: usize,
+    capacity_bytes: usize,
     inner: Mutex<Inner>,
     pub ready: Notify,
 }
@@ -38,10 +43,49 @@ pub struct Outbox {
 /// Processes waiting for the next batch; bounded so a collector outage cannot grow it.
 const MAX_PENDING_PROCESSES: usize = 4096;
 
+/// Memory an event holds while queued, approximately: the struct, its payload and its
+/// strings (the allocator's own overhead aside).
+pub fn footprint(event: &Event) -> usize {
+    use ktrail_proto::v1::event::Body;
+    let body = match &event.body {
+        Some(Body::Syscall(s)) => {
+            s.data.len()
+                + s.name.len()
+                + s.errno.len()
+                + s.socket.as_ref().map_or(0, |k| {
+                    k.family.len() + k.local_addr.len() + k.remote_addr.len() + 64
+                })
+        }
+        Some(Body::Exec(e)) => {
+            e.filename.len()
+                + e.process.as_ref().map_or(0, |p| {
+                    p.exe.len() + p.comm.len() + p.container_id.len() + p.cmdline.len() + 128
+                })
+        }
+        Some(Body::TcpState(t)) => {
+            t.old_state.len() + t.new_state.len() + t.local_addr.len() + t.remote_addr.len()
+        }
+        _ => 0,
+    };
+    std::mem::size_of::<Event>() + event.comm.len() + body
+}
+
+/// A queue that held more than this many events gives the memory back once it drains
+/// to a quarter of it (a VecDeque keeps the capacity of its largest backlog).
+const SHRINK_ABOVE: usize = 4096;
+
 impl Outbox {
+    /// At most `capacity` events (and no byte bound).
+    #[cfg(test)]
     pub fn new(capacity: usize) -> Self {
+        Self::bounded(capacity, usize::MAX)
+    }
+
+    /// At most `capacity` events and `capacity_bytes` bytes (by [`footprint`]).
+    pub fn bounded(capacity: usize, capacity_bytes: usize) -> Self {
         Self {
             capacity: capacity.max(1),
+            capacity_bytes: capacity_bytes.max(1),
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
         }
@@ -54,13 +98,15 @@ impl Outbox {
 
     /// Queues an event; returns false (and counts it) when the buffer is full.
     pub fn push(&self, mut event: Event) -> bool {
+        let size = footprint(&event);
         let mut inner = self.lock();
-        if inner.queue.len() >= self.capacity {
+        if inner.queue.len() >= self.capacity || inner.bytes + size > self.capacity_bytes {
             inner.buffer_full += 1;
             return false;
         }
         inner.last_seq += 1;
         event.seq = inner.last_seq;
+        inner.bytes += size;
         inner.queue.push_back(event);
         drop(inner);
         self.ready.notify_one();
@@ -92,9 +138,16 @@ impl Outbox {
     pub fn ack(&self, seq: u64) {
         let mut inner = self.lock();
         while inner.queue.front().is_some_and(|e| e.seq <= seq) {
-            inner.queue.pop_front();
+            if let Some(e) = inner.queue.pop_front() {
+                inner.bytes -= footprint(&e);
+            }
         }
         inner.acked_seq = inner.acked_seq.max(seq);
+        let cap = inner.queue.capacity();
+        if cap > SHRINK_ABOVE && inner.queue.len() < cap / 4 {
+            let keep = (inner.queue.len() * 2).max(SHRINK_ABOVE);
+            inner.queue.shrink_to(keep);
+        }
     }
 
     pub fn acked(&self) -> u64 {
@@ -105,6 +158,7 @@ impl Outbox {
         let inner = self.lock();
         OutboxStats {
             queued: inner.queue.len(),
+            queued_bytes: inner.bytes,
             last_seq: inner.last_seq,
             acked_seq: inner.acked_seq,
             buffer_full: inner.buffer_full,
@@ -146,6 +200,51 @@ mod tests {
         );
         assert_eq!(ob.stats().queued, 2);
         assert!(ob.batch_after(5, 10).is_empty());
+    }
+
+    #[test]
+    fn the_byte_bound_counts_drops_and_frees_on_ack() {
+        let big = || {
+            let mut e = ev();
+            e.body = Some(ktrail_proto::v1::event::Body::Syscall(
+                ktrail_proto::v1::SyscallEvent {
+                    data: vec![0; 4096],
+                    ..Default::default()
+                },
+            ));
+            e
+        };
+        let one = footprint(&big());
+        assert!(one > 4096);
+        let ob = Outbox::bounded(1000, 3 * one);
+        let accepted = (0..10).filter(|_| ob.push(big())).count();
+        assert_eq!(
+            accepted, 3,
+            "the byte bound, not the event count, stops the queue"
+        );
+        let s = ob.stats();
+        assert_eq!((s.queued, s.queued_bytes, s.buffer_full), (3, 3 * one, 7));
+        ob.ack(2);
+        assert_eq!(ob.stats().queued_bytes, one);
+        assert!(ob.push(big()));
+        assert_eq!(
+            ob.batch_after(2, 10)
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_memory_back() {
+        let ob = Outbox::new(1 << 20);
+        for _ in 0..100_000 {
+            ob.push(ev());
+        }
+        ob.ack(100_000);
+        assert_eq!(ob.stats().queued_bytes, 0);
+        assert!(ob.lock().queue.capacity() <= 2 * SHRINK_ABOVE);
     }
 
     #[test]
