@@ -141,7 +141,19 @@ impl Env {
     /// and runc there, which never run during a benchmark but take ~9 s to detach at
     /// every agent stop.
     pub fn agent(&self, tag: &str, collector: &str, targets: Option<&str>) -> Result<Service> {
+        self.agent_with(tag, collector, targets, &[])
+    }
+
+    /// [`Env::agent`] with extra arguments.
+    pub fn agent_with(
+        &self,
+        tag: &str,
+        collector: &str,
+        targets: Option<&str>,
+        extra: &[&str],
+    ) -> Result<Service> {
         let mut cmd = Command::new(self.exe("ktrail-agent"));
+        cmd.args(extra);
         cmd.env("PATH", &self.empty_path)
             .args(["--node-name", NODE])
             .args(["--collector", &format!("http://{collector}"), "--insecure"])

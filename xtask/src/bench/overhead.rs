@@ -144,6 +144,9 @@ struct Round {
     rpc_wall: f64,
     rpc_agent_cpu: f64,
     rpc_collector_cpu: f64,
+    /// Untargeted loads with empty programs on the syscall tracepoints: the floor.
+    floor_rpc: M,
+    floor_writes: M,
     /// Other agents seen on the kernel during the untraced runs.
     foreign_agents: usize,
 }
@@ -213,6 +216,20 @@ pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
         agent.stop()?;
         collector.stop()?;
 
+        // Diagnosis: the floor. The same agent with empty programs on the syscall
+        // tracepoints: what any syscall tracer costs every process on this kernel.
+        let collector = env.collector(&format!("overhead-floor-{r}"), None)?;
+        let agent = env.agent_with(
+            &format!("overhead-floor-{r}"),
+            COLLECTOR_ADDR,
+            None,
+            &["--empty-syscall-programs"],
+        )?;
+        round.floor_rpc = rpc(env, SERVER_OTHER, CLIENT_OTHER, cfg.rpc_rounds, false)?;
+        round.floor_writes = writes(env, SERVER_OTHER, cfg.writes, false)?;
+        agent.stop()?;
+        collector.stop()?;
+
         round.strace_rpc = rpc(
             env,
             SERVER_TARGET,
@@ -268,6 +285,8 @@ fn section(cfg: &Config, rounds: &[Round], all: &[Round]) -> Section {
     let other_rpc = ratios(rounds, |r| (r.other_rpc, r.base_rpc));
     let other_w = ratios(rounds, |r| (r.other_writes, r.base_writes));
     let paused_rpc = ratios(rounds, |r| (r.paused_rpc, r.base_rpc));
+    let floor_rpc = ratios(rounds, |r| (r.floor_rpc, r.base_rpc));
+    let floor_w = ratios(rounds, |r| (r.floor_writes, r.base_writes));
     type Pair = (Option<Spread>, Option<Spread>);
     let one = |s: &Option<Spread>| s.map(|s| s.ratio()).unwrap_or_else(|| "n/a".into());
     let shown = |(wall, cpu): &Pair| format!("wall {}; CPU {}", one(wall), one(cpu));
@@ -326,6 +345,22 @@ fn section(cfg: &Config, rounds: &[Round], all: &[Round]) -> Section {
             shown(&other_rpc),
             pass(&other_rpc, 1.02),
         ),
+        Row::new(
+            "3",
+            "diagnosis (floor): untargeted 1-byte writes with empty programs on \
+             raw_syscalls:sys_enter/sys_exit / untraced",
+            "-",
+            shown(&floor_w),
+            None,
+        ),
+        Row::new(
+            "3",
+            "diagnosis (floor): untargeted RPC with empty programs on \
+             raw_syscalls:sys_enter/sys_exit / untraced",
+            "-",
+            shown(&floor_rpc),
+            None,
+        ),
     ];
     let mut body = String::new();
     let _ = writeln!(
@@ -337,7 +372,10 @@ fn section(cfg: &Config, rounds: &[Round], all: &[Round]) -> Section {
          acknowledged, the targeted RPC again with the collector stopped by SIGSTOP (a \
          diagnosis: the kernel programs and the agent alone; resumed and drained after), \
          and the targeted writes (`kube-apiserver` writing); the agent and \
-         collector are stopped; then the loads under `strace -f -tt -T -s 4096 -v -y -o FILE` \
+         collector are stopped; then the untargeted loads again with an agent started with \
+         `--empty-syscall-programs` (a diagnosis: programs that return at once on the same \
+         `raw_syscalls` tracepoints, i.e. what syscall tracing costs on this kernel before \
+         any of ktrail's work: the floor under the untargeted figures); then the loads under `strace -f -tt -T -s 4096 -v -y -o FILE` \
          (server and client each under their own strace). Ratios are per round against that \
          round's untraced run; the table gives median (min–max) over rounds.\n\n\
          Per run: RPC {} round trips of 1 KiB each way over one TCP loopback connection \
@@ -359,18 +397,19 @@ fn section(cfg: &Config, rounds: &[Round], all: &[Round]) -> Section {
     let _ = writeln!(
         body,
         "| round | RPC untraced | RPC agent | RPC agent, collector stopped | RPC untargeted | \
-         RPC strace | writes untraced | writes agent | writes untargeted | writes strace | \
+         RPC strace | RPC floor | writes untraced | writes agent | writes untargeted | \
+         writes strace | writes floor | \
          agent events (RPC run) | agent / collector CPU s in the RPC run (wall s) | agent \
          events / dropped (writes run) | other agents during untraced runs |"
     );
     let _ = writeln!(
         body,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for (i, r) in all.iter().enumerate() {
         let _ = writeln!(
             body,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | \
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | \
              {:.2} / {:.2} ({:.2}) | {} / {} | {} |",
             i + 1,
             cell(r.base_rpc),
@@ -378,10 +417,12 @@ fn section(cfg: &Config, rounds: &[Round], all: &[Round]) -> Section {
             cell(r.paused_rpc),
             cell(r.other_rpc),
             cell(r.strace_rpc),
+            cell(r.floor_rpc),
             cell(r.base_writes),
             cell(r.agent_writes),
             cell(r.other_writes),
             cell(r.strace_writes),
+            cell(r.floor_writes),
             r.rpc_events,
             r.rpc_agent_cpu,
             r.rpc_collector_cpu,
