@@ -46,6 +46,10 @@ pub enum CollectorError {
     Serve(#[from] tonic::transport::Error),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
+    #[error("OTLP export: {0}")]
+    Export(#[from] crate::export::ExportError),
     #[error("background task {task} failed: {reason}")]
     Task { task: &'static str, reason: String },
 }

@@ -18,6 +18,7 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 pub use error::{CollectorError, StoreError};
 pub use hops::{HopAssembler, HopConfig};

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use ktrail_collector::export::OtlpConfig;
 use ktrail_collector::store::writer::WriterConfig;
+use ktrail_collector::web::WebConfig;
 use ktrail_collector::{Collector, CollectorConfig};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
@@ -85,6 +87,26 @@ struct Args {
     #[arg(long, value_name = "GIB", default_value_t = 0.0)]
     store_max_gib: f64,
 
+    /// Serve the web page on this address (plain HTTP, read-only): the flows as a
+    /// live swimlane timeline, hop details on click, and its JSON API (/api/flows,
+    /// /api/flows/ID, /api/live). Open http://ADDR/ in a browser. Anyone who
+    /// reaches it reads every flow: bind a private address, use --web-token, or
+    /// reach it through `kubectl port-forward`.
+    #[arg(long, value_name = "ADDR")]
+    web_listen: Option<SocketAddr>,
+
+    /// Require this token of every web request (open http://ADDR/?token=TOKEN;
+    /// API clients may send `Authorization: Bearer TOKEN`).
+    #[arg(long, env = "KTRAIL_WEB_TOKEN", value_name = "TOKEN", requires = "web_listen",
+          hide_env_values = true)]
+    web_token: Option<String>,
+
+    /// Export every flow when it closes as an OpenTelemetry trace (a span per hop)
+    /// to this OTLP/gRPC endpoint, e.g. http://jaeger:4317. Sent from a bounded
+    /// queue with retries; flows that cannot be sent are dropped, counted and logged.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
     /// Log format on stderr. Verbosity: RUST_LOG (default "info").
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -152,6 +174,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         window_hops,
         writer,
         tls,
+        web: args.web_listen.map(|listen| WebConfig {
+            listen,
+            token: args.web_token,
+        }),
+        otlp: args.otlp_endpoint.map(OtlpConfig::new),
         ..CollectorConfig::new(args.listen, &args.data_dir)
     };
     let mut collector = Collector::start(cfg).await.with_context(|| {

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::agents::AgentRegistry;
 use crate::error::{CollectorError, StoreError};
+use crate::export::{self, ExportStats, OtlpConfig, OtlpExporter};
 use crate::hops::{self, AssemblerStats, HopConfig};
 use crate::ingest::IngestService;
 use crate::live::LiveHub;
@@ -25,6 +26,7 @@ use crate::shutdown;
 use crate::store::writer::{self, WriterConfig, WriterStats};
 use crate::store::Store;
 use crate::tls::{self, TlsFiles};
+use crate::web::{self, WebConfig};
 
 /// Largest agent message accepted (a batch of events with payloads).
 pub const MAX_AGENT_MESSAGE: usize = 64 * 1024 * 1024;
@@ -43,6 +45,10 @@ pub struct CollectorConfig {
     /// Mutual TLS (clients need a certificate signed by the CA); `None` serves
     /// plaintext (`ktrail-collector --insecure`).
     pub tls: Option<TlsFiles>,
+    /// Serve the web page and its API here (`--web-listen`); `None`: no page.
+    pub web: Option<WebConfig>,
+    /// Export each flow when it closes to this OTLP endpoint (`--otlp-endpoint`).
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl CollectorConfig {
@@ -55,6 +61,8 @@ impl CollectorConfig {
             writer: WriterConfig::default(),
             shutdown_grace: Duration::from_secs(5),
             tls: None,
+            web: None,
+            otlp: None,
         }
     }
 }
@@ -63,6 +71,8 @@ impl CollectorConfig {
 #[derive(Debug)]
 pub struct Collector {
     local_addr: SocketAddr,
+    web_addr: Option<SocketAddr>,
+    export_stats: Option<Arc<ExportStats>>,
     store: Store,
     shutdown_tx: watch::Sender<bool>,
     grace: Duration,
@@ -136,6 +146,24 @@ impl Collector {
             hop_input,
             shutdown_rx.clone(),
         );
+        let web_addr = match cfg.web {
+            Some(web_cfg) => {
+                let store = Some(store.clone());
+                let server = web::start(web_cfg, live.clone(), store, shutdown_rx.clone()).await?;
+                Some(server.local_addr)
+            }
+            None => None,
+        };
+        let export_stats = match cfg.otlp {
+            Some(otlp) => {
+                let (exporter, _sender) = OtlpExporter::spawn(otlp, shutdown_rx.clone())?;
+                let stats = exporter.stats().clone();
+                let store = Some(store.clone());
+                export::on_close::spawn(exporter, live.clone(), store, shutdown_rx.clone());
+                Some(stats)
+            }
+            None => None,
+        };
         let query =
             QueryService::new(registry, live, shutdown_rx.clone()).with_store(store.clone());
         let router = Server::builder()
@@ -156,6 +184,8 @@ impl Collector {
         info!(addr = %local_addr, window_hops = cfg.window_hops, mtls, "collector listening");
         Ok(Self {
             local_addr,
+            web_addr,
+            export_stats,
             store,
             shutdown_tx,
             grace: cfg.shutdown_grace,
@@ -168,6 +198,16 @@ impl Collector {
     /// The address actually listened on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The web page's address, when it is served.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
+    }
+
+    /// OTLP export counters, when flows are exported.
+    pub fn export_stats(&self) -> Option<&Arc<ExportStats>> {
+        self.export_stats.as_ref()
     }
 
     pub fn store(&self) -> &Store {

@@ -5,7 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 mod filter;
-mod flows;
+pub mod flows;
 
 use std::pin::Pin;
 use std::sync::Arc;
