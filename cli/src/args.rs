@@ -74,15 +74,63 @@ pub enum Command {
     Trace(TraceArgs),
     /// Show every agent's delivery and loss counters, and totals.
     Status(StatusArgs),
+    /// List flows (everything one user operation caused), most recent first.
+    Flows(FlowsArgs),
+    /// Print one flow as a tree of hops (or as JSON lines), optionally with
+    /// the syscalls behind each hop.
+    Show(ShowArgs),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum WatchView {
+    /// Each flow as it unfolds: a header, then its hops indented under the
+    /// hop that caused them. Hops that belong to no flow are not shown.
+    #[default]
+    Flows,
+    /// Every hop, one line each, as it completes (flow or not).
+    Hops,
+}
+
+#[derive(Debug, Args)]
+pub struct FlowsArgs {
+    /// At most this many flows.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: u32,
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// The hop tree for people.
+    #[default]
+    Tree,
+    /// The flow then its hops, one JSON object per line (docs/json.md).
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The flow's id (`ktrail flows` lists them), or a unique prefix of it.
+    pub id: String,
+    /// Under each hop, the syscalls and Go TLS reads/writes behind it.
+    #[arg(long)]
+    pub syscalls: bool,
+    #[arg(long, value_enum, default_value_t = ShowFormat::Tree)]
+    pub format: ShowFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     #[arg(long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
-    /// First print up to N of the most recent hops the collector holds.
+    /// First print up to N of the most recent hops the collector holds (and
+    /// their flows).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub replay: u32,
+    /// What to show (human output): flows as trees, or every hop.
+    #[arg(long, value_enum, default_value_t = WatchView::Flows)]
+    pub view: WatchView,
 }
 
 #[derive(Debug, Args)]

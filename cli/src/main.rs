@@ -27,6 +27,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch(args) => commands::watch::run(channel, &url, args, &mut out).await,
         Command::Trace(args) => commands::trace::run(channel, &url, args, &mut out).await,
         Command::Status(args) => commands::status::run(channel, &url, args, &mut out).await,
+        Command::Flows(args) => commands::flows::run(channel, &url, args, &mut out).await,
+        Command::Show(args) => commands::show::run(channel, &url, args, &mut out).await,
     }
 }
 

@@ -13,6 +13,13 @@ impl Out {
         }
     }
 
+    /// Writes `text` as is (terminal control sequences) and flushes.
+    pub fn raw(&mut self, text: &str) -> io::Result<()> {
+        let mut lock = self.stdout.lock();
+        lock.write_all(text.as_bytes())?;
+        lock.flush()
+    }
+
     /// Writes `text` and a newline, and flushes (a reader such as `jq` or a
     /// test sees each line as soon as it is printed).
     pub fn line(&mut self, text: &str) -> io::Result<()> {

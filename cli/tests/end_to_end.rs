@@ -69,11 +69,11 @@ async fn watch_json_prints_the_paired_hop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_human_prints_one_line_without_colour_into_a_pipe() {
+async fn watch_hops_prints_one_line_without_colour_into_a_pipe() {
     let fx = start().await;
     let _agents = one_exchange(&fx.url).await;
     wait_hops(&fx.url, 1).await;
-    let mut watch = ktrail(&fx.url, &["watch", "--replay", "1"])
+    let mut watch = ktrail(&fx.url, &["watch", "--view", "hops", "--replay", "1"])
         .spawn()
         .expect("spawn");
     let line = next_line(&mut lines(&mut watch)).await;

@@ -14,6 +14,7 @@
 mod bins;
 mod child;
 mod cluster;
+mod cluster_lock;
 pub mod json;
 mod netns;
 mod wait;
@@ -27,6 +28,7 @@ pub use child::{run_with_timeout, ChildGuard};
 pub use cluster::{
     ClusterOptions, TwoNodes, AGENT_METRICS, COLLECTOR_PORT, SERVER_PORT, SUBSCRIBE_GRACE,
 };
+pub use cluster_lock::ClusterLock;
 pub use netns::{netns_command, netns_exists, netns_of, run_in_netns, NetnsPair};
 pub use wait::{wait_for, Check};
 pub use workdir::WorkDir;

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ktrail_tests::{run_with_timeout, skip_unless_root, wait_for, workspace_root, Check};
+use ktrail_tests::{
+    run_with_timeout, skip_unless_root, wait_for, workspace_root, Check, ClusterLock,
+};
 
 const KUBECONFIG: &str = "/var/lib/ktrail-cluster/admin.conf";
 const POD: &str = "mynginx-trace-test";
@@ -35,32 +37,6 @@ fn run_script(name: &str) -> bool {
         start.elapsed().as_secs_f64()
     );
     status.success()
-}
-
-/// Holds the cluster lock (the one `cluster/lib.sh` takes for up/down) for the whole test,
-/// so a concurrent run of this test (engineers share a machine) or a manual `up` waits
-/// instead of tearing this cluster down; the scripts see KTRAIL_CLUSTER_LOCKED and do not
-/// lock again.
-struct ClusterLock {
-    _file: std::fs::File,
-}
-impl ClusterLock {
-    fn take() -> Self {
-        use std::os::fd::AsRawFd;
-        std::fs::create_dir_all("/run/lock").expect("create /run/lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open("/run/lock/ktrail-cluster.lock")
-            .expect("open /run/lock/ktrail-cluster.lock");
-        eprintln!("[cluster test] taking /run/lock/ktrail-cluster.lock");
-        // SAFETY: flock on a file descriptor we own; blocks until the lock is free.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
-        std::env::set_var("KTRAIL_CLUSTER_LOCKED", "1");
-        ClusterLock { _file: file }
-    }
 }
 
 /// Takes the cluster down when the test ends, passing or failing.

@@ -1,41 +1,53 @@
-//! `cargo xtask demo`: live hops between two stand-in nodes on this machine.
+//! `cargo xtask demo`: the live flow of `kubectl run` on the local Kubernetes cluster.
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use ktrail_tests::{ChildGuard, ClusterOptions, TwoNodes, CONTROL, WORKER};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ktrail_tests::{ChildGuard, ClusterLock};
 
-use crate::setup;
 use crate::util::{cargo, require_root, run_cmd};
+use crate::{demo_stand_in, setup};
+use ktrail_tests::workspace_root;
 
 pub const LONG_ABOUT: &str = "\
-Show ktrail live. For now this runs on a stand-in for a cluster; the real local Kubernetes
-cluster comes in a later issue.
+Show ktrail's main job: the live flow of `kubectl run mynginx-trace-test --image=nginx`
+across the local two-node Kubernetes cluster.
 
-The stand-in: two network namespaces on this machine, k8s-control (192.168.56.10) and
-k8s-worker (192.168.56.20), joined by a veth pair — two nodes sharing one kernel, as in kind.
-The demo runs setup, builds the workspace, then starts ktrail-collector in k8s-control, a
-ktrail-agent in each namespace, a `kube-apiserver` HTTP server in k8s-control and a
-`kubelet` in k8s-worker that GETs /api/v1/namespaces/default/pods once a second (both are
-tests/'s ktrail-test-peer under the names the agent traces), and runs `ktrail watch`, so
-each request appears as a hop with both ends' node, process and pid.
+Runs setup, builds the workspace, then cluster/trace.sh: a certificate set, ktrail-collector
+on this machine (192.168.56.1:7700, mutual TLS), the local cluster taken down and brought up
+again with a ktrail-agent in each node (k8s-control, k8s-worker) from the node's first
+process (the first run builds Kubernetes: about 14 minutes on 2 cores; after that about 30
+seconds). Then `ktrail watch` draws each flow as a tree while it unfolds — kubectl →
+kube-apiserver → etcd → kube-scheduler → kubelet on k8s-worker → containerd → runc → nginx —
+and the demo runs the kubectl command. Try more in another terminal (printed below), e.g.
+`kubectl create deployment web --image=nginx --replicas=2` or `kubectl run bad
+--image=does-not-exist`. Ctrl-C stops the agents and the collector (the cluster stays up;
+`cargo xtask cluster down` removes it). Logs and the collector's data: target/demo.
+Needs root.
 
-Ctrl-C stops everything and removes the namespaces. Logs: /tmp/ktrail-demo. Needs root;
-cannot run while `cargo xtask test` runs (they share the namespace names; one waits).";
+--stand-in runs the older, quicker demo without Kubernetes: two network namespaces with a
+fake kubelet and kube-apiserver talking HTTP, shown as hops.";
 
-const DIR: &str = "/tmp/ktrail-demo";
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Two stand-in nodes and fake components instead of the Kubernetes cluster.
+    #[arg(long)]
+    pub stand_in: bool,
+}
 
-static STOP: AtomicBool = AtomicBool::new(false);
+pub static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn request_stop(_signal: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
 /// Ctrl-C, a closed terminal or `kill` set [`STOP`] instead of killing us, so the guards
-/// get to stop the processes and remove the namespaces.
-fn catch_stop_signals() -> Result<()> {
+/// get to stop the processes in order.
+pub fn catch_stop_signals() -> Result<()> {
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -46,67 +58,104 @@ fn catch_stop_signals() -> Result<()> {
     Ok(())
 }
 
-pub fn run() -> Result<()> {
+const KUBECONFIG: &str = "/var/lib/ktrail-cluster/admin.conf";
+const POD: &str = "mynginx-trace-test";
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    if args.stand_in {
+        return demo_stand_in::run();
+    }
     require_root("demo")?;
     setup::run()?;
     println!("\n==> build");
     run_cmd(cargo().args(["build", "--workspace", "--bins"]))?;
+    let root = workspace_root();
+    let bin = root.join("target/debug");
+    let state = root.join("target/demo");
+    let _lock = ClusterLock::take();
     catch_stop_signals()?;
-
-    println!("\n==> starting the collector and an agent per node (logs in {DIR}) …");
-    let options = ClusterOptions {
-        // Ctrl-C reaches only us and `ktrail watch`; we stop the rest in order.
-        own_process_group: true,
-        dir: Some(DIR.into()),
-        ..ClusterOptions::default()
+    let trace = |action: &str| -> Result<()> {
+        let mut cmd = Command::new("bash");
+        cmd.arg(root.join("cluster/trace.sh")).arg(action);
+        if action == "start" {
+            cmd.arg(&bin);
+        }
+        cmd.arg(&state);
+        run_cmd(&mut cmd)
     };
-    let mut cluster = TwoNodes::start(options)?;
-    let mut server = cluster.spawn_server()?;
-    let mut kubelet = cluster.spawn_kubelet(0, 1000)?;
     println!(
-        "\n==> kubelet ({WORKER}) -> kube-apiserver ({CONTROL}): GET {} every second\n\
-         ==> ktrail watch (Ctrl-C to stop and clean up)\n",
-        TwoNodes::pods_url()
+        "\n==> the local cluster with ktrail (logs in {})",
+        state.display()
     );
-    let mut watch = ChildGuard::spawn_inherit("ktrail watch", cluster.cli(["watch"]))?;
+    let t0 = Instant::now();
+    trace("start")?;
+    let _stop = Stop(&state);
+    println!("==> ready after {:.0} s", t0.elapsed().as_secs_f64());
 
+    let c = state.join("certs");
+    let cli_flags = format!(
+        "--collector https://127.0.0.1:7700 --tls-server-name ktrail-collector --tls-cert {0}/cli.crt --tls-key {0}/cli.key --tls-ca {0}/ca.crt",
+        c.display()
+    );
+    let mut watch = Command::new(bin.join("ktrail"));
+    watch.args(cli_flags.split(' ')).arg("watch");
+    let mut watch = ChildGuard::spawn_inherit("ktrail watch", watch)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let kubectl = |args: &[&str]| -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("--net=/run/ktrail-cluster/k8s-control.net")
+            .args(["--", "kubectl", "--kubeconfig", KUBECONFIG])
+            .args(args);
+        cmd
+    };
+    let _ = kubectl(&["delete", "pod", POD, "--ignore-not-found", "--wait=true"]).output();
+    println!("\n==> kubectl run {POD} --image=nginx   (on k8s-control)\n");
+    let status = kubectl(&["run", POD, "--image=nginx"]).status()?;
+    if !status.success() {
+        bail!("kubectl run failed ({status})");
+    }
+    println!(
+        "\n==> more, from another terminal (each becomes a flow here):\n\
+         \x20   alias k='nsenter --net=/run/ktrail-cluster/k8s-control.net kubectl --kubeconfig {KUBECONFIG}'\n\
+         \x20   k create deployment web --image=nginx --replicas=2\n\
+         \x20   k run bad --image=does-not-exist\n\
+         \x20   k delete pod {POD}\n\
+         ==> past flows: {} {cli_flags} flows   (then: show ID [--syscalls])\n\
+         ==> Ctrl-C stops ktrail (the cluster stays up)\n",
+        bin.join("ktrail").display()
+    );
     let ended = loop {
         if STOP.load(Ordering::SeqCst) {
             break None;
         }
         if let Some(status) = watch.try_status()? {
-            // Ctrl-C reaches `ktrail watch` too; it may exit before our flag is seen.
             std::thread::sleep(Duration::from_millis(100));
             if STOP.load(Ordering::SeqCst) {
                 break None;
             }
             break Some(format!("ktrail watch exited ({status})"));
         }
-        let died = [&mut server, &mut kubelet]
-            .into_iter()
-            .find_map(|child| child.ensure_running().err())
-            .or_else(|| cluster.ensure_running().err());
-        if let Some(e) = died {
-            break Some(format!("{e:#}"));
-        }
         std::thread::sleep(Duration::from_millis(200));
     };
-
-    // The kernel removes an agent's probes one by one on exit: that takes a while.
-    println!("\n==> stopping (the agents may take half a minute to detach) …");
-    if let Some(reason) = &ended {
-        eprintln!("{reason}");
-    }
     drop(watch);
-    drop(kubelet);
-    drop(server);
-    drop(cluster);
     println!(
-        "==> stopped; namespaces removed; logs in {}",
-        Path::new(DIR).display()
+        "\n==> stopping the agents and the collector (the agents take a few seconds to detach) …"
     );
     match ended {
         None => Ok(()),
         Some(reason) => Err(anyhow::anyhow!("the demo stopped early: {reason}")),
+    }
+}
+
+/// Stops ktrail on the cluster however the demo ends.
+struct Stop<'a>(&'a PathBuf);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(workspace_root().join("cluster/trace.sh"))
+            .arg("stop")
+            .arg(self.0)
+            .status();
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod certs;
 mod cluster;
 mod demo;
+mod demo_stand_in;
 mod ebpf;
 mod setup;
 mod test;
@@ -34,9 +35,9 @@ enum Command {
     /// Run setup, build everything, run all tests (the one test command, also used by CI)
     #[command(long_about = test::LONG_ABOUT)]
     Test,
-    /// Run setup, start a two-node stand-in cluster and show live hops (Ctrl-C stops)
+    /// Run setup, start the local cluster with ktrail and show the live flow of `kubectl run` (Ctrl-C stops)
     #[command(long_about = demo::LONG_ABOUT)]
-    Demo,
+    Demo(demo::DemoArgs),
     /// A real two-node Kubernetes cluster on this machine: up, down, status, kubeconfig
     #[command(long_about = cluster::LONG_ABOUT)]
     Cluster {
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::Test => test::run(),
-        Command::Demo => demo::run(),
+        Command::Demo(args) => demo::run(args),
         Command::Cluster { action } => cluster::run(action),
         Command::Bench(args) => bench::run(args),
         Command::Certs(args) => certs::run(args),

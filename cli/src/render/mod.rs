@@ -2,6 +2,8 @@
 
 pub mod event_human;
 pub mod event_json;
+pub mod flow_human;
+pub mod flow_json;
 pub mod hop_human;
 pub mod hop_json;
 pub mod socket;
