@@ -1,0 +1,195 @@
+//! Crash safety of the store: a collector killed with SIGKILL in the middle of
+//! ingest keeps, after a restart, every event it had acknowledged, and the
+//! agent's resend of everything is deduplicated across batch rows.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ktrail_collector::Store;
+use ktrail_proto::v1::agent_message::Body;
+use ktrail_proto::v1::event::Body as EventBody;
+use ktrail_proto::v1::ingest_client::IngestClient;
+use ktrail_proto::v1::{AgentMessage, Event, EventBatch, Hello, IngestAck, SyscallEvent};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+const EVENTS: u64 = 20_000;
+const PER_BATCH: u64 = 100;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn start(dir: &Path, port: u16) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_ktrail-collector"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--insecure"])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("collector starts");
+    Proc(child)
+}
+
+fn event(seq: u64) -> Event {
+    Event {
+        seq,
+        timestamp_unix_ns: 1_700_000_000_000_000_000 + seq,
+        pid: 7,
+        tid: 7,
+        comm: "kubelet".into(),
+        body: Some(EventBody::Syscall(SyscallEvent {
+            name: "write".into(),
+            fd: 3,
+            ret: 64,
+            data: vec![(seq % 251) as u8; 64],
+            ..SyscallEvent::default()
+        })),
+        ..Event::default()
+    }
+}
+
+fn batch(first: u64) -> AgentMessage {
+    AgentMessage {
+        body: Some(Body::Batch(EventBatch {
+            events: (first..first + PER_BATCH).map(event).collect(),
+            processes: Vec::new(),
+        })),
+    }
+}
+
+/// An agent's stream: the sender of its messages and its acks.
+async fn connect(port: u16) -> (mpsc::Sender<AgentMessage>, Streaming<IngestAck>) {
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut client = loop {
+        match IngestClient::connect(url.clone()).await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("collector not listening: {e}"),
+        }
+    };
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(AgentMessage {
+        body: Some(Body::Hello(Hello {
+            node: "n1".into(),
+            agent_id: "crash-agent".into(),
+            agent_version: "test".into(),
+            kernel: String::new(),
+            scope_netns: 0,
+        })),
+    })
+    .await
+    .expect("hello queued");
+    let acks = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .expect("stream accepted")
+        .into_inner();
+    (tx, acks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_ingest_keeps_everything_acked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let collector = start(dir.path(), port);
+    let (tx, mut acks) = connect(port).await;
+    // Send everything in the background; kill the collector once some of it is
+    // acknowledged and more is in flight.
+    let sender = tokio::spawn(async move {
+        for first in (1..=EVENTS).step_by(PER_BATCH as usize) {
+            if tx.send(batch(first)).await.is_err() {
+                break;
+            }
+        }
+        tx
+    });
+    let mut acked = 0;
+    while acked < EVENTS / 4 {
+        let ack = tokio::time::timeout(Duration::from_secs(20), acks.message())
+            .await
+            .expect("acks in time")
+            .expect("ack stream ok")
+            .expect("ack stream open");
+        acked = acked.max(ack.acked_seq);
+    }
+    let pid = collector.0.id();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    drop(collector);
+    drop(acks);
+    let _ = sender.await;
+
+    // Restarted on the same store: its first ack says what it holds.
+    let collector = start(dir.path(), port);
+    let (tx, mut acks) = connect(port).await;
+    let held = tokio::time::timeout(Duration::from_secs(20), acks.message())
+        .await
+        .expect("first ack in time")
+        .expect("ok")
+        .expect("open")
+        .acked_seq;
+    assert!(
+        held >= acked,
+        "acknowledged {acked} before the kill, holds {held} after"
+    );
+    // The agent resends everything; what is held is ignored as duplicate,
+    // including inside the batch that straddles `held`.
+    for first in (1..=EVENTS).step_by(PER_BATCH as usize) {
+        tx.send(batch(first)).await.expect("resend");
+    }
+    let mut last = held;
+    while last < EVENTS {
+        last = tokio::time::timeout(Duration::from_secs(20), acks.message())
+            .await
+            .expect("acks in time")
+            .expect("ok")
+            .expect("open")
+            .acked_seq;
+    }
+    drop(tx);
+    drop(acks);
+    // SAFETY: as above; SIGTERM stops it cleanly so the store can be opened here.
+    assert_eq!(unsafe { libc::kill(collector.0.id() as i32, libc::SIGTERM) }, 0);
+    let mut collector = collector;
+    let status = collector.0.wait().expect("collector exits");
+    assert!(status.success(), "{status:?}");
+
+    let store = Store::open(dir.path()).expect("store opens");
+    assert_eq!(store.event_count("crash-agent").expect("count"), EVENTS);
+    for seq in 1..=EVENTS {
+        let held = store.event("crash-agent", seq).expect("read");
+        assert_eq!(
+            held.and_then(|e| e.event).map(|e| e.seq),
+            Some(seq),
+            "event {seq}"
+        );
+    }
+    let agents = store.load(0).expect("load").agents;
+    let agent = agents
+        .iter()
+        .find(|a| a.agent_id == "crash-agent")
+        .expect("agent stored");
+    assert_eq!(agent.contiguous_seq, EVENTS);
+    assert_eq!(agent.events_received, EVENTS);
+}
