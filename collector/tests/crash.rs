@@ -170,7 +170,10 @@ async fn sigkill_mid_ingest_keeps_everything_acked() {
     drop(tx);
     drop(acks);
     // SAFETY: as above; SIGTERM stops it cleanly so the store can be opened here.
-    assert_eq!(unsafe { libc::kill(collector.0.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(collector.0.id() as i32, libc::SIGTERM) },
+        0
+    );
     let mut collector = collector;
     let status = collector.0.wait().expect("collector exits");
     assert!(status.success(), "{status:?}");

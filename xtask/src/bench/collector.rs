@@ -11,8 +11,8 @@ use ktrail_tests::ChildGuard;
 use serde_json::Value;
 
 use super::env::{
-    free_bytes, metric, metrics, rpc_server, run_json, wait_drained, Env, LineReader, RssSampler,
-    CLIENT_TARGET, COLLECTOR_ADDR, RECORDER_ADDR, SERVER_TARGET,
+    cpu_seconds, free_bytes, metric, metrics, rpc_server, run_json, wait_drained, Env, LineReader,
+    RssSampler, CLIENT_TARGET, COLLECTOR_ADDR, RECORDER_ADDR, SERVER_TARGET,
 };
 use super::report::{mib, quantile, Row, Section};
 
@@ -20,6 +20,8 @@ use super::report::{mib, quantile, Row, Section};
 pub const AGENTS: usize = 10;
 /// The memory run stops early when the disk holding the store gets this full.
 const MIN_FREE_DISK: u64 = 25 << 30;
+/// The collector's store limit in the memory run (`--store-max-gib`).
+const STORE_MAX_GIB: u64 = 4;
 
 /// Records a real agent stream: `ktrail-agent` (kube-apiserver and kubelet targets) sends
 /// to the Ingest recorder while `rounds` 1 KiB RPC round trips run.
@@ -71,12 +73,14 @@ fn hops_total(env: &Env) -> Result<u64> {
 /// 5a: unpaced replay from 10 fake agents into a collector pinned to CPU 0.
 pub fn ingest(env: &Env, recording: &Path, recorded: u64, seconds: f64) -> Result<Section> {
     let collector = env.collector("ingest", Some("0"))?;
+    let cpu_before = cpu_seconds(collector.pid());
     let cmd = replay_cmd(
         env,
         recording,
         &["--duration-s".into(), seconds.to_string()],
     );
     let out = run_json(cmd, Duration::from_secs(900))?;
+    let cpu_ingest = cpu_seconds(collector.pid()) - cpu_before;
     let acked = out["acked"].as_u64().unwrap_or(0);
     let acked_s = out["acked_s"].as_f64().unwrap_or(f64::NAN);
     let rate = out["events_per_s"].as_f64().unwrap_or(0.0);
@@ -94,12 +98,22 @@ pub fn ingest(env: &Env, recording: &Path, recorded: u64, seconds: f64) -> Resul
     }
     let stitched_s = acked_s + settle.elapsed().as_secs_f64();
     let rss = super::env::rss_bytes(collector.pid()).unwrap_or(0);
+    let store_bytes = collector.data.as_deref().map(dir_size).unwrap_or(0);
     collector.stop()?;
+    // The collector's core is shared with whatever else runs on this machine: the
+    // events per second of CPU it actually got say what it would do on a core of
+    // its own (stitching that went on after the last ack is counted against it).
+    let cpu_share = cpu_ingest / acked_s;
+    let per_cpu_s = acked as f64 / cpu_ingest;
     let rows = vec![Row::new(
         "5",
         "collector ingest (stored + acked) on one core, 10 replayed agents",
         "≥ 500,000 events/s",
-        format!("{rate:.0} events/s ({acked} events in {acked_s:.1} s); {hops} hops stitched"),
+        format!(
+            "{rate:.0} events/s ({acked} events in {acked_s:.1} s; the collector got {:.0} % \
+             of its core: {per_cpu_s:.0} events per CPU-second); {hops} hops stitched",
+            cpu_share * 100.0
+        ),
         Some(rate >= 500_000.0),
     )];
     let mut body = String::new();
@@ -116,8 +130,15 @@ pub fn ingest(env: &Env, recording: &Path, recorded: u64, seconds: f64) -> Resul
          acknowledged (stored) / time from the first send to the last ack. Hops assembled \
          from them: {hops}, settled {stitched_s:.1} s after the start (ingest and stitching \
          run side by side, so events/s ingested is also the stitched rate). Collector RSS at \
-         the end: {:.0} MiB.\n",
-        mib(rss)
+         the end: {:.0} MiB; store on disk: {:.0} MiB ({:.0} bytes per event, events and hops, \
+         zstd level 1: the replayed payloads are the load's repeated bytes, so they compress \
+         far better than real traffic). The collector used {cpu_ingest:.1} s of CPU between \
+         the first send and the last ack ({:.0} % of the {acked_s:.1} s: its core is shared \
+         with other work on this machine), i.e. {per_cpu_s:.0} events per CPU-second.\n",
+        mib(rss),
+        mib(store_bytes),
+        store_bytes as f64 / acked.max(1) as f64,
+        cpu_share * 100.0
     );
     Ok(Section {
         title: "Item 5a: collector ingest with 10 replayed agents".into(),
@@ -211,7 +232,13 @@ pub fn memory(
     seconds: f64,
     every: Duration,
 ) -> Result<Section> {
-    let collector = env.collector("memory", Some("0"))?;
+    // Disk is bounded like memory: beyond STORE_MAX_GIB the oldest events and hops
+    // are deleted (counted in the collector's log).
+    let collector = env.collector_with(
+        "memory",
+        Some("0"),
+        &["--store-max-gib", &STORE_MAX_GIB.to_string()],
+    )?;
     let store = collector.data.clone().context("collector data dir")?;
     let sampler = RssSampler::start(collector.pid(), every);
     let cmd = replay_cmd(
@@ -249,7 +276,13 @@ pub fn memory(
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .collect();
     let store_bytes = dir_size(&store);
+    let cpu = cpu_seconds(collector.pid());
     collector.stop()?;
+    let log = std::fs::read_to_string(env.dir.join("collector-memory.stderr")).unwrap_or_default();
+    let evictions = log
+        .lines()
+        .rfind(|l| l.contains("store retention"))
+        .map(str::to_string);
 
     let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
     let last = samples.last().map(|s| s.1).unwrap_or(0);
@@ -284,10 +317,21 @@ pub fn memory(
         "Collector under `taskset -c 0`, fresh store; the replayer (`taskset -c 1`) paces \
          each of {AGENTS} agents at {rate} events/s ({} in all) for {seconds:.0} s; when the \
          collector takes less, the gRPC streams push back and the achieved rate is lower. \
-         Acknowledged {acked} events in {elapsed:.1} s = {achieved:.0} events/s. Store at the \
-         end: {:.0} MiB on disk.{}\n",
+         Acknowledged {acked} events in {elapsed:.1} s = {achieved:.0} events/s (the \
+         collector used {cpu:.0} s of CPU). Store at the end: {:.0} MiB on disk, \
+         `--store-max-gib {STORE_MAX_GIB}`{}.{}\n",
         rate * AGENTS as u64,
         mib(store_bytes),
+        match evictions {
+            Some(line) => format!(
+                "; the last retention log line: `{}`",
+                line.split_whitespace()
+                    .filter(|w| w.contains('='))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            None => String::from(" (nothing deleted)"),
+        },
         match stopped_for_disk {
             Some(t) => format!(
                 " Stopped after {t:.0} s: less than {} GiB free on the store's disk.",

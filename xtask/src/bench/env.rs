@@ -87,6 +87,11 @@ impl Env {
     /// A fresh collector on [`COLLECTOR_ADDR`] with its own data directory, optionally
     /// pinned to CPUs (`taskset -c`).
     pub fn collector(&self, tag: &str, cpus: Option<&str>) -> Result<Service> {
+        self.collector_with(tag, cpus, &[])
+    }
+
+    /// [`Env::collector`] with more command-line arguments.
+    pub fn collector_with(&self, tag: &str, cpus: Option<&str>, extra: &[&str]) -> Result<Service> {
         let data = self.dir.join(format!("collector-{tag}"));
         let _ = std::fs::remove_dir_all(&data);
         let mut cmd = match cpus {
@@ -100,7 +105,8 @@ impl Env {
         // Plaintext, as the recorder and replayer speak it (and no TLS in the numbers).
         cmd.args(["--listen", COLLECTOR_ADDR, "--insecure"])
             .arg("--data-dir")
-            .arg(&data);
+            .arg(&data)
+            .args(extra);
         let child = ChildGuard::spawn(&format!("collector-{tag}"), cmd, &self.dir)?;
         let service = Service {
             child,
