@@ -10,6 +10,18 @@ fn now_ns(clock: libc::clockid_t) -> i128 {
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
+/// The offset injected with --clock-offset-ms, for clock readings outside
+/// events (the loss reports' send time, from which the collector estimates
+/// this node's offset).
+static INJECTED_NS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// This node's wall clock now, as its events are stamped (injected offset
+/// included).
+pub fn now_unix_ns() -> u64 {
+    let injected = INJECTED_NS.load(std::sync::atomic::Ordering::Relaxed);
+    (now_ns(libc::CLOCK_REALTIME) + i128::from(injected)).max(0) as u64
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct WallClock {
     /// realtime − monotonic, plus any offset injected for skew tests.
@@ -20,6 +32,10 @@ impl WallClock {
     /// `inject_ms` shifts every timestamp, to test the collector's skew correction
     /// as if this node's clock were off.
     pub fn new(inject_ms: i64) -> Self {
+        INJECTED_NS.store(
+            inject_ms.saturating_mul(1_000_000),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let offset_ns = now_ns(libc::CLOCK_REALTIME) - now_ns(libc::CLOCK_MONOTONIC)
             + inject_ms as i128 * 1_000_000;
         Self { offset_ns }

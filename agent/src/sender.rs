@@ -170,9 +170,6 @@ pub fn loss_report(outbox: &Outbox, metrics: &Metrics) -> LossReport {
         buffer_full: stats.buffer_full,
         undecodable: metrics.undecodable(),
         last_seq: stats.last_seq,
-        sent_unix_ns: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
+        sent_unix_ns: crate::clock::now_unix_ns(),
     }
 }

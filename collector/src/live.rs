@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use ktrail_proto::v1::{Flow, Hop, TracedEvent};
 use tokio::sync::broadcast;
 
+use crate::node_clocks::NodeClocks;
+
 /// Updates a watcher may fall behind by before it is told it lagged.
 pub const HOP_CHANNEL: usize = 4096;
 /// Flows kept for `ListFlows` and replay (their latest versions).
@@ -32,6 +34,7 @@ pub const EVENT_CHANNEL: usize = 16384;
 #[derive(Debug)]
 pub struct LiveHub {
     hops: broadcast::Sender<LiveUpdate>,
+    clocks: NodeClocks,
     flows: Mutex<FlowWindow>,
     events: broadcast::Sender<Arc<TracedEvent>>,
     window: Mutex<VecDeque<Arc<Hop>>>,
@@ -66,6 +69,7 @@ impl LiveHub {
             hops: broadcast::channel(HOP_CHANNEL).0,
             events: broadcast::channel(EVENT_CHANNEL).0,
             window: Mutex::new(window),
+            clocks: NodeClocks::default(),
             flows: Mutex::new(flow_window),
             window_cap,
             hops_total: AtomicU64::new(hops_total),
@@ -88,6 +92,11 @@ impl LiveHub {
         // Sent under the window lock so a new watcher's replay and live stream
         // neither miss nor repeat a hop. No receivers is fine.
         let _ = self.hops.send(LiveUpdate::Hop(hop));
+    }
+
+    /// The nodes' clock offsets (fed by ingest, applied by the hop task).
+    pub fn clocks(&self) -> &NodeClocks {
+        &self.clocks
     }
 
     fn flow_window(&self) -> std::sync::MutexGuard<'_, FlowWindow> {

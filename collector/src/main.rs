@@ -102,8 +102,13 @@ struct Args {
 
     /// Require this token of every web request (open http://ADDR/?token=TOKEN;
     /// API clients may send `Authorization: Bearer TOKEN`).
-    #[arg(long, env = "KTRAIL_WEB_TOKEN", value_name = "TOKEN", requires = "web_listen",
-          hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KTRAIL_WEB_TOKEN",
+        value_name = "TOKEN",
+        requires = "web_listen",
+        hide_env_values = true
+    )]
     web_token: Option<String>,
 
     /// Export every flow when it closes as an OpenTelemetry trace (a span per hop)

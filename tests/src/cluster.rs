@@ -37,6 +37,8 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct ClusterOptions {
     /// Extra arguments for both agents, e.g. `["--buffer-events", "200"]`.
     pub agent_args: Vec<String>,
+    /// Extra arguments for the worker's agent only (after `agent_args`).
+    pub worker_agent_args: Vec<String>,
     /// Start every process in its own process group, so Ctrl-C in a terminal reaches only
     /// the caller, which then stops them in order (the demo). Tests leave this off: if the
     /// test binary is interrupted, its children get the signal too.
@@ -120,6 +122,9 @@ impl TwoNodes {
                 .arg("--insecure")
                 .args(["--metrics-addr", metrics])
                 .args(&self.options.agent_args);
+            if node == WORKER {
+                cmd.args(&self.options.worker_agent_args);
+            }
             let agent = self.spawn(&format!("agent-{node}"), cmd)?;
             self.agents.push(agent);
         }

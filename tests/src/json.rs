@@ -112,6 +112,7 @@ pub struct HopView {
     pub request: String,
     pub response: String,
     pub summary: String,
+    pub start_unix_ns: u64,
     pub duration_ns: u64,
 }
 
@@ -129,6 +130,7 @@ impl HopView {
             request: text_of(value.get("request")),
             response: text_of(value.get("response")),
             summary: text_of(value.get("summary")),
+            start_unix_ns: u64_of(value.get("start_unix_ns")),
             duration_ns: u64_of(value.get("duration_ns")),
         })
     }

@@ -305,3 +305,68 @@ fn collector_crash_with_tiny_buffer_counts_what_was_dropped() {
         );
     }
 }
+
+/// Issue 5, clock skew: the worker's clock runs 250 ms ahead (its agent injects it). The
+/// collector estimates each node's offset from the agents' reports, `ktrail status` shows
+/// the correction, and the worker kubelet's hops start when they happened on the
+/// collector's clock (the control node's), not 250 ms later. Durations come from one clock
+/// and are untouched.
+#[test]
+fn a_node_clock_250_ms_ahead_is_corrected() {
+    const MS: i64 = 1_000_000;
+    let cluster = start(ClusterOptions {
+        worker_agent_args: vec!["--clock-offset-ms".into(), "250".into()],
+        ..ClusterOptions::default()
+    });
+    let correction = |status: &Value, node: &str| {
+        agent_for_node(status, node).and_then(|a| a.get("clock_correction_ns")?.as_i64())
+    };
+    let (worker, control) = wait_for("clock corrections of both nodes", CLIENT_TIMEOUT, || {
+        let status = cluster.status()?;
+        let (w, c) = (correction(&status, WORKER), correction(&status, CONTROL));
+        Ok(match (w, c) {
+            (Some(w), Some(c)) if w < -200 * MS => Check::Done((w, c)),
+            _ => Check::NotYet(format!("worker {w:?}, control {c:?}")),
+        })
+    })
+    .expect("corrections");
+    assert!(
+        (worker + 250 * MS).abs() < 20 * MS,
+        "worker correction {worker} ns, want about -250 ms"
+    );
+    assert!(
+        control.abs() < 20 * MS,
+        "control correction {control} ns, want about 0"
+    );
+
+    let watch = cluster.spawn_watch().expect("start ktrail watch");
+    let _server = cluster.spawn_server().expect("start kube-apiserver");
+    let before = now_ns();
+    let mut kubelet = cluster.spawn_kubelet(3, 50).expect("start kubelet");
+    finish_kubelet(&mut kubelet, 3);
+    let after = now_ns();
+    let found = wait_for("3 kubelet hops", HOP_TIMEOUT, || {
+        let found = pods_hops(&watch);
+        Ok(if found.len() >= 3 {
+            Check::Done(found)
+        } else {
+            Check::NotYet(format!("{} hops", found.len()))
+        })
+    })
+    .expect("hops");
+    for h in &found {
+        let start = h.start_unix_ns as i64;
+        assert!(
+            start >= before - 20 * MS && start <= after + 20 * MS,
+            "hop {h} starts {} ms after the kubelet ran ({} ms window): not corrected",
+            (start - before) / MS,
+            (after - before) / MS
+        );
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

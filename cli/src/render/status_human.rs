@@ -5,7 +5,7 @@ use ktrail_proto::v1::{AgentStatus, StatusReply};
 use crate::style::{Color, Style};
 use crate::time::local_time_s;
 
-const HEADERS: [&str; 13] = [
+const HEADERS: [&str; 14] = [
     "NODE",
     "CONNECTED",
     "EVENTS",
@@ -18,6 +18,7 @@ const HEADERS: [&str; 13] = [
     "BUFFER FULL",
     "UNDECODABLE",
     "LAST SEEN",
+    "CLOCK",
     "AGENT",
 ];
 
@@ -32,6 +33,11 @@ fn ago(now_ns: u64, then_ns: u64) -> String {
         _ => format!("{}h ago", secs / 3600),
     };
     format!("{} ({ago})", local_time_s(then_ns))
+}
+
+/// The correction applied to the node's clock, e.g. `-250.2 ms`.
+fn clock(correction_ns: i64) -> String {
+    format!("{:+.1} ms", correction_ns as f64 / 1e6)
 }
 
 fn row(a: &AgentStatus, now_ns: u64) -> Vec<String> {
@@ -49,6 +55,7 @@ fn row(a: &AgentStatus, now_ns: u64) -> Vec<String> {
         loss.buffer_full.to_string(),
         loss.undecodable.to_string(),
         ago(now_ns, a.last_seen_unix_ns),
+        clock(a.clock_correction_ns),
         a.agent_id.clone(),
     ]
 }

@@ -29,6 +29,8 @@ struct AgentJson<'a> {
     loss: Option<LossJson<'a>>,
     last_seen_unix_ns: u64,
     last_seen: Option<String>,
+    /// Added to the node's timestamps to put them on the collector's clock.
+    clock_correction_ns: i64,
 }
 
 #[derive(Serialize)]
@@ -64,6 +66,7 @@ fn agent(a: &AgentStatus) -> AgentJson<'_> {
         loss: a.loss.as_ref().map(loss),
         last_seen_unix_ns: a.last_seen_unix_ns,
         last_seen: (a.last_seen_unix_ns > 0).then(|| rfc3339_utc(a.last_seen_unix_ns)),
+        clock_correction_ns: a.clock_correction_ns,
     }
 }
 
@@ -99,6 +102,7 @@ mod tests {
                     ..LossReport::default()
                 }),
                 last_seen_unix_ns: 1_700_000_000_000_000_000,
+                clock_correction_ns: -250_000_000,
             }],
             hops_total: 4,
             events_total: 10,
@@ -110,6 +114,7 @@ mod tests {
         assert_eq!(a["loss"]["buffer_full"], 3);
         assert_eq!(a["loss"]["last_seq"], 10);
         assert_eq!(a["last_seen"], "2023-11-14T22:13:20.000000000Z");
+        assert_eq!(a["clock_correction_ns"], -250_000_000);
         assert_eq!(v["hops_total"], 4);
     }
 }

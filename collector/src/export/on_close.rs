@@ -61,7 +61,9 @@ pub fn spawn(
                 Ok(Err(status)) => {
                     warn!(flow_id = %flow.id, error = %status.message(), "closed flow not found for export")
                 }
-                Err(e) => warn!(flow_id = %flow.id, error = %e, "reading a closed flow for export failed"),
+                Err(e) => {
+                    warn!(flow_id = %flow.id, error = %e, "reading a closed flow for export failed")
+                }
             }
         }
     })

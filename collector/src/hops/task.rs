@@ -73,7 +73,8 @@ async fn run(
                     let t = now();
                     for event in &input.events {
                         if is_process_event(event) {
-                            flows.on_process_event(&input.node, &input.agent_id, event, unix_now_ns(), &mut updates);
+                            let event = live.clocks().corrected_event(&input.node, event);
+                            flows.on_process_event(&input.node, &input.agent_id, &event, unix_now_ns(), &mut updates);
                         } else {
                             asm.ingest(&input.node, &input.agent_id, event, t, &mut out);
                         }
@@ -88,7 +89,8 @@ async fn run(
                 reported_flows = report_flows(reported_flows, flows.stats());
             }
         }
-        for hop in out.drain(..) {
+        for mut hop in out.drain(..) {
+            live.clocks().correct_hop(&mut hop);
             flows.on_hop(hop, unix_now_ns(), &mut updates);
         }
         publish(&mut updates, &live, &writer).await;

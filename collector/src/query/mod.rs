@@ -128,7 +128,10 @@ impl Query for QueryService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
-        let agents = self.registry.snapshot().await;
+        let mut agents = self.registry.snapshot().await;
+        for a in &mut agents {
+            a.clock_correction_ns = self.live.clocks().correction_ns(&a.node);
+        }
         let events_total = agents.iter().map(|a| a.events_received).sum();
         Ok(Response::new(StatusReply {
             agents,

@@ -177,7 +177,9 @@ impl Drop for LiveClient {
 
 fn event(update: Result<LiveUpdate, BroadcastStreamRecvError>) -> Event {
     match update {
-        Ok(LiveUpdate::Hop(h)) => Event::default().event("hop").data(json::hop(&h).to_string()),
+        Ok(LiveUpdate::Hop(h)) => Event::default()
+            .event("hop")
+            .data(json::hop(&h).to_string()),
         Ok(LiveUpdate::Flow(f)) => Event::default()
             .event("flow")
             .data(json::flow(&f).to_string()),
