@@ -86,7 +86,8 @@ impl Traced {
         )
     }
 
-    /// The flow titled `title`, once it is in `state`.
+    /// The flow titled `title`, once it is in `state` and closed (its last version: late
+    /// hops, such as the response that said Running, have joined).
     fn flow(&self, title: &str, state: &str) -> Value {
         wait_for(&format!("flow {title:?} {state}"), STEP, || {
             let flows = self.cli(&["flows", "--limit", "200", "--output", "json"]);
@@ -97,8 +98,8 @@ impl Traced {
                 .filter(|f| f["title"] == title)
                 .collect();
             Ok(match found.as_slice() {
-                [f] if f["state"] == state => Check::Done((*f).clone()),
-                [f] => Check::NotYet(format!("state {}", f["state"])),
+                [f] if f["state"] == state && f["closed"] == true => Check::Done((*f).clone()),
+                [f] => Check::NotYet(format!("state {}, closed {}", f["state"], f["closed"])),
                 [] => Check::NotYet("no such flow yet".into()),
                 _ => Check::NotYet(format!("{} flows with that title", found.len())),
             })
