@@ -92,9 +92,24 @@ impl OpenFlow {
     /// A mutating request of the root's client becomes the root: `kubectl
     /// run` asks GET /version before its POST.
     pub fn promote_root(&mut self, hop: &Hop) {
-        let read_only = matches!(self.root_method.as_str(), "GET" | "HEAD" | "");
-        let named = self.root_method.is_empty() && !hop.method.is_empty();
-        if named || (read_only && !matches!(hop.method.as_str(), "GET" | "HEAD" | "")) {
+        let read_only = |m: &str| matches!(m, "GET" | "HEAD" | "");
+        let names_object = |h: &Hop| h.objects.iter().any(|o| !o.name.is_empty());
+        let root_named = self
+            .members
+            .iter()
+            .find(|m| m.hop.id == self.flow.root_hop_id)
+            .is_some_and(|m| names_object(&m.hop));
+        // A better title: the first request with a method, then the first
+        // that names an object (`kubectl wait` asks /version first), and a
+        // mutating request over any read.
+        let better = (self.root_method.is_empty() && !hop.method.is_empty())
+            || (read_only(&self.root_method)
+                && read_only(&hop.method)
+                && !hop.method.is_empty()
+                && !root_named
+                && names_object(hop))
+            || (read_only(&self.root_method) && !read_only(&hop.method));
+        if better {
             self.flow.root_hop_id = hop.id.clone();
             self.flow.title = title(hop);
             self.root_method = hop.method.clone();
@@ -328,9 +343,16 @@ impl OpenFlow {
                     .as_ref()
                     .map(|f| format!("{} failed", f.component))
                     .unwrap_or_default();
-            } else if self.root_method == "DELETE" && self.deleted {
-                self.flow.state = SETTLED.into();
-                self.flow.state_reason = "deleted".into();
+            } else if self.root_method == "DELETE" {
+                // A deletion is over when the object is gone, not when its pod runs.
+                if self.deleted {
+                    self.flow.state = SETTLED.into();
+                    self.flow.state_reason = "deleted".into();
+                } else if quiet >= cfg.idle_ns {
+                    self.flow.state = IDLE.into();
+                    self.flow.state_reason =
+                        format!("no hop for {} s", cfg.idle_ns / 1_000_000_000);
+                }
             } else if !self.pods.is_empty() && self.pods.values().all(|r| *r) {
                 self.flow.state = SETTLED.into();
                 self.flow.state_reason = match self.pods.len() {

@@ -143,11 +143,12 @@ impl FlowStitcher {
             touched.insert(flow_id.clone());
             self.join(&flow_id, hop, keys, via, now, out, &mut work);
         }
+        // Every touched flow goes out again: its hop count, end and nodes
+        // changed even when its state did not.
         for id in touched {
             if let Some(f) = self.flows.get_mut(&id) {
-                if f.evaluate(now, &self.cfg) {
-                    out.push(Update::Flow(Box::new(f.flow.clone())));
-                }
+                f.evaluate(now, &self.cfg);
+                out.push(Update::Flow(Box::new(f.flow.clone())));
             }
         }
     }
