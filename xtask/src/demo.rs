@@ -58,6 +58,31 @@ pub fn catch_stop_signals() -> Result<()> {
     Ok(())
 }
 
+/// Waits for Ctrl-C (`None`), or for `ktrail watch` to exit or `died` to name a reason
+/// (`Some(reason)`).
+pub fn wait_for_stop(
+    watch: &mut ChildGuard,
+    mut died: impl FnMut() -> Option<String>,
+) -> Result<Option<String>> {
+    loop {
+        if STOP.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        if let Some(status) = watch.try_status()? {
+            // Ctrl-C reaches `ktrail watch` too; it may exit before our flag is seen.
+            std::thread::sleep(Duration::from_millis(100));
+            if STOP.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            return Ok(Some(format!("ktrail watch exited ({status})")));
+        }
+        if let Some(reason) = died() {
+            return Ok(Some(reason));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 const KUBECONFIG: &str = "/var/lib/ktrail-cluster/admin.conf";
 const POD: &str = "mynginx-trace-test";
 
@@ -124,19 +149,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
          ==> Ctrl-C stops ktrail (the cluster stays up)\n",
         bin.join("ktrail").display()
     );
-    let ended = loop {
-        if STOP.load(Ordering::SeqCst) {
-            break None;
-        }
-        if let Some(status) = watch.try_status()? {
-            std::thread::sleep(Duration::from_millis(100));
-            if STOP.load(Ordering::SeqCst) {
-                break None;
-            }
-            break Some(format!("ktrail watch exited ({status})"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let ended = wait_for_stop(&mut watch, || None)?;
     drop(watch);
     println!(
         "\n==> stopping the agents and the collector (the agents take a few seconds to detach) …"

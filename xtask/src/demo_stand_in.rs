@@ -10,13 +10,11 @@
 //! removes the namespaces. Logs: /tmp/ktrail-demo.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use anyhow::Result;
 use ktrail_tests::{ChildGuard, ClusterOptions, TwoNodes, CONTROL, WORKER};
 
-use crate::demo::{catch_stop_signals, STOP};
+use crate::demo::{catch_stop_signals, wait_for_stop};
 use crate::setup;
 use crate::util::{cargo, require_root, run_cmd};
 
@@ -47,27 +45,13 @@ pub fn run() -> Result<()> {
     let mut watch =
         ChildGuard::spawn_inherit("ktrail watch", cluster.cli(["watch", "--view", "hops"]))?;
 
-    let ended = loop {
-        if STOP.load(Ordering::SeqCst) {
-            break None;
-        }
-        if let Some(status) = watch.try_status()? {
-            // Ctrl-C reaches `ktrail watch` too; it may exit before our flag is seen.
-            std::thread::sleep(Duration::from_millis(100));
-            if STOP.load(Ordering::SeqCst) {
-                break None;
-            }
-            break Some(format!("ktrail watch exited ({status})"));
-        }
-        let died = [&mut server, &mut kubelet]
+    let ended = wait_for_stop(&mut watch, || {
+        [&mut server, &mut kubelet]
             .into_iter()
             .find_map(|child| child.ensure_running().err())
-            .or_else(|| cluster.ensure_running().err());
-        if let Some(e) = died {
-            break Some(format!("{e:#}"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+            .or_else(|| cluster.ensure_running().err())
+            .map(|e| format!("{e:#}"))
+    })?;
 
     // The kernel removes an agent's probes one by one on exit: that takes a while.
     println!("\n==> stopping (the agents may take half a minute to detach) …");
