@@ -47,7 +47,13 @@ impl AgentStream {
         conn_id: u64,
         acks: AckSender,
     ) -> Result<Self, Status> {
-        let agent = shared.registry.get_or_insert(&hello.agent_id, &hello.node);
+        let agent = shared
+            .registry
+            .get_or_insert(&hello.agent_id, &hello.node)
+            .map_err(|full| {
+                warn!(error = %full, "agent refused");
+                Status::resource_exhausted(full.to_string())
+            })?;
         let stream = Self {
             conn_id,
             node: Arc::from(hello.node.as_str()),
@@ -240,13 +246,8 @@ impl AgentStream {
             buffer_full = loss.buffer_full,
             "loss report"
         );
-        let now = unix_now_ns();
-        self.shared
-            .live
-            .clocks()
-            .sample(&self.node, loss.sent_unix_ns, now);
         state.status.loss = Some(loss);
-        state.status.last_seen_unix_ns = now;
+        state.status.last_seen_unix_ns = unix_now_ns();
         self.shared.writer.write_agent(state.status.clone()).await?;
         Ok(())
     }
