@@ -246,8 +246,13 @@ impl AgentStream {
             buffer_full = loss.buffer_full,
             "loss report"
         );
+        let now = unix_now_ns();
+        self.shared
+            .live
+            .clocks()
+            .sample(&self.node, loss.sent_unix_ns, now);
         state.status.loss = Some(loss);
-        state.status.last_seen_unix_ns = unix_now_ns();
+        state.status.last_seen_unix_ns = now;
         self.shared.writer.write_agent(state.status.clone()).await?;
         Ok(())
     }
