@@ -18,10 +18,12 @@ use super::report::{mib, quantile, Row, Section};
 
 /// Agents replayed at once.
 pub const AGENTS: usize = 10;
-/// The memory run stops early when the disk holding the store gets this full.
-const MIN_FREE_DISK: u64 = 25 << 30;
-/// The collector's store limit in the memory run (`--store-max-gib`).
-const STORE_MAX_GIB: u64 = 4;
+/// The collector's store limit in the memory run (`--store-max-gib`): its disk use is
+/// bounded like its memory.
+const STORE_MAX_GIB: u64 = 2;
+/// The memory run stops early when the disk holding the store has less than this
+/// free (the disk is shared; the store itself stays near `STORE_MAX_GIB`).
+const MIN_FREE_DISK: u64 = 1 << 30;
 
 /// Records a real agent stream: `ktrail-agent` (kube-apiserver and kubelet targets) sends
 /// to the Ingest recorder while `rounds` 1 KiB RPC round trips run.
