@@ -44,6 +44,8 @@ pub enum CollectorError {
     },
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("Kubernetes metadata: {0}")]
+    Metadata(#[from] crate::metadata::MetadataError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]

@@ -12,6 +12,7 @@ pub mod flows;
 pub mod hops;
 pub mod ingest;
 pub mod live;
+pub mod metadata;
 pub mod node_clocks;
 pub mod query;
 pub mod replay;

@@ -76,6 +76,16 @@ struct Args {
     )]
     tls_ca: Option<PathBuf>,
 
+    /// Label hops with pods, namespaces, owners and nodes, watched on the API
+    /// server with the pod's service account (needs get/list/watch on pods and
+    /// nodes: deploy/base/rbac.yaml).
+    #[arg(long, conflicts_with = "kubeconfig")]
+    in_cluster: bool,
+
+    /// Like --in-cluster, with this kubeconfig's current context.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+
     /// Serve plaintext gRPC without TLS: anyone who reaches --listen can read
     /// everything traced. Only for tests and a collector on a private address.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
@@ -180,8 +190,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_store_bytes: (args.store_max_gib.max(0.0) * (1u64 << 30) as f64) as u64,
         ..WriterConfig::default()
     };
+    let metadata = match (args.in_cluster, args.kubeconfig) {
+        (true, _) => Some(ktrail_collector::metadata::MetadataSource::InCluster),
+        (false, Some(path)) => Some(ktrail_collector::metadata::MetadataSource::Kubeconfig(path)),
+        (false, None) => None,
+    };
     let cfg = CollectorConfig {
         window_hops,
+        metadata,
         writer,
         tls,
         web: args.web_listen.map(|listen| WebConfig {

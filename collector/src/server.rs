@@ -21,6 +21,7 @@ use crate::export::{self, ExportStats, OtlpConfig, OtlpExporter};
 use crate::hops::{self, AssemblerStats, HopConfig};
 use crate::ingest::IngestService;
 use crate::live::LiveHub;
+use crate::metadata::{self, ClusterMetadata, MetadataSource};
 use crate::query::QueryService;
 use crate::shutdown;
 use crate::store::writer::{self, WriterConfig, WriterStats};
@@ -49,6 +50,9 @@ pub struct CollectorConfig {
     pub web: Option<WebConfig>,
     /// Export each flow when it closes to this OTLP endpoint (`--otlp-endpoint`).
     pub otlp: Option<OtlpConfig>,
+    /// Label hops with pods and nodes watched on this API server; `None`: no
+    /// labels.
+    pub metadata: Option<MetadataSource>,
 }
 
 impl CollectorConfig {
@@ -63,6 +67,7 @@ impl CollectorConfig {
             tls: None,
             web: None,
             otlp: None,
+            metadata: None,
         }
     }
 }
@@ -106,6 +111,10 @@ impl Collector {
     pub async fn start(cfg: CollectorConfig) -> Result<Self, CollectorError> {
         // Bad TLS files are reported before anything else starts.
         let tls_config = cfg.tls.as_ref().map(tls::server_config).transpose()?;
+        let kube = match &cfg.metadata {
+            Some(source) => Some(metadata::client(source).await?),
+            None => None,
+        };
         let store = Store::open(&cfg.data_dir)?;
         let loaded = store.load(cfg.window_hops)?;
         info!(
@@ -137,8 +146,14 @@ impl Collector {
             stored_flows,
         ));
         let (store_writer, writer_task) = writer::spawn(store.clone(), cfg.writer);
-        let (hop_input, hop_task) = hops::task::spawn(cfg.hops, live.clone(), store_writer.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let cluster = kube.map(|client| {
+            let map = Arc::new(ClusterMetadata::new());
+            metadata::spawn(client, map.clone(), shutdown_rx.clone());
+            map
+        });
+        let (hop_input, hop_task) =
+            hops::task::spawn(cfg.hops, live.clone(), store_writer.clone(), cluster);
         let ingest = IngestService::new(
             registry.clone(),
             live.clone(),

@@ -15,6 +15,7 @@ use super::{AssemblerStats, HopAssembler, HopConfig};
 use crate::clock::unix_now_ns;
 use crate::flows::{FlowStitcher, StitchConfig, StitchStats, Update};
 use crate::live::LiveHub;
+use crate::metadata::ClusterMetadata;
 use crate::store::writer::StoreWriter;
 
 /// How often time-based completion runs.
@@ -36,9 +37,15 @@ pub fn spawn(
     cfg: HopConfig,
     live: Arc<LiveHub>,
     writer: StoreWriter,
+    metadata: Option<Arc<ClusterMetadata>>,
 ) -> (mpsc::Sender<HopInput>, JoinHandle<AssemblerStats>) {
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-    (tx, tokio::spawn(run(cfg, rx, live, writer)))
+    let out = Publisher {
+        live,
+        writer,
+        metadata,
+    };
+    (tx, tokio::spawn(run(cfg, rx, out)))
 }
 
 fn id_seed() -> u64 {
@@ -51,8 +58,7 @@ fn id_seed() -> u64 {
 async fn run(
     cfg: HopConfig,
     mut rx: mpsc::Receiver<HopInput>,
-    live: Arc<LiveHub>,
-    writer: StoreWriter,
+    publisher: Publisher,
 ) -> AssemblerStats {
     let start = Instant::now();
     let now = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -73,7 +79,7 @@ async fn run(
                     let t = now();
                     for event in &input.events {
                         if is_process_event(event) {
-                            let event = live.clocks().corrected_event(&input.node, event);
+                            let event = publisher.live.clocks().corrected_event(&input.node, event);
                             flows.on_process_event(&input.node, &input.agent_id, &event, unix_now_ns(), &mut updates);
                         } else {
                             asm.ingest(&input.node, &input.agent_id, event, t, &mut out);
@@ -90,16 +96,16 @@ async fn run(
             }
         }
         for mut hop in out.drain(..) {
-            live.clocks().correct_hop(&mut hop);
+            publisher.live.clocks().correct_hop(&mut hop);
             flows.on_hop(hop, unix_now_ns(), &mut updates);
         }
-        publish(&mut updates, &live, &writer).await;
+        publisher.publish(&mut updates).await;
     }
     asm.flush(now(), &mut out);
     for hop in out.drain(..) {
         flows.on_hop(hop, unix_now_ns(), &mut updates);
     }
-    publish(&mut updates, &live, &writer).await;
+    publisher.publish(&mut updates).await;
     let stats = asm.stats();
     info!(hops = stats.hops_emitted, "hop assembly stopped");
     stats
@@ -165,22 +171,36 @@ fn report_flows(last: StitchStats, now: StitchStats) -> StitchStats {
     now
 }
 
-async fn publish(updates: &mut Vec<Update>, live: &LiveHub, writer: &StoreWriter) {
-    for update in updates.drain(..) {
-        match update {
-            Update::Hop(hop) => {
-                debug!(hop_id = %hop.id, flow_id = %hop.flow_id, kind = %hop.kind, summary = %hop.summary, "hop");
-                if writer.write_hop(&hop).await.is_err() {
-                    warn!(hop_id = %hop.id, "store writer stopped: hop not stored");
+/// Where finished hops and flows go: hops labelled with Kubernetes metadata
+/// (if watched), to the store and to live clients.
+struct Publisher {
+    live: Arc<LiveHub>,
+    writer: StoreWriter,
+    metadata: Option<Arc<ClusterMetadata>>,
+}
+
+impl Publisher {
+    async fn publish(&self, updates: &mut Vec<Update>) {
+        let (live, writer) = (&self.live, &self.writer);
+        for update in updates.drain(..) {
+            match update {
+                Update::Hop(mut hop) => {
+                    if let Some(metadata) = &self.metadata {
+                        metadata.label(&mut hop);
+                    }
+                    debug!(hop_id = %hop.id, flow_id = %hop.flow_id, kind = %hop.kind, summary = %hop.summary, "hop");
+                    if writer.write_hop(&hop).await.is_err() {
+                        warn!(hop_id = %hop.id, "store writer stopped: hop not stored");
+                    }
+                    live.publish_hop(*hop);
                 }
-                live.publish_hop(*hop);
-            }
-            Update::Flow(flow) => {
-                info!(flow_id = %flow.id, title = %flow.title, state = %flow.state, reason = %flow.state_reason, hops = flow.hop_count, closed = flow.closed, "flow");
-                if writer.write_flow(&flow).await.is_err() {
-                    warn!(flow_id = %flow.id, "store writer stopped: flow not stored");
+                Update::Flow(flow) => {
+                    info!(flow_id = %flow.id, title = %flow.title, state = %flow.state, reason = %flow.state_reason, hops = flow.hop_count, closed = flow.closed, "flow");
+                    if writer.write_flow(&flow).await.is_err() {
+                        warn!(flow_id = %flow.id, "store writer stopped: flow not stored");
+                    }
+                    live.publish_flow(*flow);
                 }
-                live.publish_flow(*flow);
             }
         }
     }
