@@ -170,6 +170,11 @@ pub fn incoming(
                         debug!(%peer, client = %client_name(&tls), "TLS client accepted");
                         let _ = tx.send(Ok(tls)).await;
                     }
+                    // A TCP check (the Deployment's probes, a port scan) connects
+                    // and closes without a handshake: not worth a warning.
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        debug!(%peer, error = %e, "connection closed before the TLS handshake");
+                    }
                     Ok(Err(e)) => refused(peer, &e.to_string()),
                     Err(_) => refused(peer, "no TLS handshake within 10 s"),
                 }
