@@ -195,6 +195,16 @@ impl Programs {
         aya::maps::RingBuf::try_from(map).map_err(map_err(names::EVENTS))
     }
 
+    /// The TRACKED map, owned (after `seed_tracked`), for `exclude.rs` to untrack
+    /// ktrail's own processes.
+    pub fn take_tracked(&mut self) -> Result<HashMap<MapData, u32, TrackedProcess>, LoadError> {
+        let map = self
+            .ebpf
+            .take_map(names::TRACKED)
+            .ok_or(LoadError::MissingMap(names::TRACKED))?;
+        HashMap::try_from(map).map_err(map_err(names::TRACKED))
+    }
+
     pub fn drops_reader(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
         let map = self
             .ebpf

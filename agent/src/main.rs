@@ -6,6 +6,7 @@ mod clock;
 mod convert;
 mod decode;
 mod ebpf;
+mod exclude;
 mod gotls;
 mod metrics;
 mod outbox;
@@ -91,6 +92,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     info!(node = %node, scope_netns, targets = ?args.targets, tracked_at_start = seeded, "programs attached");
     let drops = programs.drops_reader()?;
     let ring = programs.take_ring()?;
+    let tracked = programs.take_tracked()?;
 
     // Go TLS: instrument target binaries on PATH and those already running, before
     // reporting ready, so a kubectl started right after is seen from its first byte.
@@ -125,6 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     metrics.set_ready(seeded as u64);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(exclude::run(tracked, shutdown_rx.clone()));
     let started_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
