@@ -88,7 +88,23 @@ impl GoTlsAttacher {
                     self.counters.attached.fetch_add(1, Relaxed);
                 }
                 Err(e) => {
-                    warn!(binary = %shown.display(), error = %e, "cannot attach Go TLS probes");
+                    // aya's message ("`perf_event_open` failed") hides the errno.
+                    let mut error = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        error.push_str(&format!(": {s}"));
+                        source = s.source();
+                    }
+                    if error.contains("Permission denied") {
+                        // perf_uprobe_event_init() checks capable(CAP_SYS_ADMIN), no
+                        // longer perfmon_capable(), in current kernels (a 2025 fix,
+                        // backported to stable ones): CAP_PERFMON creates no uprobes.
+                        error.push_str(
+                            " (creating uprobes needs CAP_SYS_ADMIN; without it TLS traffic \
+                             of Go programs shows as ciphertext)",
+                        );
+                    }
+                    warn!(binary = %shown.display(), error = %error, "cannot attach Go TLS probes");
                     self.counters.failed.fetch_add(1, Relaxed);
                 }
             },
