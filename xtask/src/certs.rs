@@ -24,8 +24,11 @@ The collector's certificate is valid for ktrail-collector, ktrail-collector.ktra
 `kubectl port-forward`), plus every --san. The collector accepts only clients whose
 certificate this CA signed.
 
-deploy/kustomization.yaml puts the collector's and the agents' files into Secrets
-(never ca.key, which stays here to sign more). Use the CLI's with
+It also writes web-token, a random token the collector's web page requires
+(`?token=…` or `Authorization: Bearer …`), once.
+
+deploy/kustomization.yaml puts the collector's and the agents' files and the token into
+Secrets (never ca.key, which stays here to sign more). Use the CLI's with
   ktrail --tls-cert deploy/certs/cli.crt --tls-key deploy/certs/cli.key --tls-ca deploy/certs/ca.crt …
 An existing set is kept (a new CA would lock out everything deployed with the old
 one); --force replaces it.";
@@ -171,7 +174,34 @@ pub fn write_set(dir: &Path, set: &CertSet) -> Result<()> {
     Ok(())
 }
 
+/// The web page's token file: 32 random bytes as hex, made once.
+pub const WEB_TOKEN: &str = "web-token";
+
+fn ensure_web_token(dir: &Path) -> Result<()> {
+    let path = dir.join(WEB_TOKEN);
+    if path.exists() {
+        return Ok(());
+    }
+    let mut bytes = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("reading /dev/urandom")?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write(dir, WEB_TOKEN, &hex, 0o600)?;
+    println!("wrote a token for the web page to {}", path.display());
+    Ok(())
+}
+
 pub fn run(args: CertsArgs) -> Result<()> {
+    let result = run_certs(&args);
+    if result.is_ok() {
+        ensure_web_token(&args.out)?;
+    }
+    result
+}
+
+fn run_certs(args: &CertsArgs) -> Result<()> {
     let present: Vec<&str> = FILES
         .iter()
         .copied()
@@ -196,6 +226,7 @@ pub fn run(args: CertsArgs) -> Result<()> {
         bail!("--days must be at least 1");
     }
     let set = generate(&args.sans, args.days)?;
+    let _ = fs::remove_file(args.out.join(WEB_TOKEN));
     write_set(&args.out, &set)?;
     println!(
         "wrote a CA and certificates for the collector, the agents and the CLI to {} (valid {} days)",
@@ -224,6 +255,14 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let set = generate(&["collector.example".into()], 2).expect("generate");
         write_set(&dir, &set).expect("write");
+        ensure_web_token(&dir).expect("token");
+        let token = fs::read_to_string(dir.join(WEB_TOKEN)).expect("token written");
+        assert_eq!(token.len(), 64, "{token}");
+        ensure_web_token(&dir).expect("kept");
+        assert_eq!(
+            fs::read_to_string(dir.join(WEB_TOKEN)).expect("token"),
+            token
+        );
         for f in FILES {
             let path = dir.join(f);
             let text = fs::read_to_string(&path).expect("written");
@@ -252,6 +291,7 @@ mod tests {
             force: false,
         };
         let err = run(args).expect_err("partial set");
+        assert!(!dir.join(WEB_TOKEN).exists(), "nothing written on an error");
         assert!(err.to_string().contains("pass --force"), "{err}");
         assert_eq!(fs::read_to_string(dir.join("ca.crt")).expect("kept"), "x");
         fs::remove_dir_all(&dir).expect("cleanup");

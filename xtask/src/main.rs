@@ -6,6 +6,7 @@ mod cluster;
 mod demo;
 mod demo_stand_in;
 mod ebpf;
+mod image;
 mod setup;
 mod test;
 mod util;
@@ -50,6 +51,9 @@ enum Command {
     /// Make a CA and certificates for mutual TLS between agents, CLI and collector (deploy/certs)
     #[command(long_about = certs::LONG_ABOUT)]
     Certs(certs::CertsArgs),
+    /// Build the agent and collector images without Docker and push them (to the local cluster's registry)
+    #[command(long_about = image::LONG_ABOUT)]
+    Image(image::ImageArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Cluster { action } => cluster::run(action),
         Command::Bench(args) => bench::run(args),
         Command::Certs(args) => certs::run(args),
+        Command::Image(args) => image::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
