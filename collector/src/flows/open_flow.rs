@@ -59,6 +59,9 @@ pub struct OpenFlow {
     last_activity: u64,
     /// Collector time the latest hop joined.
     last_joined: u64,
+    /// Collector time it settled or failed: it closes a linger after that,
+    /// however much its objects go on doing (status syncs, retries).
+    finished_at: Option<u64>,
 }
 
 impl OpenFlow {
@@ -86,6 +89,7 @@ impl OpenFlow {
             failure_terminal: false,
             last_activity: 0,
             last_joined: now,
+            finished_at: None,
         }
     }
 
@@ -374,16 +378,18 @@ impl OpenFlow {
                 self.flow.state_reason = format!("no hop for {} s", cfg.idle_ns / 1_000_000_000);
             }
         }
+        if self.finished_at.is_none() && matches!(self.flow.state.as_str(), SETTLED | FAILED) {
+            self.finished_at = Some(now);
+        }
         (self.flow.state.clone(), self.flow.state_reason.clone()) != before
     }
 
-    /// Settled and failed flows take late hops for a while, then close.
+    /// Settled and failed flows take late hops for a linger, then close.
     pub fn closes(&self, now: u64, cfg: &StitchConfig) -> bool {
-        let quiet = now.saturating_sub(self.last_joined);
-        match self.flow.state.as_str() {
-            RUNNING => false,
-            IDLE => true,
-            _ => quiet >= cfg.linger_ns,
+        match (self.flow.state.as_str(), self.finished_at) {
+            (IDLE, _) => true,
+            (SETTLED | FAILED, Some(at)) => now.saturating_sub(at) >= cfg.linger_ns,
+            _ => false,
         }
     }
 }
