@@ -107,6 +107,11 @@ pub enum ShowFormat {
     Tree,
     /// The flow then its hops, one JSON object per line (docs/json.md).
     Jsonl,
+    /// Chrome Trace Event Format JSON for Perfetto (ui.perfetto.dev: "Open trace
+    /// file") or chrome://tracing: a process per node, a thread per component,
+    /// a slice per hop, arrows from each hop's parent. Save it to a file:
+    /// `ktrail show ID --format perfetto > flow.json`.
+    Perfetto,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +121,7 @@ pub struct ShowArgs {
     /// Under each hop, the syscalls and Go TLS reads/writes behind it.
     #[arg(long)]
     pub syscalls: bool,
+    /// How to print it (--syscalls applies to tree and jsonl).
     #[arg(long, value_enum, default_value_t = ShowFormat::Tree)]
     pub format: ShowFormat,
 }

@@ -14,6 +14,7 @@ use crate::render::event_json::event_json;
 use crate::render::flow_human::{depths, flow_header, flow_hop_line, tree_order};
 use crate::render::flow_json::flow_json;
 use crate::render::hop_json::hop_json;
+use crate::render::perfetto;
 use crate::style::Style;
 
 pub async fn run(
@@ -38,6 +39,9 @@ pub async fn run(
         .collect();
     let style = Style::detect();
     match args.format {
+        ShowFormat::Perfetto => {
+            out.line(&serde_json::to_string(&perfetto::render(&flow, &reply.hops))?)?;
+        }
         ShowFormat::Jsonl => {
             out.line(&flow_json(&flow)?)?;
             for hop in &reply.hops {

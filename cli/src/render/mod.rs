@@ -6,6 +6,7 @@ pub mod flow_human;
 pub mod flow_json;
 pub mod hop_human;
 pub mod hop_json;
+pub mod perfetto;
 pub mod socket;
 pub mod status_human;
 pub mod status_json;
