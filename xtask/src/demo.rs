@@ -122,10 +122,6 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "--collector https://127.0.0.1:7700 --tls-server-name ktrail-collector --tls-cert {0}/cli.crt --tls-key {0}/cli.key --tls-ca {0}/ca.crt",
         c.display()
     );
-    let mut watch = Command::new(bin.join("ktrail"));
-    watch.args(cli_flags.split(' ')).arg("watch");
-    let mut watch = ChildGuard::spawn_inherit("ktrail watch", watch)?;
-    std::thread::sleep(Duration::from_secs(1));
     let kubectl = |args: &[&str]| -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg("--net=/run/ktrail-cluster/k8s-control.net")
@@ -133,7 +129,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .args(args);
         cmd
     };
-    let _ = kubectl(&["delete", "pod", POD, "--ignore-not-found", "--wait=true"]).output();
+    let mut watch = Command::new(bin.join("ktrail"));
+    watch.args(cli_flags.split(' ')).arg("watch");
+    let mut watch = ChildGuard::spawn_inherit("ktrail watch", watch)?;
+    std::thread::sleep(Duration::from_secs(1));
     println!("\n==> kubectl run {POD} --image=nginx   (on k8s-control)\n");
     let status = kubectl(&["run", POD, "--image=nginx"]).status()?;
     if !status.success() {
