@@ -7,6 +7,7 @@ mod demo;
 mod demo_stand_in;
 mod ebpf;
 mod image;
+mod jaeger;
 mod setup;
 mod test;
 mod util;

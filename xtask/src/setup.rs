@@ -15,7 +15,8 @@ Install what building and running ktrail needs; idempotent and quick when all is
 Steps:
   1. Debian packages: the eBPF toolchain (rustc-web, cargo-web, libstd-rust-web-dev-bpf,
      llvm-22-dev, libpolly-22-dev, libzstd-dev, zlib1g-dev) and what the tests and the demo
-     run (iproute2, curl, strace). Checked with dpkg-query; `apt-get update` and
+     run (iproute2, curl, strace), and chromium, in which the web page's test renders the
+     page headless. Checked with dpkg-query; `apt-get update` and
      `apt-get install` run only when something is missing.
   2. bpf-linker 0.13 in ~/.cargo/bin, built against Debian's LLVM 22 (takes minutes).
   3. tracefs mounted at /sys/kernel/tracing.
@@ -25,6 +26,9 @@ Steps:
 Needs root.";
 
 const STEPS: usize = 4;
+/// Debian packages the tests need beyond the eBPF toolchain's list: the web
+/// page's test (collector/tests/web_page.rs) renders it in headless Chromium.
+const TEST_PACKAGES: &[&str] = &["chromium"];
 const TRACEFS: &str = "/sys/kernel/tracing";
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -45,17 +49,19 @@ fn step(n: usize, what: &str) -> String {
 
 fn debian_packages(n: usize) -> Result<()> {
     let head = step(n, "Debian packages");
+    let wanted: Vec<&str> = ebpf::DEBIAN_PACKAGES
+        .iter()
+        .chain(TEST_PACKAGES)
+        .copied()
+        .collect();
     let mut missing = Vec::new();
-    for package in ebpf::DEBIAN_PACKAGES {
+    for package in &wanted {
         if !installed(package)? {
             missing.push(*package);
         }
     }
     if missing.is_empty() {
-        println!(
-            "{head} {} … already installed",
-            ebpf::DEBIAN_PACKAGES.join(" ")
-        );
+        println!("{head} {} … already installed", wanted.join(" "));
     } else {
         println!("{head} installing {} …", missing.join(" "));
         let start = Instant::now();

@@ -4,27 +4,32 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::setup;
 use crate::util::{cargo, elapsed, require_root, run_cmd};
+use crate::{jaeger, setup};
 
 pub const LONG_ABOUT: &str = "\
 Run every test of the workspace; exits non-zero if anything fails. This is the test command:
 the README and CI (.ci/run) run exactly `cargo xtask test`.
 
   1. cargo xtask setup (installs what is missing)
-  2. cargo build --workspace --bins (the agent's build also builds its eBPF programs)
-  3. cargo test --workspace --exclude ktrail-tests --no-fail-fast
-  4. cargo test -p ktrail-tests --no-fail-fast -- --test-threads=1
+  2. Jaeger for the OTLP export test: built from its Go module the first time (about 10
+     minutes), then reused from /var/cache/ktrail/jaeger-<version>/
+  3. cargo build --workspace --bins (the agent's build also builds its eBPF programs)
+  4. cargo test --workspace --exclude ktrail-tests --no-fail-fast
+  5. cargo test -p ktrail-tests --no-fail-fast -- --test-threads=1
      integration tests, serially: as root they load eBPF programs for real and create the
      k8s-control/k8s-worker network namespaces; they fail (never skip) without root
 
-Steps 3 and 4 both run even if 3 fails, and every test binary runs even if an earlier
+Steps 4 and 5 both run even if 4 fails, and every test binary runs even if an earlier
 one failed (--no-fail-fast), so one run shows every failure. Needs root.";
 
 pub fn run() -> Result<()> {
     require_root("test")?;
     let start = Instant::now();
     setup::run()?;
+
+    println!("\n==> jaeger (for the OTLP export test)");
+    jaeger::ensure()?;
 
     println!("\n==> build");
     run_cmd(cargo().args(["build", "--workspace", "--bins"]))
