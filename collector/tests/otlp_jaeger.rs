@@ -12,13 +12,22 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use ktrail_collector::export::otlp::trace_id_hex;
 use ktrail_collector::export::{on_close, OtlpConfig, OtlpExporter};
 use ktrail_collector::flows::{StitchConfig, Update};
 use ktrail_collector::live::LiveHub;
 use ktrail_collector::replay::{self, KUBECTL_RUN, KUBECTL_RUN_BAD};
-use ktrail_proto::v1::{Flow, Hop};
+use ktrail_collector::{Collector, CollectorConfig};
+use ktrail_proto::v1::agent_message::Body;
+use ktrail_proto::v1::event::Body as EventBody;
+use ktrail_proto::v1::ingest_client::IngestClient;
+use ktrail_proto::v1::query_client::QueryClient;
+use ktrail_proto::v1::{
+    AgentMessage, Event, EventBatch, Flow, Hello, Hop, ListFlowsRequest, SyscallEvent,
+};
+use ktrail_proto::Socket;
 use serde_json::Value;
 
 /// Where `cargo xtask test` puts the Jaeger it builds (xtask/src/jaeger.rs).
@@ -336,4 +345,127 @@ async fn flows_arrive_in_jaeger_as_traces_with_parent_links_and_attributes() {
         Some(&Value::from(failure.message.as_str())),
         "{failed:#}"
     );
+}
+
+fn syscall(seq: u64, pid: u32, comm: &str, name: &str, data: &[u8], s: &Socket) -> Event {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    Event {
+        seq,
+        timestamp_unix_ns: now,
+        pid,
+        tid: pid,
+        comm: comm.into(),
+        cpu: 0,
+        body: Some(EventBody::Syscall(SyscallEvent {
+            name: name.into(),
+            fd: 3,
+            ret: data.len() as i64,
+            duration_ns: 10_000,
+            requested: data.len() as u64,
+            socket: Some(s.clone()),
+            data: data.to_vec(),
+            ..SyscallEvent::default()
+        })),
+    }
+}
+
+/// The whole collector with `--otlp-endpoint`: a fake agent sends a kubectl
+/// POST to kube-apiserver, the collector stitches it into a flow, and when
+/// the flow closes (it settles and lingers: some seconds) its trace is in
+/// Jaeger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_collector_exports_a_flow_when_it_closes() {
+    let jaeger = Jaeger::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = CollectorConfig {
+        otlp: Some(OtlpConfig::new(format!("http://{}", jaeger.otlp))),
+        ..CollectorConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path())
+    };
+    let collector = Collector::start(cfg).await.expect("collector");
+    let url = format!("http://{}", collector.local_addr());
+    let mut ingest = IngestClient::connect(url.clone()).await.expect("ingest");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let hello = Hello {
+        node: "k8s-cp".into(),
+        agent_id: "agent-cp".into(),
+        ..Hello::default()
+    };
+    tx.send(AgentMessage {
+        body: Some(Body::Hello(hello)),
+    })
+    .await
+    .expect("hello");
+    let _acks = ingest
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream");
+    let post: &[u8] =
+        b"POST /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: cp\r\nContent-Length: 2\r\n\r\n{}";
+    let created: &[u8] = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}";
+    let c = Socket::inet(("192.168.56.10", 41000), ("192.168.56.10", 6443));
+    let s = Socket::inet(("192.168.56.10", 6443), ("192.168.56.10", 41000));
+    let events = vec![
+        syscall(1, 50, "kubectl", "connect", b"", &c),
+        syscall(2, 7, "kube-apiserver", "accept4", b"", &s),
+        syscall(3, 50, "kubectl", "write", post, &c),
+        syscall(4, 7, "kube-apiserver", "read", post, &s),
+        syscall(5, 7, "kube-apiserver", "write", created, &s),
+        syscall(6, 50, "kubectl", "read", created, &c),
+        syscall(7, 50, "kubectl", "close", b"", &c),
+        syscall(8, 7, "kube-apiserver", "close", b"", &s),
+    ];
+    tx.send(AgentMessage {
+        body: Some(Body::Batch(EventBatch {
+            events,
+            processes: Vec::new(),
+        })),
+    })
+    .await
+    .expect("batch");
+
+    let stats = collector.export_stats().expect("export stats").clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stats.exported() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no flow exported in 60 s (dropped {}); jaeger log:\n{}",
+            stats.dropped(),
+            jaeger.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut query = QueryClient::connect(url).await.expect("query");
+    let flow = query
+        .list_flows(ListFlowsRequest { limit: 10 })
+        .await
+        .expect("flows")
+        .into_inner()
+        .flows
+        .into_iter()
+        .find(|f| f.closed)
+        .expect("a closed flow");
+    let trace = tokio::task::block_in_place(|| jaeger.wait_for_trace(&flow.id, 1));
+    let spans = trace["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0]["spanID"], span_hex(&flow.root_hop_id).as_str());
+    assert_eq!(
+        tag(&spans[0], "http.request.method"),
+        Some(&Value::from("POST"))
+    );
+    assert_eq!(
+        tag(&spans[0], "ktrail.client.comm"),
+        Some(&Value::from("kubectl"))
+    );
+    let services: Vec<&str> = trace["processes"]
+        .as_object()
+        .expect("processes")
+        .values()
+        .filter_map(|p| p["serviceName"].as_str())
+        .collect();
+    assert_eq!(services, ["kube-apiserver"]);
+    drop(tx);
+    collector.shutdown().await.expect("shutdown");
 }
