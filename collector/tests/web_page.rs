@@ -170,6 +170,41 @@ async fn the_page_draws_the_kubectl_run_flow_and_the_failed_pull() {
     assert!(dom.contains("data-flow-id=\"") && dom.contains(KUBECTL_RUN));
     assert!(!dom.contains("id=\"failure-message\""), "no failure shown");
 
+    // A hop's details (as a click shows them; ?hop= opens them).
+    let sandbox = hops
+        .iter()
+        .find(|h| h.cri.as_ref().is_some_and(|c| c.method == "RunPodSandbox"))
+        .expect("RunPodSandbox hop");
+    let dom = tokio::task::spawn_blocking({
+        let url = format!("{url}&hop={}", sandbox.id);
+        move || chromium(&url, &["--dump-dom"])
+    })
+    .await
+    .expect("chromium");
+    let at = dom
+        .find(&format!(
+            "id=\"hop-details\" data-hop-id=\"{}\"",
+            sandbox.id
+        ))
+        .expect("the hop's details");
+    let details = &dom[at..];
+    let details = &details[..details.find("</table>").expect("end of details")];
+    for want in [
+        "RunPodSandbox",
+        "pod default/mynginx-trace-test",
+        "latency",
+        "joined by",
+        sandbox.joined_by.as_str(),
+        sandbox.parent_id.as_str(),
+        "k8s-worker/kubelet",
+        "k8s-worker/containerd",
+    ] {
+        assert!(
+            details.contains(want),
+            "{want:?} not in the details:\n{details}"
+        );
+    }
+
     let png = output_dir().join("web-flow.png");
     let _ = std::fs::remove_file(&png);
     let shot = format!("--screenshot={}", png.display());
