@@ -37,7 +37,8 @@ fn jaeger_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("KTRAIL_JAEGER") {
         return PathBuf::from(p);
     }
-    PathBuf::from(format!("/var/cache/ktrail/jaeger-{JAEGER_VERSION}/jaeger"))
+    let cache = std::env::var_os("KTRAIL_CACHE").unwrap_or_else(|| "/var/cache/ktrail".into());
+    PathBuf::from(cache).join(format!("jaeger-{JAEGER_VERSION}/jaeger"))
 }
 
 fn free_port() -> u16 {
