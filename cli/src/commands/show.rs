@@ -40,7 +40,8 @@ pub async fn run(
     let style = Style::detect();
     match args.format {
         ShowFormat::Perfetto => {
-            out.line(&serde_json::to_string(&perfetto::render(&flow, &reply.hops))?)?;
+            let trace = perfetto::render(&flow, &reply.hops);
+            out.line(&serde_json::to_string(&trace)?)?;
         }
         ShowFormat::Jsonl => {
             out.line(&flow_json(&flow)?)?;
