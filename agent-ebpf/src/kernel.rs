@@ -66,10 +66,10 @@ pub fn current_netns(off: &KernelOffsets) -> Result<u32, i64> {
 const SPAN: u64 = 128;
 
 /// Several fields of one kernel struct, copied with a single `bpf_probe_read_kernel`
-/// into a per-CPU buffer. There is one buffer: a new span overwrites the last, so read
-/// what you need from a span before reading the next. Each helper call costs about as much as copying 128 bytes, and
-/// the fd → socket walk runs at every traced syscall, so reading the fields of a struct
-/// together instead of one by one saves most of its calls.
+/// into a per-CPU buffer. Each helper call costs about as much as copying 128 bytes,
+/// and the fd → socket walk runs at every traced syscall, so reading the fields of a
+/// struct together instead of one by one saves most of its calls. There is one buffer:
+/// a new span overwrites the last, so read what you need from a span before the next.
 struct Span {
     buf: *const u8,
     base: *const u8,
@@ -77,9 +77,9 @@ struct Span {
     whole: bool,
 }
 
-// The arithmetic below is on u64 on purpose: the verifier must see the bound of the very
-// register passed as a size or added to the buffer, and u32 values in 64-bit registers
-// lose it (the compiler drops masks it can prove redundant, the verifier cannot).
+// Offsets are compared as u64: the verifier must see the bound of the very register
+// added to the buffer, and u32 values in 64-bit registers lose it (the compiler drops
+// masks it can prove redundant; the verifier cannot prove them).
 impl Span {
     /// Reads the fields in `[lo, hi)` of the struct at `base`: always `SPAN` bytes from
     /// `lo` rounded down to 8 (so every field keeps its natural alignment in the buffer;
