@@ -121,7 +121,8 @@ pub struct ShowArgs {
     /// Under each hop, the syscalls and Go TLS reads/writes behind it.
     #[arg(long)]
     pub syscalls: bool,
-    /// How to print it (--syscalls applies to tree and jsonl).
+    /// How to print it (with --syscalls, perfetto shows each syscall as an
+    /// instant on its process's thread).
     #[arg(long, value_enum, default_value_t = ShowFormat::Tree)]
     pub format: ShowFormat,
 }

@@ -40,7 +40,7 @@ pub async fn run(
     let style = Style::detect();
     match args.format {
         ShowFormat::Perfetto => {
-            let trace = perfetto::render(&flow, &reply.hops);
+            let trace = perfetto::render(&flow, &reply.hops, &reply.events);
             out.line(&serde_json::to_string(&trace)?)?;
         }
         ShowFormat::Jsonl => {

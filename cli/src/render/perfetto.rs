@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ktrail_proto::v1::{Flow, Hop, HopEnd};
+use ktrail_proto::v1::{event, Flow, Hop, HopEnd, HopEvents};
 use serde_json::{json, Map, Value};
 
 /// The node, component and pid a hop's slice is drawn for.
@@ -159,8 +159,10 @@ pub fn failed(hop: &Hop) -> bool {
     hop.status_code >= 400 || (hop.has_grpc_status && hop.grpc_status != 0)
 }
 
-/// The flow as a Chrome Trace Event Format object (`{"traceEvents": […]}`).
-pub fn render(flow: &Flow, hops: &[Hop]) -> Value {
+/// The flow as a Chrome Trace Event Format object (`{"traceEvents": […]}`),
+/// with the syscalls behind its hops (`ktrail show --syscalls`; empty
+/// otherwise) as instant events on their processes' threads.
+pub fn render(flow: &Flow, hops: &[Hop], hop_events: &[HopEvents]) -> Value {
     let start = hops
         .iter()
         .map(|h| h.start_unix_ns)
@@ -253,6 +255,38 @@ pub fn render(flow: &Flow, hops: &[Hop]) -> Value {
         }));
     }
 
+    // Syscalls: an instant on the first lane of the process that made it.
+    for he in hop_events {
+        for te in &he.events {
+            let Some(ev) = &te.event else { continue };
+            let Some(event::Body::Syscall(sc)) = &ev.body else {
+                continue;
+            };
+            let node = if te.node.is_empty() {
+                "(unknown node)".to_string()
+            } else {
+                te.node.clone()
+            };
+            let next_pid = u32::try_from(nodes.len() + 1).unwrap_or(u32::MAX);
+            let pid = *nodes.entry(node.clone()).or_insert(next_pid);
+            let name = format!("{}[{}]", ev.comm, ev.pid);
+            let next_tid = u32::try_from(tids.len() + 1).unwrap_or(u32::MAX);
+            let tid = *tids.entry((node, name.clone(), 0)).or_insert_with(|| {
+                threads.push((pid, next_tid, name));
+                next_tid
+            });
+            events.push(json!({
+                "ph": "i", "s": "t", "name": sc.name, "cat": "syscall",
+                "pid": pid, "tid": tid,
+                "ts": us(ev.timestamp_unix_ns.saturating_sub(start)),
+                "args": {
+                    "hop_id": he.hop_id, "fd": sc.fd, "ret": sc.ret, "errno": sc.errno,
+                    "duration_ns": sc.duration_ns, "bytes_captured": sc.data.len(),
+                },
+            }));
+        }
+    }
+
     let mut meta = Vec::new();
     for (node, pid) in &nodes {
         meta.push(
@@ -321,7 +355,7 @@ mod tests {
     #[test]
     fn the_kubectl_run_flow_is_one_nested_slice_per_hop() {
         let (flow, hops) = captured(KUBECTL_RUN);
-        let v = render(&flow, &hops);
+        let v = render(&flow, &hops, &[]);
         // Valid JSON that parses back to the same value.
         let text = serde_json::to_string(&v).expect("serialize");
         let back: Value = serde_json::from_str(&text).expect("parse");
@@ -420,7 +454,7 @@ mod tests {
     #[test]
     fn the_failed_pull_is_marked_and_the_failure_kept() {
         let (flow, hops) = captured(KUBECTL_RUN_BAD);
-        let v = render(&flow, &hops);
+        let v = render(&flow, &hops, &[]);
         assert_eq!(v["otherData"]["state"], "failed");
         assert_eq!(v["otherData"]["failure"]["component"], "containerd");
         let marked: Vec<&Value> = of_phase(&v, "X")
@@ -434,6 +468,52 @@ mod tests {
                     .is_some_and(|p| p.contains("does-not-exist"))),
             "{marked:#?}"
         );
+    }
+
+    #[test]
+    fn syscalls_are_instants_on_their_process_thread() {
+        let (flow, hops) = captured(KUBECTL_RUN);
+        let root = hops
+            .iter()
+            .find(|h| h.id == flow.root_hop_id)
+            .expect("root");
+        let client = root.client.clone().expect("client");
+        let write = ktrail_proto::v1::Event {
+            timestamp_unix_ns: root.start_unix_ns + 1000,
+            pid: client.pid,
+            tid: client.pid,
+            comm: client.comm.clone(),
+            body: Some(event::Body::Syscall(ktrail_proto::v1::SyscallEvent {
+                name: "write".into(),
+                fd: 3,
+                ret: 1400,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let events = [HopEvents {
+            hop_id: root.id.clone(),
+            events: vec![ktrail_proto::v1::TracedEvent {
+                node: client.node.clone(),
+                event: Some(write),
+            }],
+        }];
+        let v = render(&flow, &hops, &events);
+        let instants = of_phase(&v, "i");
+        assert_eq!(instants.len(), 1);
+        let i = instants[0];
+        assert_eq!(i["name"], "write");
+        assert_eq!(i["args"]["ret"], 1400);
+        let thread = of_phase(&v, "M")
+            .into_iter()
+            .find(|m| m["name"] == "thread_name" && m["pid"] == i["pid"] && m["tid"] == i["tid"])
+            .expect("the syscall's thread is named");
+        assert_eq!(
+            thread["args"]["name"],
+            format!("{}[{}]", client.comm, client.pid).as_str()
+        );
+        // The slices are unchanged.
+        assert_eq!(of_phase(&v, "X").len(), hops.len());
     }
 
     #[test]
