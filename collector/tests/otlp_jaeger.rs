@@ -67,7 +67,7 @@ impl Jaeger {
         let bin = jaeger_binary();
         assert!(
             bin.is_file(),
-            "{} is missing: `cargo xtask test` builds it (or set KTRAIL_JAEGER)",
+            "{} is missing: `cargo xtask jaeger` builds it (`cargo xtask test` does too), or set KTRAIL_JAEGER",
             bin.display()
         );
         let dir = tempfile::tempdir().expect("tempdir");

@@ -55,6 +55,8 @@ enum Command {
     /// Build the agent and collector images without Docker and push them (to the local cluster's registry)
     #[command(long_about = image::LONG_ABOUT)]
     Image(image::ImageArgs),
+    /// Build (once; then cached) the Jaeger the OTLP export test sends traces to
+    Jaeger,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Image(args) => image::run(args),
+        Command::Jaeger => jaeger::ensure().map(|bin| println!("{}", bin.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
