@@ -5,6 +5,7 @@ use crate::h2::{self, H2};
 use crate::http1::{self, Http1};
 use crate::message::{Direction, Message, Part, Protocol};
 use crate::redact;
+use crate::ttrpc::{self, Ttrpc};
 
 /// Chunks looked at before a connection is declared of unknown protocol.
 const DETECT_CHUNKS: u32 = 4;
@@ -16,6 +17,7 @@ enum Inner {
     Undetected(u32),
     Http1(Box<Http1>),
     Http2(Box<H2>),
+    Ttrpc(Box<Ttrpc>),
     Unknown,
 }
 
@@ -67,6 +69,7 @@ impl ConnectionDecoder {
         match self.inner {
             Inner::Http1(_) => Protocol::Http1,
             Inner::Http2(_) => Protocol::Http2,
+            Inner::Ttrpc(_) => Protocol::Ttrpc,
             Inner::Undetected(_) | Inner::Unknown => Protocol::Unknown,
         }
     }
@@ -82,6 +85,7 @@ impl ConnectionDecoder {
         match &self.inner {
             Inner::Http1(h) => h.buffered(),
             Inner::Http2(h) => h.buffered(),
+            Inner::Ttrpc(t) => t.buffered(),
             Inner::Undetected(_) | Inner::Unknown => 0,
         }
     }
@@ -130,6 +134,7 @@ impl ConnectionDecoder {
         match &mut self.inner {
             Inner::Http1(h) => h.feed(d, chunk, total_len, ts, &mut out),
             Inner::Http2(h) => h.feed(d, chunk, total_len, ts, &mut out),
+            Inner::Ttrpc(t) => t.feed(d, chunk, total_len, ts, &mut out),
             Inner::Undetected(_) | Inner::Unknown => {
                 self.unknown_bytes = self.unknown_bytes.saturating_add(total_len);
                 // One message per direction says what the bytes look like;
@@ -172,6 +177,9 @@ impl ConnectionDecoder {
         } else if http1::is_response_start(chunk) {
             self.swapped = client_side;
             self.inner = Inner::Http1(Box::new(Http1::new(self.cfg)));
+        } else if ttrpc::looks_like_request(chunk) {
+            self.swapped = !client_side;
+            self.inner = Inner::Ttrpc(Box::new(Ttrpc::new(self.cfg)));
         } else if h2::looks_like_frames(chunk, total_len > chunk.len() as u64) {
             // Mid-connection HTTP/2: the caller's direction is trusted and
             // both HPACK tables are unknown.

@@ -36,6 +36,7 @@ pub mod message;
 pub mod pb;
 pub mod redact;
 pub mod resource;
+pub mod ttrpc;
 mod util;
 
 pub use assemble::Config;

@@ -15,6 +15,8 @@ pub enum Protocol {
     Http1,
     Http2,
     Grpc,
+    /// containerd's ttrpc to its shims.
+    Ttrpc,
     Unknown,
 }
 
@@ -240,6 +242,8 @@ pub struct Message {
     pub resource: Option<crate::resource::ResourceRef>,
     pub etcd: Option<EtcdOp>,
     pub cri: Option<CriOp>,
+    /// ttrpc: the task (container) a shim call names.
+    pub task_id: Option<String>,
     /// The message ended as the protocol says (END_STREAM, full length …).
     pub complete: bool,
     /// Some of its bytes were not captured (truncated read/write, gap).
@@ -275,6 +279,7 @@ impl Message {
             resource: None,
             etcd: None,
             cri: None,
+            task_id: None,
             complete: false,
             truncated: false,
             unknown: false,
@@ -309,6 +314,16 @@ impl Message {
                 self.grpc_service.as_deref().unwrap_or("?"),
                 self.grpc_method.as_deref().unwrap_or("?")
             )
+        } else if self.protocol == Protocol::Ttrpc {
+            let mut s = format!(
+                "ttrpc /{}/{}",
+                self.grpc_service.as_deref().unwrap_or("?"),
+                self.grpc_method.as_deref().unwrap_or("?")
+            );
+            if let Some(id) = &self.task_id {
+                s.push_str(&format!(" {}", id.get(..12).unwrap_or(id)));
+            }
+            s
         } else if self.protocol == Protocol::Unknown {
             let what = match self.body_prefix.as_slice() {
                 [0x16, 0x03, ..] => "TLS handshake (ciphertext)",
@@ -328,7 +343,9 @@ impl Message {
             Part::Request => {}
             Part::Response if self.etcd.is_some() || self.cri.is_some() => {}
             Part::Response => {
-                if let Some(st) = self.status.filter(|_| self.protocol != Protocol::Grpc) {
+                if let Some(st) = self.status.filter(|_| {
+                    self.protocol == Protocol::Http1 || self.protocol == Protocol::Http2
+                }) {
                     s.push_str(&format!(" → {st}"));
                 }
                 if let Some(g) = self.grpc_status {

@@ -178,6 +178,8 @@ pub fn decoded_text(hop: &Hop) -> Option<String> {
     }
     let mut s = if watch_event {
         "watch".to_owned()
+    } else if !hop.grpc_method.is_empty() && hop.app_protocol == "ttrpc" {
+        format!("ttrpc {}/{}", hop.grpc_service, hop.grpc_method)
     } else if !hop.grpc_method.is_empty() {
         format!("gRPC {}/{}", hop.grpc_service, hop.grpc_method)
     } else if !hop.method.is_empty() || !hop.path.is_empty() {

@@ -99,6 +99,7 @@ fn protocol_name(p: Protocol) -> &'static str {
         Protocol::Http1 => "http1",
         Protocol::Http2 => "http2",
         Protocol::Grpc => "grpc",
+        Protocol::Ttrpc => "ttrpc",
         Protocol::Unknown => "unknown",
     }
 }

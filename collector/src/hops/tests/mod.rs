@@ -9,3 +9,4 @@ mod one_sided;
 mod ordering;
 mod pairing;
 mod roles;
+mod ttrpc;
