@@ -12,6 +12,8 @@
 # first byte and its headers decode (an agent attached later sees HPACK references to
 # entries it never saw; docs/protocols.md). Used by `cargo xtask demo` and the flows
 # acceptance test. Logs: STATE_DIR/{collector,agent-NODE,up}.log. As root.
+# KTRAIL_TRACE_WORKER_ARGS adds arguments to k8s-worker's agent (the acceptance test runs
+# it with --clock-offset-ms 250: a node whose clock is off).
 set -euo pipefail
 # shellcheck source=cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -86,6 +88,7 @@ start() {
 			setsid nsenter --net="$RUN/$n.net" -- "$bin/ktrail-agent" --node-name "$n" \
 				--collector "https://$HOST_IP:7700" --tls-server-name ktrail-collector \
 				--tls-cert "$c/agent.crt" --tls-key "$c/agent.key" --tls-ca "$c/ca.crt" \
+				$([[ $n == k8s-worker ]] && echo "${KTRAIL_TRACE_WORKER_ARGS:-}") \
 				>"$state/agent-$n.log" 2>&1 9>&- &
 			echo $! >"$state/agent-$n.pid"
 			started+=("$n")

@@ -3,7 +3,10 @@
 //! (../shared/DESIGN.md) in causal order across both nodes, settled within 2 s of the pod
 //! running; `kubectl create deployment` yields one flow with the controller-manager's
 //! ReplicaSet and both pods' node-side hops; `kubectl run bad --image=does-not-exist` ends
-//! at the failed pull with the runtime's and the registry's errors.
+//! at the failed pull with the runtime's and the registry's errors; a pod asking for more
+//! CPU than any node has fails at the scheduler. The worker's clock runs 250 ms ahead
+//! throughout (its agent's --clock-offset-ms), so the causal order is checked on the
+//! collector's corrected clock.
 //!
 //! `cluster/trace.sh start` takes the cluster down and up again with the agents attached
 //! from the nodes' first process (see there why). Holds the cluster lock throughout; the
@@ -39,6 +42,9 @@ impl Traced {
             .to_path_buf();
         let t0 = Instant::now();
         let status = Command::new("bash")
+            // The worker's clock runs 250 ms ahead: flows must still come out in causal
+            // order on one clock (the collector's correction, collector/src/node_clocks.rs).
+            .env("KTRAIL_TRACE_WORKER_ARGS", "--clock-offset-ms 250")
             .arg(workspace_root().join("cluster/trace.sh"))
             .arg("start")
             .arg(&bin)
@@ -386,7 +392,28 @@ fn kubectl_operations_become_flows_on_the_local_cluster() {
             && h["status_code"] == 404
     });
 
-    for what in ["pod/mynginx-trace-test", "pod/bad", "deployment/web"] {
+    // 4. A pod no node can take: the flow fails at the scheduler, with its reason.
+    kubectl(&[
+        "run",
+        "huge",
+        "--image=nginx",
+        "--overrides",
+        r#"{"spec":{"containers":[{"name":"huge","image":"nginx","resources":{"requests":{"cpu":"1000"}}}]}}"#,
+    ]);
+    let flow = traced.flow("kubectl POST pods default/huge", "failed");
+    assert_eq!(flow["failure"]["component"], "kube-scheduler", "{flow}");
+    let message = s(&flow, &["failure", "message"]);
+    assert!(
+        message.starts_with("FailedScheduling: ") && message.contains("Insufficient cpu"),
+        "{message}"
+    );
+
+    for what in [
+        "pod/mynginx-trace-test",
+        "pod/bad",
+        "pod/huge",
+        "deployment/web",
+    ] {
         kubectl(&["delete", what, "--wait=false"]);
     }
 }
