@@ -54,15 +54,16 @@ impl NodeClocks {
 }
 
 impl NodeClocks {
-    /// Puts a hop on the collector's clock: its times were taken on the
-    /// client's node when an agent saw the client, else on the server's.
+    /// Puts a hop on the collector's clock: its times were taken on
+    /// `clock_node` (the end whose events gave them).
     pub fn correct_hop(&self, hop: &mut Hop) {
-        let end = match (&hop.client, &hop.server) {
-            (Some(c), _) if c.observed => c,
-            (_, Some(s)) => s,
-            _ => return,
+        let node = if hop.clock_node.is_empty() {
+            // Not recorded (exec hops are corrected through their events).
+            return;
+        } else {
+            hop.clock_node.clone()
         };
-        hop.start_unix_ns = self.correct(&end.node, hop.start_unix_ns);
+        hop.start_unix_ns = self.correct(&node, hop.start_unix_ns);
     }
 
     /// A copy of `event` with its time on the collector's clock.

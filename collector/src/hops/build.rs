@@ -6,6 +6,7 @@ use ktrail_protocols::{Message, Part, Protocol};
 use super::connection::{EndPart, PairKind, PairReady};
 use super::decode::{annotate, is_watch_event};
 use super::run::Run;
+use super::side::Role;
 use super::stream::StreamItem;
 use super::summary::summarize;
 
@@ -34,6 +35,28 @@ fn hop_end(part: &EndPart, other: &EndPart) -> HopEnd {
                 ..HopEnd::default()
             }
         }
+    }
+}
+
+fn node_of(part: &EndPart) -> String {
+    part.ident
+        .as_ref()
+        .map(|i| i.node.clone())
+        .unwrap_or_default()
+}
+
+/// The end [`timing`] takes the start from.
+fn timer<'a>(client: &'a EndPart, server: &'a EndPart) -> &'a EndPart {
+    if client.request.is_some() {
+        client
+    } else if server.request.is_some() {
+        server
+    } else if client.response.is_some()
+        || (server.response.is_none() && client.event_span.is_some())
+    {
+        client
+    } else {
+        server
     }
 }
 
@@ -131,6 +154,7 @@ pub fn build_hops(pair: PairReady) -> Vec<Hop> {
         return vec![build_hop(pair)];
     }
     let src = source(&pair.client, &pair.server);
+    let src_node = node_of(src);
     let events: Vec<Message> = messages(src)
         .filter(|m| m.part == Part::Event && m.protocol != Protocol::Unknown)
         .cloned()
@@ -140,7 +164,15 @@ pub fn build_hops(pair: PairReady) -> Vec<Hop> {
     }
     let has_main = messages(src).any(|m| m.part != Part::Event);
     let main = build_hop(pair);
-    let mut out: Vec<Hop> = events.iter().map(|ev| event_hop(&main, ev)).collect();
+    let mut out: Vec<Hop> = events
+        .iter()
+        .map(|ev| {
+            let mut hop = event_hop(&main, ev);
+            // Event times are those of the end that decoded them.
+            hop.clock_node.clone_from(&src_node);
+            hop
+        })
+        .collect();
     if has_main {
         out.insert(0, main);
     } else if let Some(first) = out.first_mut() {
@@ -196,11 +228,19 @@ fn build_hop(pair: PairReady) -> Hop {
         server,
         mut refs,
         stream,
+        stream_timed_by,
     } = pair;
     if let Some(item) = &stream {
-        return build_stream_hop(protocol, &client, &server, refs, item);
+        let mut hop = build_stream_hop(protocol, &client, &server, refs, item);
+        let timer = match stream_timed_by {
+            Some(Role::Server) => &server,
+            _ => &client,
+        };
+        hop.clock_node = node_of(timer);
+        return hop;
     }
     let (start_unix_ns, duration_ns) = timing(&client, &server);
+    let clock_node = node_of(timer(&client, &server));
     // The request as the client sent it, the response as the server sent it,
     // unless only the receiving end saw them in plaintext.
     let (c_req, s_req) = (client.request.as_ref(), server.request.as_ref());
@@ -246,6 +286,7 @@ fn build_hop(pair: PairReady) -> Hop {
         }
         .to_owned(),
         events: refs,
+        clock_node,
         ..Hop::default()
     };
     annotate(&mut hop, dreq, dresp);

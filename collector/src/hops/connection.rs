@@ -65,6 +65,9 @@ pub struct PairReady {
     /// A multiplexed connection's stream item (then `client`/`server` carry
     /// identities only).
     pub stream: Option<StreamItem>,
+    /// The end whose decoder produced the stream item (its times are that
+    /// end's node's clock).
+    pub stream_timed_by: Option<Role>,
 }
 
 /// Where one role's side stands for the exchange being paired.
@@ -445,6 +448,7 @@ impl Connection {
             }
             pair.refs.append(&mut item.refs);
             pair.stream = Some(item);
+            pair.stream_timed_by = Some(role);
             out.push(pair);
         }
         // The other side's copies nobody claimed: their hop went out without
@@ -581,6 +585,7 @@ impl Connection {
             client,
             server,
             refs,
+            stream_timed_by: None,
             stream: None,
         }
     }

@@ -45,6 +45,8 @@ fn two_sided_tcp_exchange_across_nodes_is_one_hop() {
     assert!(hop.id.starts_with("h-") && hop.id.len() == 18);
     // Flows are the stitcher's (crate::flows), after assembly.
     assert!(hop.flow_id.is_empty());
+    // Timed by the client's events: the client node's clock.
+    assert_eq!(hop.clock_node, CLIENT_NODE);
     // connect, send, recv, close on the client; accept, recv, send, close on the server.
     let on = |node: &str| hop.events.iter().filter(|r| r.node == node).count();
     assert_eq!(on(CLIENT_NODE), 4, "{:?}", hop.events);
