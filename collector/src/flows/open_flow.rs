@@ -245,7 +245,12 @@ impl OpenFlow {
                 *e |= running;
             }
             self.note_object(hop, o, resource);
-            if o.event_type == "Warning" && self.flow.failure.is_none() {
+            // The component that reported it: the client of the Event's
+            // POST (its etcd write and its deliveries name other processes).
+            let reported = hop.kind == "request/response"
+                && hop.path.contains("/events")
+                && matches!(hop.method.as_str(), "POST" | "PUT" | "PATCH");
+            if o.event_type == "Warning" && reported && self.flow.failure.is_none() {
                 self.failure_terminal = TERMINAL_REASONS.contains(&o.reason.as_str());
                 self.flow.failure = Some(FlowFailure {
                     hop_id: hop.id.clone(),
