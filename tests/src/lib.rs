@@ -16,6 +16,7 @@ mod child;
 mod cluster;
 mod cluster_lock;
 pub mod json;
+pub mod kubectl;
 mod netns;
 mod wait;
 mod workdir;

@@ -13,11 +13,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ktrail_tests::{
-    run_with_timeout, skip_unless_root, wait_for, workspace_root, Check, ClusterLock,
-};
+use ktrail_tests::{skip_unless_root, wait_for, workspace_root, Check, ClusterLock};
 
-const KUBECONFIG: &str = "/var/lib/ktrail-cluster/admin.conf";
 const POD: &str = "mynginx-trace-test";
 const STEP_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -50,26 +47,16 @@ impl Drop for Down {
 }
 
 fn out(cmd: Command) -> Output {
-    let shown = format!("{cmd:?}");
-    run_with_timeout(cmd, STEP_TIMEOUT).unwrap_or_else(|e| panic!("{shown}: {e:#}"))
+    ktrail_tests::kubectl::run_step(cmd, STEP_TIMEOUT)
 }
 
 fn kubectl(args: &[&str]) -> Output {
-    let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(KUBECONFIG).args(args);
-    out(cmd)
+    ktrail_tests::kubectl::kubectl(args, STEP_TIMEOUT)
 }
 
 /// kubectl that must succeed; returns stdout.
 fn kubectl_ok(args: &[&str]) -> String {
-    let o = kubectl(args);
-    assert!(
-        o.status.success(),
-        "kubectl {args:?} failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    ktrail_tests::kubectl::kubectl_ok(args, STEP_TIMEOUT)
 }
 
 /// A command run in a node's network namespace (curl from a "node"), entered through the

@@ -24,7 +24,7 @@ use ktrail_tests::{
 };
 use serde_json::Value;
 
-const KUBECONFIG: &str = "/var/lib/ktrail-cluster/admin.conf";
+use ktrail_tests::kubectl::KUBECONFIG;
 const NS: &str = "ktrail-system";
 const POD: &str = "mynginx-trace-test";
 const STEP_TIMEOUT: Duration = Duration::from_secs(240);
@@ -90,25 +90,16 @@ fn deploy_dir() -> String {
 }
 
 fn out(cmd: Command) -> Output {
-    let shown = format!("{cmd:?}");
-    run_with_timeout(cmd, STEP_TIMEOUT).unwrap_or_else(|e| panic!("{shown}: {e:#}"))
+    ktrail_tests::kubectl::run_step(cmd, STEP_TIMEOUT)
 }
 
 fn kubectl(args: &[&str]) -> Output {
-    let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(KUBECONFIG).args(args);
-    out(cmd)
+    ktrail_tests::kubectl::kubectl(args, STEP_TIMEOUT)
 }
 
+/// kubectl that must succeed; returns stdout.
 fn kubectl_ok(args: &[&str]) -> String {
-    let o = kubectl(args);
-    assert!(
-        o.status.success(),
-        "kubectl {args:?} failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    ktrail_tests::kubectl::kubectl_ok(args, STEP_TIMEOUT)
 }
 
 fn xtask(args: &[&str]) {

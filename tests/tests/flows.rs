@@ -19,12 +19,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ktrail_tests::{
-    run_with_timeout, skip_unless_root, target_dir, wait_for, workspace_bin, workspace_root, Check,
-    ChildGuard, ClusterLock, CLI_BIN,
+    skip_unless_root, target_dir, wait_for, workspace_bin, workspace_root, Check, ChildGuard,
+    ClusterLock, CLI_BIN,
 };
 use serde_json::Value;
 
-const KUBECONFIG: &str = "/var/lib/ktrail-cluster/admin.conf";
+use ktrail_tests::kubectl::KUBECONFIG;
 const CONTROL_NET: &str = "--net=/run/ktrail-cluster/k8s-control.net";
 const STEP: Duration = Duration::from_secs(180);
 
@@ -134,8 +134,7 @@ impl Drop for Traced {
 }
 
 fn run(cmd: Command) -> Output {
-    let shown = format!("{cmd:?}");
-    run_with_timeout(cmd, STEP).unwrap_or_else(|e| panic!("{shown}: {e:#}"))
+    ktrail_tests::kubectl::run_step(cmd, STEP)
 }
 
 /// kubectl in k8s-control (where its agent traces it), which must succeed.
