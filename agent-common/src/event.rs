@@ -405,6 +405,16 @@ pub struct GoCallKey {
     pub goroutine: u64,
 }
 
+/// Key of the learned way from a `tls.Conn`'s `net.Conn` to its `poll.FD`, per concrete
+/// type: the interface's itab address identifies the type within one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoConnTypeKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub itab: u64,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GoCall {

@@ -13,6 +13,9 @@ pub const SCRATCH: &str = "SCRATCH";
 pub const SOCK_OWNERS: &str = "SOCK_OWNERS";
 pub const GO_TLS_CALLS: &str = "GO_TLS_CALLS";
 pub const MAX_GO_TLS_CALLS: u32 = 16_384;
+pub const GO_CONN_TYPES: &str = "GO_CONN_TYPES";
+/// Concrete `net.Conn` types under Go TLS, over all traced processes: a handful each.
+pub const MAX_GO_CONN_TYPES: u32 = 4_096;
 
 /// Capacity of the ring buffer shared by all CPUs (bytes, a power of two). The kernel
 /// maps a ring's data pages twice (so a reader can read across the wrap) and the

@@ -6,10 +6,10 @@ use aya_ebpf::{
 };
 use ktrail_agent_common::{
     maps::{
-        DEFAULT_MAX_TIDS, DROP_SLOTS, MAX_CLOSING, MAX_GO_TLS_CALLS, MAX_SOCK_OWNERS, MAX_TARGETS,
+        DEFAULT_MAX_TIDS, DROP_SLOTS, MAX_CLOSING, MAX_GO_CONN_TYPES, MAX_GO_TLS_CALLS, MAX_SOCK_OWNERS, MAX_TARGETS,
         MAX_TRACKED, RING_BYTES,
     },
-    AgentConfig, GoCall, GoCallKey, ProcessEvent, SocketInfo, SyscallEvent, TargetPattern,
+    AgentConfig, GoCall, GoCallKey, GoConnTypeKey, ProcessEvent, SocketInfo, SyscallEvent, TargetPattern,
     TrackedProcess, MAX_PAYLOAD,
 };
 
@@ -67,6 +67,13 @@ pub static PROCESS_SCRATCH: PerCpuArray<ProcessEvent> = PerCpuArray::with_max_en
 #[map]
 pub static GO_TLS_CALLS: LruHashMap<GoCallKey, GoCall> =
     LruHashMap::with_max_entries(MAX_GO_TLS_CALLS, 0);
+
+/// Per process and concrete `net.Conn` type (its itab) under a `tls.Conn`: which
+/// [`go_tls`](crate::probes::go_tls) conn path led to a real socket, so the search runs
+/// once per type instead of once per call.
+#[map]
+pub static GO_CONN_TYPES: LruHashMap<GoConnTypeKey, u32> =
+    LruHashMap::with_max_entries(MAX_GO_CONN_TYPES, 0);
 
 /// Per-CPU buffer for reading several fields of a kernel struct at once (kernel.rs
 /// `Span`): twice the span, so any masked offset plus the field fits.

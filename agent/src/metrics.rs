@@ -153,6 +153,26 @@ impl Metrics {
             "Processes the /proc scan found to trace.",
             &one(self.tracked_at_start.load(Relaxed)),
         );
+        if let Some(tls) = self
+            .go_tls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let outcome =
+                |name: &str, v: &AtomicU64| (format!("{{outcome=\"{name}\"}}"), v.load(Relaxed));
+            metric(
+                "ktrail_agent_go_tls_binaries_total",
+                "counter",
+                "Traced binaries looked at for Go TLS probes, by outcome (the log says why one failed).",
+                &[
+                    outcome("attached", &tls.attached),
+                    outcome("not_go", &tls.not_go),
+                    outcome("no_tls", &tls.no_tls),
+                    outcome("failed", &tls.failed),
+                ],
+            );
+        }
         out
     }
 }
@@ -209,5 +229,17 @@ mod tests {
         assert!(text.contains("ktrail_agent_events_dropped_total{reason=\"ringbuf_full\"} 7\n"));
         assert!(text.contains("ktrail_agent_ringbuf_drops_total{cpu=\"1\"} 4\n"));
         assert!(text.contains("# TYPE ktrail_agent_queue_depth gauge"));
+        assert!(
+            !text.contains("go_tls"),
+            "no Go TLS counters before the attacher exists"
+        );
+        let tls = Arc::new(crate::gotls::attach::GoTlsCounters::default());
+        tls.attached.fetch_add(2, Relaxed);
+        tls.not_go.fetch_add(5, Relaxed);
+        m.set_go_tls(tls);
+        let text = m.render(&ob);
+        assert!(text.contains("ktrail_agent_go_tls_binaries_total{outcome=\"attached\"} 2\n"));
+        assert!(text.contains("ktrail_agent_go_tls_binaries_total{outcome=\"not_go\"} 5\n"));
+        assert!(text.contains("ktrail_agent_go_tls_binaries_total{outcome=\"failed\"} 0\n"));
     }
 }

@@ -13,21 +13,33 @@ use aya_ebpf::{
     macros::uprobe,
     programs::ProbeContext,
 };
-use ktrail_agent_common::{GoCall, GoCallKey, Syscall};
+use ktrail_agent_common::{FdKind, GoCall, GoCallKey, GoConnTypeKey, SocketInfo, Syscall};
 
 use crate::{
     emit::{
         capture_payload, config, current_tgid, send_syscall_event, start_syscall_event, tracked,
     },
     kernel::socket_of_fd,
-    maps::{GO_TLS_CALLS, SCRATCH},
+    maps::{GO_CONN_TYPES, GO_TLS_CALLS, SCRATCH},
 };
 
-/// `tls.Conn.conn` (a net.Conn interface) is the first field: its data word at +8
-/// points to a `*net.TCPConn`, whose first field `fd *netFD` leads to `poll.FD`, where
-/// `Sysfd` follows the 16-byte `fdMutex`. Stable since Go 1.12.
+/// `tls.Conn.conn` (a net.Conn interface) is the first field: itab at +0, data at +8.
+/// For a plain connection the data points to a `*net.TCPConn`, whose first field
+/// `fd *netFD` leads to `poll.FD`, where `Sysfd` follows the 16-byte `fdMutex` (stable
+/// since Go 1.12). Clients often hand `tls.Client` a wrapper instead — client-go's
+/// cert-rotating dialer (kubectl with certificate files, kubelet) wraps each connection
+/// in `closableConn{onClose func(); net.Conn}` — so when the direct path does not end
+/// in a socket, the pointer-sized fields at the start of the wrapper are tried as the
+/// `*net.TCPConn` (an embedded interface's data word, or an embedded pointer). The path
+/// that ends in a socket of the calling process is remembered per itab: one search per
+/// concrete type and process, not per call.
+const CONN_ITAB: u64 = 0;
 const CONN_IFACE_DATA: u64 = 8;
 const POLL_FD_SYSFD: u64 = 16;
+/// Path 0 is direct; path k ≥ 1 reads the `*net.TCPConn` at wrapper offset 8·(k−1).
+const CONN_PATHS: u32 = 6;
+/// Go's `Sysfd` of a live socket; anything else (a code pointer read as a number) is not.
+const MAX_SANE_FD: i64 = 1 << 20;
 
 #[uprobe]
 pub fn go_tls_write(ctx: ProbeContext) -> u32 {
@@ -47,9 +59,54 @@ pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
     0
 }
 
-fn conn_fd(conn: u64) -> Result<i32, i64> {
+/// The fd under a `*tls.Conn`, or −1 when no path leads to a socket.
+fn conn_fd(conn: u64) -> i32 {
+    try_conn_fd(conn).unwrap_or(-1)
+}
+
+fn try_conn_fd(conn: u64) -> Result<i32, i64> {
+    let cfg = config().ok_or(-1i64)?;
+    let (itab, data): (u64, u64) = unsafe {
+        (
+            bpf_probe_read_user((conn + CONN_ITAB) as *const u64)?,
+            bpf_probe_read_user((conn + CONN_IFACE_DATA) as *const u64)?,
+        )
+    };
+    let key = GoConnTypeKey {
+        tgid: current_tgid(),
+        _pad: 0,
+        itab,
+    };
+    if let Some(path) = unsafe { GO_CONN_TYPES.get(&key) } {
+        return sysfd_via(data, *path);
+    }
+    let mut socket = SocketInfo::default();
+    for path in 0..CONN_PATHS {
+        let Ok(fd) = sysfd_via(data, path) else {
+            continue;
+        };
+        if !(0..MAX_SANE_FD).contains(&(fd as i64)) {
+            continue;
+        }
+        if socket_of_fd(&cfg.offsets, fd as i64, &mut socket).is_ok()
+            && socket.fd_kind == FdKind::Socket as u16
+        {
+            let _ = GO_CONN_TYPES.insert(&key, &path, 0);
+            return Ok(fd);
+        }
+    }
+    Err(-1)
+}
+
+/// `Sysfd` reached from the interface's data word along `path` (see [`CONN_PATHS`]).
+#[inline(always)]
+fn sysfd_via(data: u64, path: u32) -> Result<i32, i64> {
     unsafe {
-        let tcp_conn: u64 = bpf_probe_read_user((conn + CONN_IFACE_DATA) as *const u64)?;
+        let tcp_conn: u64 = if path == 0 {
+            data
+        } else {
+            bpf_probe_read_user((data + 8 * (path as u64 - 1)) as *const u64)?
+        };
         let net_fd: u64 = bpf_probe_read_user(tcp_conn as *const u64)?;
         let sysfd: i64 = bpf_probe_read_user((net_fd + POLL_FD_SYSFD) as *const i64)?;
         Ok(sysfd as i32)
@@ -71,7 +128,7 @@ fn try_write(ctx: &ProbeContext) -> Result<(), i64> {
         len,
         len as i64,
         now,
-        conn_fd(regs.rax).unwrap_or(-1),
+        conn_fd(regs.rax),
         Syscall::GoTlsWrite,
     )
 }
@@ -91,7 +148,7 @@ fn try_read_entry(ctx: &ProbeContext) -> Result<(), i64> {
         buf: regs.rbx,
         len: regs.rcx,
         enter_ns: unsafe { bpf_ktime_get_ns() },
-        fd: conn_fd(regs.rax).unwrap_or(-1),
+        fd: conn_fd(regs.rax),
         _pad: 0,
     };
     // A stack-growth restart of the prologue re-enters with the same values.
