@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use ktrail_proto::v1::{Flow, Hop, HopEnd};
+use ktrail_proto::v1::{Flow, FlowGap, Hop, HopEnd};
 
 use super::hop_human::decoded_text;
 use crate::escape::human_bytes;
@@ -52,7 +52,10 @@ pub fn flow_header(flow: &Flow, style: &Style) -> Vec<String> {
             &format!("  ✗ {} on {}: {}", f.component, f.node, f.message),
         ));
     }
-    if flow.events_lost > 0 {
+    for g in &flow.gaps {
+        lines.push(style.paint(Color::Yellow, &gap_line(flow.start_unix_ns, g)));
+    }
+    if flow.gaps.is_empty() && flow.events_lost > 0 {
         lines.push(style.paint(
             Color::Yellow,
             &format!(
@@ -62,6 +65,32 @@ pub fn flow_header(flow: &Flow, style: &Style) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// `  ! 1234 events lost here: k8s-worker, ring buffer full, +0.2 s … +1.7 s`,
+/// or the node's agent gone.
+fn gap_line(flow_start: u64, g: &FlowGap) -> String {
+    let at = |t: u64| {
+        let d = i128::from(t) - i128::from(flow_start);
+        format!("{:+.3} s", d as f64 / 1e9)
+    };
+    if g.agent_gone {
+        return format!(
+            "  ! agent on {} gone at {} ({}): that node's hops after it are missing",
+            g.node,
+            at(g.start_unix_ns),
+            g.reason
+        );
+    }
+    let when = if g.start_unix_ns == g.end_unix_ns {
+        format!("at {}", at(g.end_unix_ns))
+    } else {
+        format!("{} … {}", at(g.start_unix_ns), at(g.end_unix_ns))
+    };
+    format!(
+        "  ! {} events lost here: {}, {}, {when}: hops may be missing",
+        g.events_lost, g.node, g.reason
+    )
 }
 
 fn seconds(ns: u64) -> String {
@@ -141,7 +170,14 @@ pub fn flow_hop_line(flow_start: u64, depth: usize, hop: &Hop, style: &Style) ->
     } else {
         "  ".repeat(depth)
     };
-    let what = hop_what(hop);
+    let mut what = hop_what(hop);
+    // The end's agent went away before the hop ended (the assembler says so).
+    if hop.incomplete
+        && hop.status_message.starts_with("agent on ")
+        && !what.contains(&hop.status_message)
+    {
+        what.push_str(&format!(" (incomplete: {})", hop.status_message));
+    }
     let what = if failed(hop) {
         style.paint(Color::Red, &what)
     } else {

@@ -14,6 +14,16 @@ struct FailureJson<'a> {
 }
 
 #[derive(Serialize)]
+struct GapJson<'a> {
+    node: &'a str,
+    events_lost: u64,
+    reason: &'a str,
+    start_unix_ns: u64,
+    end_unix_ns: u64,
+    agent_gone: bool,
+}
+
+#[derive(Serialize)]
 struct ObjectJson<'a> {
     resource: &'a str,
     namespace: &'a str,
@@ -42,6 +52,7 @@ struct FlowJson<'a> {
     objects: Vec<ObjectJson<'a>>,
     failure: Option<FailureJson<'a>>,
     events_lost: u64,
+    gaps: Vec<GapJson<'a>>,
 }
 
 pub fn flow_json(flow: &Flow) -> Result<String, serde_json::Error> {
@@ -79,6 +90,18 @@ pub fn flow_json(flow: &Flow) -> Result<String, serde_json::Error> {
             message: &f.message,
         }),
         events_lost: flow.events_lost,
+        gaps: flow
+            .gaps
+            .iter()
+            .map(|g| GapJson {
+                node: &g.node,
+                events_lost: g.events_lost,
+                reason: &g.reason,
+                start_unix_ns: g.start_unix_ns,
+                end_unix_ns: g.end_unix_ns,
+                agent_gone: g.agent_gone,
+            })
+            .collect(),
     })
 }
 

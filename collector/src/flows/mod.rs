@@ -12,6 +12,7 @@
 //! ([`parent`]). A flow settles when its pods run (or its object is gone),
 //! fails at a terminal error, or goes idle, and takes late hops for a while.
 
+mod gaps;
 mod keys;
 mod open_flow;
 mod parent;
@@ -22,6 +23,7 @@ mod stitcher;
 #[cfg(test)]
 mod tests;
 
+pub use gaps::LossWindow;
 pub use keys::{is_shared_component, Key, ProcessRef};
 pub use open_flow::{FAILED, IDLE, RUNNING, SETTLED};
 pub use stitcher::{is_root, FlowStitcher, StitchStats, Update};

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use ktrail_proto::v1::{Event, Flow, Hop};
 
+use super::gaps::{self, LossWindow, RecentLoss};
 use super::keys::{hop_keys, is_call, is_shared_component, HopKeys, Key, ProcessRef};
 use super::open_flow::OpenFlow;
 use super::parent::Member;
@@ -78,6 +79,8 @@ pub struct FlowStitcher {
     /// Calls of open flows by the process serving them: (flow, hop).
     calls: HashMap<ProcessRef, Vec<(String, String)>>,
     pending: Pending,
+    /// Loss reported recently, for flows stitched after it was.
+    recent_loss: RecentLoss,
     stats: StitchStats,
 }
 
@@ -91,6 +94,7 @@ impl FlowStitcher {
             index: HashMap::new(),
             calls: HashMap::new(),
             pending: Pending::new(cfg.max_pending, cfg.pending_ttl_ns),
+            recent_loss: RecentLoss::default(),
             stats: StitchStats::default(),
             cfg,
         }
@@ -151,6 +155,22 @@ impl FlowStitcher {
                 out.push(Update::Flow(Box::new(f.flow.clone())));
             }
         }
+    }
+
+    /// A node's agent reported events lost, or is gone: every flow open
+    /// then may miss hops, and says so.
+    pub fn on_loss(&mut self, w: LossWindow, now: u64, out: &mut Vec<Update>) {
+        for f in self.flows.values_mut() {
+            if gaps::apply(&mut f.flow, &w) {
+                out.push(Update::Flow(Box::new(f.flow.clone())));
+            }
+        }
+        self.recent_loss.record(w, now);
+    }
+
+    /// An agent of `node` connected: flows starting from now see it again.
+    pub fn on_node_back(&mut self, node: &str) {
+        self.recent_loss.node_back(node);
     }
 
     /// Time passes: states move on, flows close, pending hops expire.
@@ -227,7 +247,10 @@ impl FlowStitcher {
             }
         }
         let id = self.ids.next_id("f-");
-        let flow = OpenFlow::new(id.clone(), root, now);
+        let mut flow = OpenFlow::new(id.clone(), root, now);
+        for w in self.recent_loss.for_new_flow(root.start_unix_ns) {
+            gaps::add_gap(&mut flow.flow, w);
+        }
         out.push(Update::Flow(Box::new(flow.flow.clone())));
         self.flows.insert(id.clone(), flow);
         self.order.push_back(id.clone());

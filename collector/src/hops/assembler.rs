@@ -33,6 +33,8 @@ pub struct AssemblerStats {
     /// Decoded messages not kept because a run held too many (a long watch
     /// burst): their events get no hop of their own.
     pub messages_dropped: u64,
+    /// Connections emitted early because an agent that saw them is gone.
+    pub retired_agent_gone: u64,
 }
 
 /// Pairs the two ends of connections into hops as events stream in.
@@ -311,6 +313,31 @@ impl HopAssembler {
         ids.sort_unstable();
         for id in ids {
             self.retire(id, now, out);
+        }
+    }
+
+    /// An agent is gone: every connection it saw a side of can get no more of
+    /// that side's events, so what they hold is emitted now, marked
+    /// incomplete with `why`, rather than waiting for timeouts (or, for a
+    /// quiet long-lived connection, for the idle sweep minutes later).
+    pub fn retire_agent(&mut self, agent_id: &str, why: &str, now: u64, out: &mut Vec<Hop>) {
+        let mut ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.sides.iter().any(|s| s.ident.agent_id == agent_id))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        let first = out.len();
+        for id in ids {
+            self.retire(id, now, out);
+            self.stats.retired_agent_gone += 1;
+        }
+        for hop in &mut out[first..] {
+            hop.incomplete = true;
+            if hop.status_message.is_empty() {
+                hop.status_message = why.to_string();
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! fed by ingest, ticked every 50 ms, publishing hops and flows live and to
 //! the store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::{AssemblerStats, HopAssembler, HopConfig};
 use crate::clock::unix_now_ns;
-use crate::flows::{FlowStitcher, StitchConfig, StitchStats, Update};
+use crate::flows::{FlowStitcher, LossWindow, StitchConfig, StitchStats, Update};
 use crate::live::LiveHub;
 use crate::metadata::ClusterMetadata;
 use crate::store::writer::StoreWriter;
@@ -23,12 +24,66 @@ pub const TICK: Duration = Duration::from_millis(50);
 /// Queue between ingest and the assembler.
 pub const INPUT_QUEUE: usize = 256;
 
-/// Accepted events of one batch that may matter for hops.
+/// An agent whose stream ended is declared gone when it has not reconnected
+/// within this long (it retries within 2 s; its unacked events come again).
+pub const AGENT_GONE_GRACE: Duration = Duration::from_secs(5);
+
+/// What ingest tells hop assembly and stitching.
 #[derive(Debug)]
-pub struct HopInput {
-    pub node: Arc<str>,
-    pub agent_id: Arc<str>,
-    pub events: Vec<Event>,
+pub enum HopInput {
+    /// Accepted events of one batch that may matter for hops.
+    Events {
+        node: Arc<str>,
+        agent_id: Arc<str>,
+        events: Vec<Event>,
+    },
+    /// Events a node's agent lost (its loss report grew, or a sequence gap).
+    Lost(LossWindow),
+    /// An agent's stream opened.
+    Connected { node: Arc<str>, agent_id: Arc<str> },
+    /// An agent's stream ended, at `at_unix_ns` on the collector's clock.
+    Disconnected {
+        node: Arc<str>,
+        agent_id: Arc<str>,
+        reason: String,
+        at_unix_ns: u64,
+    },
+}
+
+/// An agent whose stream ended, not yet declared gone.
+#[derive(Debug)]
+struct Departure {
+    node: Arc<str>,
+    reason: String,
+    at_unix_ns: u64,
+    /// Task clock after which it is gone.
+    deadline: u64,
+}
+
+/// Agents' comings and goings, as the task sees them.
+#[derive(Debug, Default)]
+struct Presence {
+    connected: HashMap<Arc<str>, Arc<str>>,
+    departed: HashMap<Arc<str>, Departure>,
+}
+
+impl Presence {
+    /// Agents whose grace ran out by `now`, forgotten here.
+    fn gone(&mut self, now: u64) -> Vec<(Arc<str>, Departure)> {
+        let ids: Vec<Arc<str>> = self
+            .departed
+            .iter()
+            .filter(|(_, d)| now >= d.deadline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.departed.remove(&id).map(|d| (id, d)))
+            .collect()
+    }
+
+    fn node_has_agent(&self, node: &str) -> bool {
+        self.connected.values().any(|n| &**n == node)
+    }
 }
 
 /// Starts the task; it ends, after emitting what is left, when every sender
@@ -72,24 +127,57 @@ async fn run(
     let mut updates = Vec::new();
     let mut reported = asm.stats();
     let mut reported_flows = flows.stats();
+    let mut presence = Presence::default();
+    // Applied after the hops of the same round are stitched: a flow whose
+    // root was among them lost events too.
+    let mut losses: Vec<LossWindow> = Vec::new();
+    let grace = u64::try_from(AGENT_GONE_GRACE.as_nanos()).unwrap_or(u64::MAX);
     loop {
         tokio::select! {
             input = rx.recv() => match input {
-                Some(input) => {
+                Some(HopInput::Events { node, agent_id, events }) => {
                     let t = now();
-                    for event in &input.events {
+                    for event in &events {
                         if is_process_event(event) {
-                            let event = publisher.live.clocks().corrected_event(&input.node, event);
-                            flows.on_process_event(&input.node, &input.agent_id, &event, unix_now_ns(), &mut updates);
+                            let event = publisher.live.clocks().corrected_event(&node, event);
+                            flows.on_process_event(&node, &agent_id, &event, unix_now_ns(), &mut updates);
                         } else {
-                            asm.ingest(&input.node, &input.agent_id, event, t, &mut out);
+                            asm.ingest(&node, &agent_id, event, t, &mut out);
                         }
                     }
+                }
+                Some(HopInput::Lost(w)) => losses.push(w),
+                Some(HopInput::Connected { node, agent_id }) => {
+                    presence.departed.remove(&agent_id);
+                    flows.on_node_back(&node);
+                    presence.connected.insert(agent_id, node);
+                }
+                Some(HopInput::Disconnected { node, agent_id, reason, at_unix_ns }) => {
+                    presence.connected.remove(&agent_id);
+                    presence.departed.insert(agent_id, Departure { node, reason, at_unix_ns, deadline: now().saturating_add(grace) });
                 }
                 None => break,
             },
             _ = ticker.tick() => {
-                asm.tick(now(), &mut out);
+                let t = now();
+                for (agent_id, d) in presence.gone(t) {
+                    let why = format!("agent on {} gone before the hop ended: {}", d.node, d.reason);
+                    asm.retire_agent(&agent_id, &why, t, &mut out);
+                    if presence.node_has_agent(&d.node) {
+                        info!(node = %d.node, agent_id = %agent_id, reason = %d.reason, "agent gone; another agent traces its node");
+                        continue;
+                    }
+                    warn!(node = %d.node, agent_id = %agent_id, reason = %d.reason, "agent gone: open flows are marked, its node's hops are missing until an agent is back");
+                    losses.push(LossWindow {
+                        node: d.node.to_string(),
+                        events_lost: 0,
+                        reason: format!("agent gone: {}", d.reason),
+                        start_unix_ns: d.at_unix_ns,
+                        end_unix_ns: d.at_unix_ns,
+                        agent_gone: true,
+                    });
+                }
+                asm.tick(t, &mut out);
                 flows.tick(unix_now_ns(), &mut updates);
                 reported = report(reported, asm.stats());
                 reported_flows = report_flows(reported_flows, flows.stats());
@@ -98,6 +186,9 @@ async fn run(
         for mut hop in out.drain(..) {
             publisher.live.clocks().correct_hop(&mut hop);
             flows.on_hop(hop, unix_now_ns(), &mut updates);
+        }
+        for w in losses.drain(..) {
+            flows.on_loss(w, unix_now_ns(), &mut updates);
         }
         publisher.publish(&mut updates).await;
     }

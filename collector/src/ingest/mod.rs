@@ -1,6 +1,7 @@
 //! The `Ingest` service: one stream per agent, Hello first, then batches
 //! deduplicated by sequence number, stored, acked after commit.
 
+mod loss;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -11,9 +11,11 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
+use super::loss::loss_since;
 use super::IngestShared;
 use crate::agents::{apply_seq, AgentHandle, SeqVerdict};
 use crate::clock::unix_now_ns;
+use crate::flows::LossWindow;
 use crate::hops::is_relevant;
 use crate::hops::task::HopInput;
 use crate::shutdown;
@@ -93,7 +95,19 @@ impl AgentStream {
             .await
             .map_err(|_| Status::unavailable("the collector's store is not accepting writes"))?;
         drop(state);
+        stream
+            .to_hops(HopInput::Connected {
+                node: stream.node.clone(),
+                agent_id: stream.agent_id.clone(),
+            })
+            .await;
         Ok(stream)
+    }
+
+    async fn to_hops(&self, input: HopInput) {
+        if self.shared.hop_input.send(input).await.is_err() {
+            warn!("hop assembly has stopped: events not paired");
+        }
     }
 
     fn ack_target(&self, acked_seq: u64) -> AckTarget {
@@ -107,11 +121,11 @@ impl AgentStream {
     pub(super) async fn run(self, mut inbound: Streaming<AgentMessage>) {
         let stop = shutdown::requested(self.shared.shutdown.clone());
         tokio::pin!(stop);
-        loop {
+        let reason = loop {
             let message = tokio::select! {
                 () = &mut stop => {
                     info!("collector shutting down: closing the agent's stream");
-                    break;
+                    break "the collector shut down".to_string();
                 }
                 message = inbound.message() => message,
             };
@@ -119,20 +133,24 @@ impl AgentStream {
                 Ok(Some(message)) => self.handle(message).await,
                 Ok(None) => {
                     info!("agent closed its stream");
-                    break;
+                    break "it closed its stream".to_string();
                 }
                 Err(status) => {
+                    // A malformed or oversized message, or the connection
+                    // gone: the sender is told, if it still listens.
                     warn!(code = ?status.code(), error = %status.message(), "agent stream failed");
-                    break;
+                    let why = format!("its stream failed ({})", status.message());
+                    let _ = self.acks.send(Err(status));
+                    break why;
                 }
             };
             if let Err(e) = result {
                 warn!(error = %e, "closing the agent's stream");
                 let _ = self.acks.send(Err(Status::unavailable(e.to_string())));
-                break;
+                break format!("the collector closed its stream: {e}");
             }
-        }
-        self.disconnect().await;
+        };
+        self.disconnect(reason).await;
     }
 
     async fn handle(&self, message: AgentMessage) -> Result<(), StreamEnd> {
@@ -153,6 +171,7 @@ impl AgentStream {
     async fn accept_batch(&self, batch: EventBatch) -> Result<(), StreamEnd> {
         let received = batch.events.len();
         let mut accepted = Vec::with_capacity(received);
+        let mut gaps = Vec::new();
         {
             let mut state = self.agent.lock().await;
             let state = &mut *state;
@@ -167,6 +186,19 @@ impl AgentStream {
                             gaps_total = state.gaps,
                             "sequence gap: events between agent and collector were lost"
                         );
+                        let at = self
+                            .shared
+                            .live
+                            .clocks()
+                            .correct(&self.node, event.timestamp_unix_ns);
+                        gaps.push(LossWindow {
+                            node: self.node.to_string(),
+                            events_lost: missing,
+                            reason: "sequence gap".into(),
+                            start_unix_ns: at,
+                            end_unix_ns: at,
+                            agent_gone: false,
+                        });
                         accepted.push(event);
                     }
                 }
@@ -200,6 +232,9 @@ impl AgentStream {
                 "duplicate events ignored"
             );
         }
+        for w in gaps {
+            self.to_hops(HopInput::Lost(w)).await;
+        }
         self.fan_out(accepted).await;
         Ok(())
     }
@@ -229,14 +264,12 @@ impl AgentStream {
         if events.is_empty() {
             return;
         }
-        let input = HopInput {
+        self.to_hops(HopInput::Events {
             node: self.node.clone(),
             agent_id: self.agent_id.clone(),
             events,
-        };
-        if self.shared.hop_input.send(input).await.is_err() {
-            warn!("hop assembly has stopped: events not paired");
-        }
+        })
+        .await;
     }
 
     async fn record_loss(&self, loss: LossReport) -> Result<(), StreamEnd> {
@@ -251,15 +284,27 @@ impl AgentStream {
             .live
             .clocks()
             .sample(&self.node, loss.sent_unix_ns, now);
+        let lost = loss_since(
+            &self.node,
+            state.status.loss.as_ref(),
+            &loss,
+            self.shared.live.clocks(),
+        );
         state.status.loss = Some(loss);
         state.status.last_seen_unix_ns = now;
         self.shared.writer.write_agent(state.status.clone()).await?;
+        drop(state);
+        if let Some(w) = lost {
+            debug!(events_lost = w.events_lost, reason = %w.reason, "events lost on the node");
+            self.to_hops(HopInput::Lost(w)).await;
+        }
         Ok(())
     }
 
-    async fn disconnect(self) {
+    async fn disconnect(self, reason: String) {
         let mut state = self.agent.lock().await;
-        if state.conn_id == Some(self.conn_id) {
+        let current = state.conn_id == Some(self.conn_id);
+        if current {
             state.conn_id = None;
             state.status.connected = false;
         }
@@ -279,5 +324,16 @@ impl AgentStream {
             duplicates_ignored = state.status.duplicates_ignored,
             "agent disconnected"
         );
+        drop(state);
+        // A stream taken over by a newer one of the same agent is not a departure.
+        if current {
+            self.to_hops(HopInput::Disconnected {
+                node: self.node.clone(),
+                agent_id: self.agent_id.clone(),
+                reason,
+                at_unix_ns: unix_now_ns(),
+            })
+            .await;
+        }
     }
 }

@@ -93,6 +93,11 @@ pub fn flow(f: &Flow) -> Value {
             "hop_id": x.hop_id, "node": x.node, "component": x.component, "message": x.message,
         })),
         "events_lost": f.events_lost,
+        "gaps": f.gaps.iter().map(|g| json!({
+            "node": g.node, "events_lost": g.events_lost, "reason": g.reason,
+            "start_unix_ns": g.start_unix_ns.to_string(), "end_unix_ns": g.end_unix_ns.to_string(),
+            "agent_gone": g.agent_gone,
+        })).collect::<Vec<_>>(),
     })
 }
 

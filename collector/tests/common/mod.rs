@@ -126,7 +126,7 @@ impl FakeAgent {
     }
 }
 
-fn syscall(
+pub fn syscall(
     (pid, comm): (u32, &str),
     seq: u64,
     ts: u64,
