@@ -110,7 +110,7 @@ pub fn tcp_state_name(state: i32) -> &'static str {
 pub fn to_proto(record: KernelRecord, clock: &WallClock) -> pb::Event {
     let h = *record.header();
     let body = match record {
-        KernelRecord::Syscall(s) => Body::Syscall(pb::SyscallEvent {
+        KernelRecord::Syscall(mut s) => Body::Syscall(pb::SyscallEvent {
             name: s.syscall.name().into(),
             fd: s.fd,
             ret: s.ret,
@@ -123,7 +123,12 @@ pub fn to_proto(record: KernelRecord, clock: &WallClock) -> pb::Event {
             requested: s.requested,
             socket: socket(s.fd_kind, &s.socket),
             truncated: s.flags & FLAG_PAYLOAD_TRUNCATED != 0,
-            data: s.payload,
+            // Secret values never leave the node: raw buffers and TLS plaintext are stored
+            // and shown as captured (`ktrail trace`, `ktrail show --syscalls`).
+            data: {
+                ktrail_protocols::raw_redact::buffer(&mut s.payload);
+                s.payload
+            },
         }),
         KernelRecord::Exec(p) => Body::Exec(pb::ProcessExec {
             filename: p.filename,

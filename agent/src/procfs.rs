@@ -63,6 +63,8 @@ pub fn process_info(pid: u32) -> Option<ProcessInfo> {
                 .collect::<Vec<_>>()
                 .join(" ")
         })
+        // `--from-literal=password=…` and the like stay on the node.
+        .map(|line| ktrail_protocols::raw_redact::cmdline(&line).0)
         .unwrap_or_default();
     Some(ProcessInfo {
         pid,

@@ -34,6 +34,7 @@ pub mod json;
 pub mod k8s;
 pub mod message;
 pub mod pb;
+pub mod raw_redact;
 pub mod redact;
 pub mod resource;
 pub mod ttrpc;
