@@ -202,6 +202,7 @@ impl FlowStitcher {
             .chain(keys.lookup.iter().filter(|k| matches!(k, Key::Process(_))));
         for k in ordered {
             if let Some(id) = self.index.get(k) {
+                let id = self.owner_at(k, id, hop.start_unix_ns).unwrap_or(id);
                 return Some((id.clone(), Via::Key(k.clone())));
             }
         }
@@ -234,6 +235,22 @@ impl FlowStitcher {
             }
         }
         None
+    }
+
+    /// The newest flow naming a key owns it, but a hop that started before that flow
+    /// did is not its doing: it goes to the newest open flow with the key that had
+    /// started by then. (`kubectl create`, `patch`, `delete` of one object in quick
+    /// succession: each write's etcd hops arrive after the next operation began.)
+    fn owner_at(&self, key: &Key, newest: &str, start_ns: u64) -> Option<&String> {
+        let newest = self.flows.get(newest)?;
+        if newest.flow.start_unix_ns <= start_ns {
+            return None;
+        }
+        self.flows
+            .iter()
+            .filter(|(_, f)| f.flow.start_unix_ns <= start_ns && f.keys.contains(key))
+            .max_by_key(|(_, f)| f.flow.start_unix_ns)
+            .map(|(id, _)| id)
     }
 
     fn start_flow(&mut self, root: &Hop, now: u64, out: &mut Vec<Update>) -> String {

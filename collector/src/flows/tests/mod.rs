@@ -1,1 +1,2 @@
 mod capture;
+mod succession;
