@@ -397,9 +397,15 @@ impl Connection {
         }
     }
 
-    /// Emits the stream items that are ready: the preferred side's (the
-    /// client's when an agent saw it decoding HTTP/2, else the server's),
-    /// each merged with the other side's copy or after waiting for it.
+    /// Emits the stream items that are ready: the preferred side's, each
+    /// merged with the other side's copy or after waiting for it. Preferred is
+    /// the client's when an agent saw it decoding HTTP/2 with its header
+    /// tables known, else the server's when its tables are known, else
+    /// whichever decodes HTTP/2 (client first). Both ends are often captured
+    /// in plaintext (Go TLS on both), and the end that lost sync — a client
+    /// whose large reads of a watch stream were cut by the capture limit, or
+    /// one whose probes attached after the connection started — has lost its
+    /// HPACK state for good, while the writer of those bytes has not.
     fn poll_streams(&mut self, now: u64, t: &PairTiming, force: bool, out: &mut Vec<PairReady>) {
         for side in &mut self.sides {
             side.runs.clear();
@@ -408,7 +414,9 @@ impl Connection {
         let (ci, si) = self.pick_sides();
         let h2 =
             |i: Option<usize>| i.filter(|&i| self.sides[i].decoder.protocol() == Protocol::Http2);
+        let known = |i: usize| self.sides[i].decoder.h2_tables_known();
         let (primary, role, other) = match (h2(ci), h2(si)) {
+            (Some(c), Some(s)) if !known(c) && known(s) => (s, Role::Server, ci),
             (Some(c), _) => (c, Role::Client, si),
             (None, Some(s)) => (s, Role::Server, ci),
             (None, None) => return,

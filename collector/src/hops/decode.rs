@@ -38,6 +38,15 @@ impl SideDecoder {
         self.dec.protocol()
     }
 
+    /// True while this side's HTTP/2 header tables are known both ways: it saw
+    /// the connection from its start and never lost sync (a read cut by the
+    /// capture limit or a late attach makes them unknown).
+    pub fn h2_tables_known(&self) -> bool {
+        [PDir::ClientToServer, PDir::ServerToClient]
+            .into_iter()
+            .all(|d| self.dec.hpack_table_known(d) == Some(true))
+    }
+
     /// Feeds one transfer. `role` is the side's role as known now (a server's
     /// sends go server → client).
     pub fn feed(

@@ -57,6 +57,21 @@ fn pair(client_comm: &'static str, server_comm: &'static str) -> (End, End) {
 /// behind the client's view of the wire), delivering each node's events as
 /// its agent would, ticking the collector as it goes.
 fn replay(sim: &mut Sim, c: &End, s: &End, chunks: &[capture::Chunk], r: Replay) {
+    let client_view: Vec<Option<capture::Chunk>> = chunks.iter().cloned().map(Some).collect();
+    replay_views(sim, c, s, chunks, &client_view, r);
+}
+
+/// [`replay`], with the client's own view of the chunks: `None` where the
+/// client's agent reported nothing at that moment (its read took that chunk
+/// together with an earlier one).
+fn replay_views(
+    sim: &mut Sim,
+    c: &End,
+    s: &End,
+    chunks: &[capture::Chunk],
+    client_view: &[Option<capture::Chunk>],
+    r: Replay,
+) {
     let (w, rd) = if r.tls {
         ("tls_write", "tls_read")
     } else {
@@ -72,12 +87,15 @@ fn replay(sim: &mut Sim, c: &End, s: &End, chunks: &[capture::Chunk], r: Replay)
     for (i, ch) in chunks.iter().enumerate() {
         let ts = T0 + (i as u64 + 1) * MS;
         let data = &ch.data[..ch.data.len().min(CAPTURE)];
-        let (c_name, s_name) = match ch.dir {
-            Direction::ClientToServer => (w, rd),
-            Direction::ServerToClient => (rd, w),
+        let name = |dir: Direction, client: bool| match (dir, client) {
+            (Direction::ClientToServer, true) | (Direction::ServerToClient, false) => w,
+            _ => rd,
         };
-        if r.client {
-            sim.feed(CLIENT_NODE, c.transfer(ts, c_name, data, ch.total_len));
+        let s_name = name(ch.dir, false);
+        if let (true, Some(Some(cc))) = (r.client, client_view.get(i)) {
+            let data = &cc.data[..cc.data.len().min(CAPTURE)];
+            let c_name = name(cc.dir, true);
+            sim.feed(CLIENT_NODE, c.transfer(ts, c_name, data, cc.total_len));
         }
         if r.server {
             sim.feed(
@@ -616,6 +634,57 @@ fn kube_scheduler_protobuf_watch_and_binding() {
         .find(|h| h.kind == "request/response" && h.stream_id == added.stream_id)
         .unwrap_or_else(|| panic!("the watch's own hop:\n{all}"));
     assert!(watch.path.contains("watch=true"), "{all}");
+}
+
+/// Go's HTTP/2 client reads a large frame straight into its buffer, so one of
+/// its reads can take more than the agent captures of it, across a frame
+/// boundary: the client's decoder loses the server's HPACK state for good,
+/// while the server's writes still carry whole frames. Both ends being Go TLS
+/// plaintext, the hops must then come from the server's copy: the watch
+/// events and the response headers are all there.
+#[test]
+fn a_client_that_lost_sync_yields_to_the_servers_copy_of_the_streams() {
+    let chunks = vector("kube-scheduler.txt");
+    let (c, s) = pair("kube-scheduler", "kube-apiserver");
+    let key = |h: &Hop| format!("#{} {} {}", h.stream_id, h.kind, h.summary);
+    let hops_of = |client_view: &[Option<capture::Chunk>]| {
+        let mut sim = Sim::new();
+        replay_views(&mut sim, &c, &s, &chunks, client_view, BOTH_TLS);
+        let mut hops: Vec<String> = sim.take_hops().iter().map(key).collect();
+        hops.sort();
+        hops
+    };
+    let whole: Vec<Option<capture::Chunk>> = chunks.iter().cloned().map(Some).collect();
+    let want = hops_of(&whole);
+    assert!(
+        want.iter().any(|h| h.contains("watch-event")),
+        "the capture has watch events: {want:#?}"
+    );
+    // Every two server → client chunks in a row become one client read,
+    // captured only up to 3 bytes into the second (a cut frame header).
+    let mut cuts = 0;
+    for first in 0..chunks.len() - 1 {
+        let (a, b) = (&chunks[first], &chunks[first + 1]);
+        if !(a.dir == Direction::ServerToClient && b.dir == Direction::ServerToClient) {
+            continue;
+        }
+        let mut view = whole.clone();
+        let mut merged = a.data.clone();
+        merged.extend_from_slice(&b.data[..3]);
+        view[first] = Some(capture::Chunk {
+            dir: Direction::ServerToClient,
+            total_len: a.total_len + b.total_len,
+            data: merged,
+        });
+        view[first + 1] = None;
+        assert_eq!(
+            hops_of(&view),
+            want,
+            "hops with the client's read cut at chunk {first} vs. whole"
+        );
+        cuts += 1;
+    }
+    assert!(cuts >= 5, "only {cuts} places to cut");
 }
 
 /// Deterministic pseudo-random bytes (xorshift).
