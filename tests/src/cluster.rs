@@ -343,6 +343,17 @@ impl TwoNodes {
         Ok(server)
     }
 
+    /// The agent of `node` ([`CONTROL`] or [`WORKER`]), to signal or kill it.
+    pub fn agent_mut(&mut self, node: &str) -> Result<&mut ChildGuard> {
+        let i = AGENT_METRICS
+            .iter()
+            .position(|(n, _)| *n == node)
+            .with_context(|| format!("no agent for node {node:?}"))?;
+        self.agents
+            .get_mut(i)
+            .with_context(|| format!("the {node} agent was not started"))
+    }
+
     /// `kubelet client` in `k8s-worker`: `count` GETs of [`TwoNodes::pods_url`] on one
     /// keep-alive connection (`count` 0: until stopped).
     pub fn spawn_kubelet(&self, count: u32, interval_ms: u32) -> Result<ChildGuard> {

@@ -81,6 +81,10 @@ pub struct FlowStitcher {
     pending: Pending,
     /// Loss reported recently, for flows stitched after it was.
     recent_loss: RecentLoss,
+    /// An agent's stream ended and it may yet come back: no flow closes
+    /// until it does or is declared gone, so that flows open when it left
+    /// still get its late events or the gap.
+    hold_close: bool,
     stats: StitchStats,
 }
 
@@ -95,6 +99,7 @@ impl FlowStitcher {
             calls: HashMap::new(),
             pending: Pending::new(cfg.max_pending, cfg.pending_ttl_ns),
             recent_loss: RecentLoss::default(),
+            hold_close: false,
             stats: StitchStats::default(),
             cfg,
         }
@@ -168,6 +173,11 @@ impl FlowStitcher {
         self.recent_loss.record(w, now);
     }
 
+    /// Whether an agent is between its stream's end and being declared gone.
+    pub fn hold_closing(&mut self, hold: bool) {
+        self.hold_close = hold;
+    }
+
     /// An agent of `node` connected: flows starting from now see it again.
     pub fn on_node_back(&mut self, node: &str) {
         self.recent_loss.node_back(node);
@@ -181,7 +191,7 @@ impl FlowStitcher {
             if f.evaluate(now, &self.cfg) {
                 out.push(Update::Flow(Box::new(f.flow.clone())));
             }
-            if f.closes(now, &self.cfg) {
+            if !self.hold_close && f.closes(now, &self.cfg) {
                 closing.push(id.clone());
             }
         }

@@ -21,8 +21,17 @@ use crate::store::writer::StoreWriter;
 
 /// How often time-based completion runs.
 pub const TICK: Duration = Duration::from_millis(50);
-/// Queue between ingest and the assembler.
-pub const INPUT_QUEUE: usize = 256;
+/// Queue between ingest and the assembler, in received batches (up to 512 events
+/// each, ~0.6 MB decoded with 1 KiB payloads): 32 is enough to smooth the hand-over,
+/// and ingest waits beyond it. At 256 a saturated collector held ~150 MB here.
+pub const INPUT_QUEUE: usize = 32;
+/// Hops no flow has claimed yet, kept for a flow to claim them (flows/pending.rs).
+/// About 5 KB each (a `Hop` with its captured request and response, its lookup
+/// keys, and its slot in the table, which never shrinks): at the stitcher's default of
+/// 50,000 a heap profile (heaptrack, 10 replayed agents) put 173 MB in the table alone.
+/// A cluster's unclaimed hops in the 15-s wait are a few thousand (leases, status
+/// updates, probes); past this, the oldest are published unclaimed (counted, logged).
+pub const MAX_PENDING_HOPS: usize = 10_000;
 
 /// An agent whose stream ended is declared gone when it has not reconnected
 /// within this long (it retries within 2 s; its unacked events come again).
@@ -120,7 +129,11 @@ async fn run(
     let mut asm = HopAssembler::new(cfg, id_seed());
     // Stitching runs on event time (the nodes' wall clocks), so it is given
     // the collector's wall clock too.
-    let mut flows = FlowStitcher::new(StitchConfig::default(), id_seed().rotate_left(17));
+    let stitch = StitchConfig {
+        max_pending: MAX_PENDING_HOPS,
+        ..StitchConfig::default()
+    };
+    let mut flows = FlowStitcher::new(stitch, id_seed().rotate_left(17));
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut out = Vec::new();
@@ -177,6 +190,8 @@ async fn run(
                         agent_gone: true,
                     });
                 }
+                // Also while a departure found now is applied (after this tick).
+                flows.hold_closing(!presence.departed.is_empty() || !losses.is_empty());
                 asm.tick(t, &mut out);
                 flows.tick(unix_now_ns(), &mut updates);
                 reported = report(reported, asm.stats());
