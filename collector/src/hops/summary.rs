@@ -3,9 +3,17 @@
 /// Longest summary kept.
 pub const MAX_SUMMARY: usize = 200;
 
+/// What a hop whose request is a TLS ClientHello is called: the handshake
+/// before a connection's first plaintext, a real exchange of its own.
+pub const TLS_HANDSHAKE: &str = "TLS handshake";
+
 /// The request's first line when it is printable ASCII ("GET /healthz HTTP/1.1"),
-/// else "".
+/// [`TLS_HANDSHAKE`] for a TLS ClientHello record, else "".
 pub fn summarize(request: &[u8]) -> String {
+    // Record type handshake (22), version 3.x, handshake type ClientHello (1).
+    if let [0x16, 0x03, 0x00..=0x04, _, _, 0x01, ..] = request {
+        return TLS_HANDSHAKE.to_owned();
+    }
     let end = request
         .iter()
         .position(|&b| b == b'\n')
@@ -31,6 +39,16 @@ mod tests {
             "GET /healthz HTTP/1.1"
         );
         assert_eq!(summarize(b"PING"), "PING");
+    }
+
+    #[test]
+    fn a_client_hello_is_a_tls_handshake() {
+        assert_eq!(
+            summarize(b"\x16\x03\x01\x05\xa8\x01\x00\x05\xa4\x03\x03"),
+            TLS_HANDSHAKE
+        );
+        // A handshake record that is not a ClientHello (a ServerHello is 2).
+        assert_eq!(summarize(b"\x16\x03\x03\x00\x7a\x02\x00"), "");
     }
 
     #[test]
