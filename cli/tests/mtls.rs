@@ -1,101 +1,17 @@
 //! Mutual TLS: the real `ktrail` binary and a bare gRPC client against an
 //! in-process collector that requires client certificates.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::Output;
 
-use ktrail_collector::tls::TlsFiles;
-use ktrail_collector::{Collector, CollectorConfig};
 use ktrail_proto::v1::query_client::QueryClient;
 use ktrail_proto::v1::StatusRequest;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
+use rcgen::ExtendedKeyUsagePurpose;
+use support::start;
 use tokio::process::Command;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-
-/// A CA in `dir` (`NAME-ca.crt`) and leaf certificates it signs.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-    dir: PathBuf,
-    name: &'static str,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &'static str) -> Self {
-        let mut params = CertificateParams::new(Vec::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().expect("key");
-        let issuer = CertifiedIssuer::self_signed(params, key).expect("CA");
-        std::fs::write(dir.join(format!("{name}-ca.crt")), issuer.pem()).expect("write");
-        Self {
-            issuer,
-            dir: dir.to_owned(),
-            name,
-        }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.join(format!("{}-ca.crt", self.name))
-    }
-
-    /// Writes `NAME-LEAF.crt` and `.key`; returns (cert, key).
-    fn leaf(
-        &self,
-        leaf: &str,
-        sans: &[&str],
-        usage: ExtendedKeyUsagePurpose,
-    ) -> (PathBuf, PathBuf) {
-        let mut params =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .expect("params");
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        let base = self.dir.join(format!("{}-{leaf}", self.name));
-        let (crt, k) = (base.with_extension("crt"), base.with_extension("key"));
-        std::fs::write(&crt, cert.pem()).expect("write");
-        std::fs::write(&k, key.serialize_pem()).expect("write");
-        (crt, k)
-    }
-}
-
-struct Setup {
-    collector: Collector,
-    url: String,
-    ours: Ca,
-    other: Ca,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ours = Ca::new(dir.path(), "ours");
-    let other = Ca::new(dir.path(), "other");
-    let (cert, key) = ours.leaf(
-        "collector",
-        &["localhost"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let mut cfg = CollectorConfig::new(
-        "127.0.0.1:0".parse().expect("addr"),
-        dir.path().join("data"),
-    );
-    cfg.tls = Some(TlsFiles {
-        cert,
-        key,
-        ca: ours.ca(),
-    });
-    let collector = Collector::start(cfg).await.expect("collector");
-    let url = format!("https://localhost:{}", collector.local_addr().port());
-    Setup {
-        collector,
-        url,
-        ours,
-        other,
-        _dir: dir,
-    }
-}
 
 async fn ktrail(url: &str, cert: &Path, key: &Path, ca: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ktrail"))
