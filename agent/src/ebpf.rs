@@ -20,10 +20,16 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kt
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "loading the eBPF programs failed: {0} — the agent needs root or CAP_BPF + CAP_PERFMON \
-         (and CAP_SYS_RESOURCE on kernels that charge memlock)"
+        "loading the eBPF programs failed: {source}{caps} — the agent needs root or CAP_BPF + \
+         CAP_PERFMON (and CAP_SYS_RESOURCE on kernels that charge memlock; deploy/ lists each \
+         capability and why)"
     )]
-    Load(#[source] Box<aya::EbpfError>),
+    Load {
+        #[source]
+        source: Box<aya::EbpfError>,
+        /// "; this process lacks CAP_BPF (…), …" or "".
+        caps: String,
+    },
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
     #[error("eBPF program {0} is missing from the object")]
@@ -77,7 +83,10 @@ impl Programs {
             // One ENTERED slot per possible thread id.
             .set_max_entries(names::ENTERED, pid_max())
             .load(OBJECT)
-            .map_err(|e| LoadError::Load(Box::new(e)))?;
+            .map_err(|e| LoadError::Load {
+                source: Box::new(e),
+                caps: crate::caps::missing_clause(),
+            })?;
         let mut cfg: Array<_, AgentConfig> = Array::try_from(
             ebpf.map_mut(names::CONFIG)
                 .ok_or(LoadError::MissingMap(names::CONFIG))?,

@@ -1,6 +1,7 @@
 //! ktrail-agent: see `cli.rs` for what it does and its flags.
 
 mod btf;
+mod caps;
 mod cli;
 mod clock;
 mod convert;

@@ -46,7 +46,9 @@ pub enum CollectorError {
     Serve(#[from] tonic::transport::Error),
     #[error("Kubernetes metadata: {0}")]
     Metadata(#[from] crate::metadata::MetadataError),
-    #[error("TLS: {0}")]
+    // Transparent: its message names the flag and file, and a "TLS: {0}"
+    // wrapper printed its cause twice in the error chain.
+    #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Web(#[from] crate::web::WebError),
