@@ -1,6 +1,9 @@
 //! Crash safety of the store: a collector killed with SIGKILL in the middle of
 //! ingest keeps, after a restart, every event it had acknowledged, and the
-//! agent's resend of everything is deduplicated across batch rows.
+//! agent's resend of everything is deduplicated across batch rows; and a
+//! flow it had stored is the same flow, with the same hops, after a SIGKILL.
+
+mod common;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -195,4 +198,108 @@ async fn sigkill_mid_ingest_keeps_everything_acked() {
         .expect("agent stored");
     assert_eq!(agent.contiguous_seq, EVENTS);
     assert_eq!(agent.events_received, EVENTS);
+}
+
+/// A kubectl → kube-apiserver GET on node n1 (both ends traced there), seqs 1..=6.
+fn kubectl_get_batch() -> AgentMessage {
+    use common::{syscall, MS, REQ, RESP, T0};
+    let c = ktrail_proto::Socket::inet(("10.0.0.1", 40_000), ("10.0.0.1", 6443));
+    let s = ktrail_proto::Socket::inet(("10.0.0.1", 6443), ("10.0.0.1", 40_000));
+    let (kubectl, apiserver) = ((500, "kubectl"), (600, "kube-apiserver"));
+    let (req, resp) = (REQ.len() as i64, RESP.len() as i64);
+    let events = vec![
+        syscall(kubectl, 1, T0, "connect", 0, b"", &c),
+        syscall(apiserver, 2, T0, "accept4", 3, b"", &s),
+        syscall(kubectl, 3, T0 + MS, "write", req, REQ, &c),
+        syscall(apiserver, 4, T0 + MS, "read", req, REQ, &s),
+        syscall(apiserver, 5, T0 + 2 * MS, "write", resp, RESP, &s),
+        syscall(kubectl, 6, T0 + 3 * MS, "read", resp, RESP, &c),
+    ];
+    AgentMessage {
+        body: Some(Body::Batch(EventBatch {
+            events,
+            processes: Vec::new(),
+        })),
+    }
+}
+
+/// The first flow the collector on `port` lists, with its hops, once `ready`.
+async fn stored_flow(
+    port: u16,
+    ready: impl Fn(&ktrail_proto::v1::Flow) -> bool,
+) -> ktrail_proto::v1::GetFlowReply {
+    use ktrail_proto::v1::query_client::QueryClient;
+    use ktrail_proto::v1::{GetFlowRequest, ListFlowsRequest};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // A restarted collector takes a moment to listen.
+    let mut query = loop {
+        match QueryClient::connect(format!("http://127.0.0.1:{port}")).await {
+            Ok(q) => break q,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("collector not listening: {e}"),
+        }
+    };
+    loop {
+        let flows = query
+            .list_flows(ListFlowsRequest { limit: 10 })
+            .await
+            .expect("list flows")
+            .into_inner()
+            .flows;
+        if let Some(f) = flows.iter().find(|f| ready(f)) {
+            return query
+                .get_flow(GetFlowRequest {
+                    id: f.id.clone(),
+                    with_events: false,
+                })
+                .await
+                .expect("get flow")
+                .into_inner();
+        }
+        assert!(Instant::now() < deadline, "no such flow: {flows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 8: the collector SIGKILLed after a flow closed (settled, lingered)
+/// and restarted on its data: the stored flow and its hops are all there,
+/// unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_keeps_stored_flows_intact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let collector = start(dir.path(), port);
+    let (tx, mut acks) = connect(port).await;
+    tx.send(kubectl_get_batch()).await.expect("send");
+    let acked = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let ack = acks.message().await.expect("ok").expect("open");
+            if ack.acked_seq >= 6 {
+                return ack.acked_seq;
+            }
+        }
+    })
+    .await
+    .expect("acked");
+    assert_eq!(acked, 6);
+    let before = stored_flow(port, |f| f.closed).await;
+    let flow = before.flow.clone().expect("flow");
+    assert_eq!(flow.title, "kubectl GET /api/v1/namespaces/default/pods");
+    assert_eq!(flow.state, "settled");
+    assert!(!before.hops.is_empty(), "{before:?}");
+
+    let pid = collector.0.id();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    drop(collector);
+    drop((tx, acks));
+
+    let collector = start(dir.path(), port);
+    let after = stored_flow(port, |f| f.id == flow.id).await;
+    assert_eq!(after.flow, before.flow, "the flow after the restart");
+    assert_eq!(after.hops, before.hops, "its hops after the restart");
+    drop(collector);
 }
