@@ -13,7 +13,8 @@
 # entries it never saw; docs/protocols.md). Used by `cargo xtask demo` and the flows
 # acceptance test. Logs: STATE_DIR/{collector,agent-NODE,up}.log. As root.
 # KTRAIL_TRACE_WORKER_ARGS adds arguments to k8s-worker's agent (the acceptance test runs
-# it with --clock-offset-ms 250: a node whose clock is off).
+# it with --clock-offset-ms 250: a node whose clock is off); KTRAIL_TRACE_COLLECTOR_ARGS adds
+# arguments to the collector (the fault tests store uncompressed, to grep the store).
 set -euo pipefail
 # shellcheck source=cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -72,9 +73,10 @@ start() {
 	make_certs "$state/certs"
 	local c=$state/certs
 	step "collector on $HOST_IP:7700 (mutual TLS), data in $state/data"
+	# shellcheck disable=SC2086 # words: extra arguments
 	setsid "$bin/ktrail-collector" --data-dir "$state/data" --listen 0.0.0.0:7700 \
 		--tls-cert "$c/collector.crt" --tls-key "$c/collector.key" --tls-ca "$c/ca.crt" \
-		>"$state/collector.log" 2>&1 9>&- &
+		${KTRAIL_TRACE_COLLECTOR_ARGS:-} >"$state/collector.log" 2>&1 9>&- &
 	echo $! >"$state/collector.pid"
 	step "cluster down, then up, with an agent in each node from its first process"
 	bash "$CLUSTER_DIR/down.sh" >"$state/down.log" 2>&1
