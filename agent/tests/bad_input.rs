@@ -120,18 +120,22 @@ fn missing_capabilities_are_named() {
     );
 }
 
-/// A kernel without BTF, as the agent sees it: an empty tmpfs over
-/// /sys/kernel/btf in a private mount namespace.
-#[test]
-fn a_kernel_without_btf_is_named() {
+/// Runs the agent in a private mount namespace after `mount_args` (a mount
+/// that hides a piece of the kernel from it).
+fn hidden(mount_args: &str, wanted: &[&str]) {
     let script = format!(
-        "mount --make-rprivate / && mount -t tmpfs none /sys/kernel/btf && exec \"$0\" {}",
+        "mount --make-rprivate / && mount {mount_args} && exec \"$0\" {}",
         NOWHERE.join(" ")
     );
-    expect_failure(
-        &["unshare", "--mount", "sh", "-c", &script],
-        &[],
-        1,
+    expect_failure(&["unshare", "--mount", "sh", "-c", &script], &[], 1, wanted);
+}
+
+/// A kernel without BTF, as the agent sees it: an empty tmpfs over
+/// /sys/kernel/btf.
+#[test]
+fn a_kernel_without_btf_is_named() {
+    hidden(
+        "-t tmpfs none /sys/kernel/btf",
         &[
             "cannot read /sys/kernel/btf/vmlinux: No such file or directory",
             "CONFIG_DEBUG_INFO_BTF",
@@ -140,17 +144,11 @@ fn a_kernel_without_btf_is_named() {
 }
 
 /// No tracefs and nowhere to mount it: /sys/kernel replaced by an empty
-/// read-only tmpfs in a private mount namespace.
+/// read-only tmpfs.
 #[test]
 fn a_kernel_without_tracefs_is_named() {
-    let script = format!(
-        "mount --make-rprivate / && mount -t tmpfs -o ro none /sys/kernel && exec \"$0\" {}",
-        NOWHERE.join(" ")
-    );
-    expect_failure(
-        &["unshare", "--mount", "sh", "-c", &script],
-        &[],
-        1,
+    hidden(
+        "-t tmpfs -o ro none /sys/kernel",
         &[
             "tracefs is not mounted and mounting it at /sys/kernel/tracing failed",
             "mount -t tracefs nodev /sys/kernel/tracing",

@@ -77,20 +77,27 @@ fn batch(first: u64) -> AgentMessage {
     }
 }
 
-/// An agent's stream: the sender of its messages and its acks.
-async fn connect(port: u16) -> (mpsc::Sender<AgentMessage>, Streaming<IngestAck>) {
+/// A channel to the collector on `port`, once it listens (a restarted one
+/// takes a moment).
+async fn channel(port: u16) -> tonic::transport::Channel {
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut client = loop {
-        match IngestClient::connect(url.clone()).await {
-            Ok(c) => break c,
+    loop {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.clone()).expect("url");
+        match endpoint.connect().await {
+            Ok(c) => return c,
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("collector not listening: {e}"),
         }
-    };
+    }
+}
+
+/// An agent's stream: the sender of its messages and its acks.
+async fn connect(port: u16) -> (mpsc::Sender<AgentMessage>, Streaming<IngestAck>) {
+    let mut client = IngestClient::new(channel(port).await);
     let (tx, rx) = mpsc::channel(64);
     tx.send(AgentMessage {
         body: Some(Body::Hello(Hello {
@@ -231,17 +238,7 @@ async fn stored_flow(
     use ktrail_proto::v1::query_client::QueryClient;
     use ktrail_proto::v1::{GetFlowRequest, ListFlowsRequest};
     let deadline = Instant::now() + Duration::from_secs(30);
-    // A restarted collector takes a moment to listen.
-    let mut query = loop {
-        match QueryClient::connect(format!("http://127.0.0.1:{port}")).await {
-            Ok(q) => break q,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("collector not listening: {e}"),
-        }
-    };
+    let mut query = QueryClient::new(channel(port).await);
     loop {
         let flows = query
             .list_flows(ListFlowsRequest { limit: 10 })

@@ -111,14 +111,17 @@ fn hop_of(body: &watch_update::Body) -> Option<&Hop> {
     }
 }
 
-/// Events a worker's agent reports lost while a flow is open are on that
-/// flow, per node and reason, to the event: 1,234 lost in the ring buffer
-/// and 10 in the send buffer between two reports.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_events_are_counted_on_the_open_flow() {
+/// A collector, a watch on it, and the agents of both nodes.
+async fn setup() -> (
+    tempfile::TempDir,
+    ktrail_collector::Collector,
+    Streaming<WatchUpdate>,
+    FakeAgent,
+    FakeAgent,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let collector = start_collector(dir.path()).await;
-    let mut watch = query(&collector)
+    let watch = query(&collector)
         .await
         .watch(WatchRequest { replay: 0 })
         .await
@@ -126,6 +129,15 @@ async fn lost_events_are_counted_on_the_open_flow() {
         .into_inner();
     let control = FakeAgent::connect(&collector, CONTROL, "control-1").await;
     let worker = FakeAgent::connect(&collector, WORKER, "worker-1").await;
+    (dir, collector, watch, control, worker)
+}
+
+/// Events a worker's agent reports lost while a flow is open are on that
+/// flow, per node and reason, to the event: 1,234 lost in the ring buffer
+/// and 10 in the send buffer between two reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_events_are_counted_on_the_open_flow() {
+    let (_dir, collector, mut watch, control, worker) = setup().await;
     let (w, c) = kubectl_get(500, 40_001, 1, true);
     control.send_batch(c).await;
     worker.send_batch(w).await;
@@ -186,16 +198,7 @@ async fn lost_events_are_counted_on_the_open_flow() {
 /// reason, not left for timeouts; and the flow says the node's agent is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_departed_agent_closes_its_hops_and_marks_the_flow() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let collector = start_collector(dir.path()).await;
-    let mut watch = query(&collector)
-        .await
-        .watch(WatchRequest { replay: 0 })
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut control = FakeAgent::connect(&collector, CONTROL, "control-1").await;
-    let mut worker = FakeAgent::connect(&collector, WORKER, "worker-1").await;
+    let (_dir, collector, mut watch, mut control, mut worker) = setup().await;
     // A request sent and read, its answer not yet seen by anyone.
     let (w, c) = kubectl_get(501, 40_002, 1, false);
     control.send_batch(c).await;

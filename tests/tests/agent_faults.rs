@@ -96,6 +96,33 @@ fn kubectl_flow(watch: &mut ChildGuard, node: &str) -> String {
     .expect("kubectl's flow")
 }
 
+/// Both agents, `ktrail watch`, the `kube-apiserver` on the control node and a `kubectl`
+/// on a node, with its flow. Fields drop in order: the processes, then the nodes.
+struct Scene {
+    _kubectl: ChildGuard,
+    _server: ChildGuard,
+    watch: ChildGuard,
+    flow_id: String,
+    cluster: TwoNodes,
+}
+
+impl Scene {
+    fn start(kubectl_node: &str) -> Self {
+        let cluster = start();
+        let mut watch = cluster.spawn_watch().expect("start ktrail watch");
+        let server = cluster.spawn_server().expect("start kube-apiserver");
+        let kubectl = spawn_kubectl(&cluster, kubectl_node);
+        let flow_id = kubectl_flow(&mut watch, kubectl_node);
+        Self {
+            _kubectl: kubectl,
+            _server: server,
+            watch,
+            flow_id,
+            cluster,
+        }
+    }
+}
+
 fn flow_by_id(watch: &ChildGuard, id: &str) -> Option<Value> {
     flows(watch)
         .into_iter()
@@ -148,11 +175,9 @@ fn show(cluster: &TwoNodes, id: &str) -> String {
 /// flow of a `kubectl` running all along must show exactly the count the agent reports.
 #[test]
 fn ring_buffer_overflow_is_counted_on_the_open_flow() {
-    let mut cluster = start();
-    let mut watch = cluster.spawn_watch().expect("start ktrail watch");
-    let _server = cluster.spawn_server().expect("start kube-apiserver");
-    let _kubectl = spawn_kubectl(&cluster, CONTROL);
-    let flow_id = kubectl_flow(&mut watch, CONTROL);
+    let mut scene = Scene::start(CONTROL);
+    // The processes stay alive with `scene` till the end.
+    let (cluster, watch, flow_id) = (&mut scene.cluster, &mut scene.watch, scene.flow_id.clone());
     let before = cluster.status().expect("status");
     assert_eq!(
         reported_lost(&before, WORKER),
@@ -214,7 +239,7 @@ fn ring_buffer_overflow_is_counted_on_the_open_flow() {
             cluster.ensure_running()?;
             let status = cluster.status()?;
             let lost = reported_lost(&status, WORKER);
-            let flow = flow_by_id(&watch, &flow_id).unwrap_or_default();
+            let flow = flow_by_id(watch, &flow_id).unwrap_or_default();
             let counted = gap(&flow, WORKER, false).map_or(0, |g| u64_of(g.get("events_lost")));
             if bool_of(flow.get("closed")) && counted != lost {
                 anyhow::bail!("the flow closed with {counted} of {lost} lost events: {flow}");
@@ -230,14 +255,14 @@ fn ring_buffer_overflow_is_counted_on_the_open_flow() {
         },
     )
     .expect("loss on the flow");
-    let flow = flow_by_id(&watch, &flow_id).expect("flow");
+    let flow = flow_by_id(watch, &flow_id).expect("flow");
     let g = gap(&flow, WORKER, false).expect("worker gap");
     assert!(
         text_of(g.get("reason")).contains("ring buffer full"),
         "{flow}"
     );
     assert!(u64_of(flow.get("events_lost")) >= counted, "{flow}");
-    let text = show(&cluster, &flow_id);
+    let text = show(cluster, &flow_id);
     assert!(
         text.contains(&format!(
             "{lost} events lost here: {WORKER}, ring buffer full"
@@ -253,11 +278,9 @@ fn ring_buffer_overflow_is_counted_on_the_open_flow() {
 /// open flow says the worker's agent is gone. The collector and the other agent go on.
 #[test]
 fn a_killed_agent_is_shown_gone_on_the_flow() {
-    let mut cluster = start();
-    let mut watch = cluster.spawn_watch().expect("start ktrail watch");
-    let _server = cluster.spawn_server().expect("start kube-apiserver");
-    let _kubectl = spawn_kubectl(&cluster, WORKER);
-    let flow_id = kubectl_flow(&mut watch, WORKER);
+    let mut scene = Scene::start(WORKER);
+    // The processes stay alive with `scene` till the end.
+    let (cluster, watch, flow_id) = (&mut scene.cluster, &mut scene.watch, scene.flow_id.clone());
 
     let killed = cluster
         .agent_mut(WORKER)
@@ -270,7 +293,7 @@ fn a_killed_agent_is_shown_gone_on_the_flow() {
         FLOW_TIMEOUT,
         || {
             watch.ensure_running()?;
-            let flow = flow_by_id(&watch, &flow_id).unwrap_or_default();
+            let flow = flow_by_id(watch, &flow_id).unwrap_or_default();
             Ok(if gap(&flow, WORKER, true).is_some() {
                 Check::Done(flow)
             } else {
@@ -298,7 +321,7 @@ fn a_killed_agent_is_shown_gone_on_the_flow() {
          gone; hops:\n{}",
         watch.stdout()
     );
-    let text = show(&cluster, &flow_id);
+    let text = show(cluster, &flow_id);
     assert!(
         text.contains("agent on k8s-worker gone at"),
         "`ktrail show {flow_id}`:\n{text}"
