@@ -104,12 +104,32 @@ async fn status_lists_agents() {
         .iter()
         .all(|a| a["connected"] == true && a["contiguous_seq"] == 4));
     assert_eq!(status["hops_total"], 1);
+    // The healthz hop starts no flow: the collector reports it waiting for one
+    // (its counters are taken on the hop task's next tick).
+    let mut waiting = 0;
+    for _ in 0..50 {
+        let out = ktrail(&fx.url, &["status", "--output", "json"])
+            .output()
+            .await
+            .expect("run");
+        let status: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        waiting = status["pipeline"]["hops_pending"].as_u64().unwrap_or(0);
+        if waiting == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(waiting, 1, "the hop waiting for a flow in status.pipeline");
 
     let out = ktrail(&fx.url, &["status"]).output().await.expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("NODE"), "{text}");
     assert!(
         text.contains("k8s-worker") && text.contains("agents: 2 (2 connected)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hops waiting for a flow: 1") && text.contains("collector drops:"),
         "{text}"
     );
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ktrail_proto::v1::{Flow, Hop, TracedEvent};
+use ktrail_proto::v1::{Flow, Hop, PipelineCounters, TracedEvent};
 use tokio::sync::broadcast;
 
 use crate::node_clocks::NodeClocks;
@@ -40,6 +40,7 @@ pub struct LiveHub {
     window: Mutex<VecDeque<Arc<Hop>>>,
     window_cap: usize,
     hops_total: AtomicU64,
+    pipeline: Mutex<PipelineCounters>,
 }
 
 impl LiveHub {
@@ -73,6 +74,7 @@ impl LiveHub {
             flows: Mutex::new(flow_window),
             window_cap,
             hops_total: AtomicU64::new(hops_total),
+            pipeline: Mutex::default(),
         }
     }
 
@@ -176,6 +178,15 @@ impl LiveHub {
 
     pub fn hops_total(&self) -> u64 {
         self.hops_total.load(Ordering::Relaxed)
+    }
+
+    /// The hop task's latest counters, for `ktrail status`.
+    pub fn set_pipeline(&self, counters: PipelineCounters) {
+        *self.pipeline.lock().unwrap_or_else(PoisonError::into_inner) = counters;
+    }
+
+    pub fn pipeline(&self) -> PipelineCounters {
+        *self.pipeline.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether anyone is tracing (so events need not be copied otherwise).

@@ -1,6 +1,6 @@
 //! `ktrail status`: an agents table and totals.
 
-use ktrail_proto::v1::{AgentStatus, StatusReply};
+use ktrail_proto::v1::{AgentStatus, PipelineCounters, StatusReply};
 
 use crate::style::{Color, Style};
 use crate::time::local_time_s;
@@ -103,7 +103,44 @@ pub fn status_lines(reply: &StatusReply, now_ns: u64, style: &Style) -> Vec<Stri
         reply.events_total,
         reply.hops_total
     ));
+    if let Some(p) = &reply.pipeline {
+        lines.extend(pipeline_lines(p, style));
+    }
     lines
+}
+
+/// The collector's own work and what it dropped at its bounds; a non-zero
+/// drop is painted like the agents' loss columns.
+fn pipeline_lines(p: &PipelineCounters, style: &Style) -> Vec<String> {
+    let n = |v: u64| {
+        if v == 0 {
+            "0".to_owned()
+        } else {
+            style.paint(Color::Yellow, &v.to_string())
+        }
+    };
+    vec![
+        format!(
+            "collector: {} connections   flows: {} started, {} closed, {} open   hops waiting for a flow: {}",
+            p.connections,
+            p.flows_started,
+            p.flows_closed,
+            p.flows_started.saturating_sub(p.flows_closed),
+            p.hops_pending,
+        ),
+        format!(
+            "collector drops: connections evicted {}   stream items {}   streams cut {}   messages {}   \
+             flows closed early {}   hops unplaced {} (+{} evicted)   connections of gone agents {}",
+            n(p.connections_evicted),
+            n(p.stream_items_dropped),
+            n(p.streams_evicted),
+            n(p.messages_dropped),
+            n(p.flows_evicted),
+            n(p.hops_unplaced),
+            n(p.hops_pending_evicted),
+            n(p.connections_agent_gone),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -136,6 +173,7 @@ mod tests {
             ],
             hops_total: 3,
             events_total: 12345,
+            pipeline: None,
         };
         let lines = status_lines(&reply, 1_005_000_000_000, &Style::plain());
         assert!(
@@ -160,6 +198,38 @@ mod tests {
         assert_eq!(
             lines.last().map(String::as_str),
             Some("agents: 2 (1 connected)   events: 12345   hops: 3")
+        );
+    }
+
+    #[test]
+    fn the_collectors_drops_follow_the_totals() {
+        let reply = StatusReply {
+            pipeline: Some(PipelineCounters {
+                connections: 12,
+                flows_started: 5,
+                flows_closed: 3,
+                stream_items_dropped: 7,
+                hops_unplaced: 40,
+                ..PipelineCounters::default()
+            }),
+            ..StatusReply::default()
+        };
+        let lines = status_lines(&reply, 0, &Style::plain());
+        let n = lines.len();
+        assert_eq!(
+            lines[n - 2],
+            "collector: 12 connections   flows: 5 started, 3 closed, 2 open   hops waiting for a flow: 0"
+        );
+        assert!(lines[n - 1].contains("stream items 7"), "{}", lines[n - 1]);
+        assert!(
+            lines[n - 1].contains("hops unplaced 40 (+0 evicted)"),
+            "{}",
+            lines[n - 1]
+        );
+        assert!(
+            lines[n - 1].contains("flows closed early 0"),
+            "{}",
+            lines[n - 1]
         );
     }
 }

@@ -1,6 +1,6 @@
 //! `ktrail status --output json` (see docs/json.md).
 
-use ktrail_proto::v1::{AgentStatus, LossReport, StatusReply};
+use ktrail_proto::v1::{AgentStatus, LossReport, PipelineCounters, StatusReply};
 use serde::Serialize;
 
 use crate::time::rfc3339_utc;
@@ -33,12 +33,47 @@ struct AgentJson<'a> {
     clock_correction_ns: i64,
 }
 
+/// The collector's own bounds: what it dropped or cut short (docs/json.md).
+#[derive(Serialize)]
+struct PipelineJson {
+    connections: u64,
+    connections_evicted: u64,
+    stream_items_dropped: u64,
+    streams_evicted: u64,
+    messages_dropped: u64,
+    connections_agent_gone: u64,
+    flows_started: u64,
+    flows_closed: u64,
+    flows_evicted: u64,
+    hops_pending: u64,
+    hops_unplaced: u64,
+    hops_pending_evicted: u64,
+}
+
 #[derive(Serialize)]
 struct StatusJson<'a> {
     r#type: &'static str,
     agents: Vec<AgentJson<'a>>,
     hops_total: u64,
     events_total: u64,
+    pipeline: Option<PipelineJson>,
+}
+
+fn pipeline(p: &PipelineCounters) -> PipelineJson {
+    PipelineJson {
+        connections: p.connections,
+        connections_evicted: p.connections_evicted,
+        stream_items_dropped: p.stream_items_dropped,
+        streams_evicted: p.streams_evicted,
+        messages_dropped: p.messages_dropped,
+        connections_agent_gone: p.connections_agent_gone,
+        flows_started: p.flows_started,
+        flows_closed: p.flows_closed,
+        flows_evicted: p.flows_evicted,
+        hops_pending: p.hops_pending,
+        hops_unplaced: p.hops_unplaced,
+        hops_pending_evicted: p.hops_pending_evicted,
+    }
 }
 
 fn loss(l: &LossReport) -> LossJson<'_> {
@@ -77,6 +112,7 @@ pub fn status_json(reply: &StatusReply) -> Result<String, serde_json::Error> {
         agents: reply.agents.iter().map(agent).collect(),
         hops_total: reply.hops_total,
         events_total: reply.events_total,
+        pipeline: reply.pipeline.as_ref().map(pipeline),
     })
 }
 
@@ -106,6 +142,11 @@ mod tests {
             }],
             hops_total: 4,
             events_total: 10,
+            pipeline: Some(PipelineCounters {
+                stream_items_dropped: 5,
+                hops_unplaced: 6,
+                ..PipelineCounters::default()
+            }),
         };
         let v: Value = serde_json::from_str(&status_json(&reply).expect("json")).expect("parses");
         let a = &v["agents"][0];
@@ -116,5 +157,8 @@ mod tests {
         assert_eq!(a["last_seen"], "2023-11-14T22:13:20.000000000Z");
         assert_eq!(a["clock_correction_ns"], -250_000_000);
         assert_eq!(v["hops_total"], 4);
+        assert_eq!(v["pipeline"]["stream_items_dropped"], 5);
+        assert_eq!(v["pipeline"]["hops_unplaced"], 6);
+        assert_eq!(v["pipeline"]["flows_evicted"], 0);
     }
 }

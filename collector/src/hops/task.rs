@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ktrail_proto::v1::event::Body;
-use ktrail_proto::v1::Event;
+use ktrail_proto::v1::{Event, PipelineCounters};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -196,6 +196,7 @@ async fn run(
                 flows.tick(unix_now_ns(), &mut updates);
                 reported = report(reported, asm.stats());
                 reported_flows = report_flows(reported_flows, flows.stats());
+                publisher.live.set_pipeline(pipeline_counters(&reported, &reported_flows));
             }
         }
         for mut hop in out.drain(..) {
@@ -245,6 +246,23 @@ fn report(last: AssemblerStats, now: AssemblerStats) -> AssemblerStats {
         );
     }
     now
+}
+
+fn pipeline_counters(asm: &AssemblerStats, flows: &StitchStats) -> PipelineCounters {
+    PipelineCounters {
+        connections: asm.connections as u64,
+        connections_evicted: asm.evicted_cap,
+        stream_items_dropped: asm.stream_items_dropped,
+        streams_evicted: asm.streams_evicted,
+        messages_dropped: asm.messages_dropped,
+        connections_agent_gone: asm.retired_agent_gone,
+        flows_started: flows.flows_started,
+        flows_closed: flows.flows_closed,
+        flows_evicted: flows.flows_evicted,
+        hops_pending: flows.pending as u64,
+        hops_unplaced: flows.pending_expired,
+        hops_pending_evicted: flows.pending_evicted,
+    }
 }
 
 fn is_process_event(event: &Event) -> bool {

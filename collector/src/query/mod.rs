@@ -137,6 +137,7 @@ impl Query for QueryService {
             agents,
             hops_total: self.live.hops_total(),
             events_total,
+            pipeline: Some(self.live.pipeline()),
         }))
     }
 
