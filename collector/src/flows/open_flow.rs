@@ -213,6 +213,15 @@ impl OpenFlow {
         if super::stitcher::is_root(hop) && hop.status_code != 0 {
             self.root_done = true;
         }
+        // An object's etcd delete is its end, as its DELETED watch event is: that event
+        // may reach the stitcher before the DELETE's own hop and join the operation before.
+        if hop
+            .etcd
+            .as_ref()
+            .is_some_and(|e| e.op.starts_with("Txn delete_range") && e.txn_result == "succeeded")
+        {
+            self.deleted = true;
+        }
         for o in &hop.objects {
             let resource = if o.resource.is_empty() {
                 resource_of_kind(&o.kind)
