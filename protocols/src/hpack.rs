@@ -110,9 +110,14 @@ struct Entry {
 impl Entry {
     fn size(&self) -> usize {
         // RFC 7541 §4.1; an unknown part counts as empty (an under-estimate).
-        self.name.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + 32
+        self.name.as_ref().map_or(0, Vec::len)
+            + self.value.as_ref().map_or(0, Vec::len)
+            + ENTRY_OVERHEAD
     }
 }
+
+/// RFC 7541 §4.1: an entry's size is its name and value plus 32 bytes.
+const ENTRY_OVERHEAD: usize = 32;
 
 /// The decoder of one direction of one connection.
 #[derive(Debug, Clone)]
@@ -180,9 +185,9 @@ impl Decoder {
             match self.entries.pop_back() {
                 Some(e) => {
                     self.size = self.size.saturating_sub(e.size());
-                    if !self.exact {
-                        self.complete = false;
-                    }
+                    // Entries leave oldest first: with exact sizes, any older
+                    // entry the capture never saw has left before this one.
+                    self.complete = self.exact;
                 }
                 None => {
                     self.size = 0;
@@ -209,6 +214,14 @@ impl Decoder {
         self.entries.push_front(e);
         self.size += sz;
         self.evict();
+        // The encoder's table is the entries seen since the capture began plus
+        // older ones it never showed. Once the seen ones leave no room for even
+        // the smallest entry, there are no others: a capture that began
+        // mid-connection (an agent attached to running components) knows the
+        // whole table again after a table's worth of insertions.
+        if !self.complete && self.exact && self.size + ENTRY_OVERHEAD > self.max_size {
+            self.complete = true;
+        }
     }
 
     fn lookup(&self, index: u64) -> Option<Entry> {
@@ -442,6 +455,37 @@ mod tests {
         // Index 63 is still unknown.
         let b = d.decode(&hex("bf"), false);
         assert!(b.unknown);
+    }
+
+    /// An agent attached to a running component: the table is unknown until
+    /// a table's worth of new entries has pushed out whatever it held.
+    #[test]
+    fn mid_connection_table_is_known_after_a_tables_worth_of_insertions() {
+        let mut d = Decoder::mid_connection();
+        // Literal with incremental indexing, new name "x-pad", 1000-byte value:
+        // an entry of 5 + 1000 + 32 = 1037 bytes.
+        let mut block = vec![0x40, 0x05];
+        block.extend_from_slice(b"x-pad");
+        block.extend_from_slice(&[0x7f, 0xe9, 0x06]); // 127 + 873 = 1000
+        block.extend_from_slice(&[b'a'; 1000]);
+        for n in 1..=3 {
+            let b = d.decode(&block, false);
+            assert!(!b.unknown, "insertion {n}");
+            assert!(
+                !d.table_known(),
+                "{n} × 1037 bytes leave room for older entries"
+            );
+        }
+        // The fourth cannot fit beside the other three and anything older: the
+        // encoder evicted every entry the capture never saw.
+        d.decode(&block, false);
+        assert!(d.table_known());
+        // Index 62..64 are the three newest; 65 is past the table — unknown,
+        // never guessed.
+        let b = d.decode(&hex("be bf c0"), false);
+        assert!(!b.unknown);
+        assert_eq!(pairs(&b).len(), 3);
+        assert!(d.decode(&hex("c1"), false).unknown);
     }
 
     #[test]
