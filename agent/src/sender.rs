@@ -29,6 +29,10 @@ pub struct SenderConfig {
     pub hello: Hello,
 }
 
+/// How often the connection to the collector is checked, and how long a ping or a
+/// connection attempt may take.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
 /// The collector's endpoint from the flags (validated already): mutual TLS with
 /// the certificate files, read now so that a bad file stops the agent at start,
 /// or plaintext with --insecure.
@@ -43,7 +47,14 @@ pub fn endpoint(args: &Args) -> anyhow::Result<(Endpoint, Option<ClientTls>)> {
         _ => None,
     };
     let endpoint = client_tls::endpoint(&args.collector, tls.as_ref())
-        .with_context(|| format!("--collector {}", args.collector))?;
+        .with_context(|| format!("--collector {}", args.collector))?
+        // A cut link leaves the connection open but silent while TCP's retransmissions
+        // back off (tens of seconds after a 20 s cut): HTTP/2 pings notice it, so the
+        // agent reconnects and resends what was not acknowledged once the link is back.
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true)
+        .connect_timeout(KEEPALIVE);
     Ok((endpoint, tls))
 }
 
