@@ -104,6 +104,11 @@ pub struct Connection {
     /// Stream items already emitted (oldest first, bounded).
     emitted_items: std::collections::VecDeque<ItemId>,
     emitted_set: std::collections::HashSet<ItemId>,
+    /// The server's copy of the streams was preferred once (the client's
+    /// header tables were lost): kept for the connection's life, since a
+    /// client that recovers its tables may still have lost stream items,
+    /// and the two ends' item numbering would no longer agree.
+    streams_from_server: bool,
 }
 
 fn role_index(role: Role) -> usize {
@@ -123,6 +128,7 @@ impl Connection {
             pairs_emitted: 0,
             head_wait_since: None,
             absent_confirmed: [false; 2],
+            streams_from_server: false,
             first_close_at: None,
             connection_hop_emitted: false,
             tcp_closed: false,
@@ -400,8 +406,8 @@ impl Connection {
     /// Emits the stream items that are ready: the preferred side's, each
     /// merged with the other side's copy or after waiting for it. Preferred is
     /// the client's when an agent saw it decoding HTTP/2 with its header
-    /// tables known, else the server's when its tables are known, else
-    /// whichever decodes HTTP/2 (client first). Both ends are often captured
+    /// tables known, else the server's when its tables are known (from then
+    /// on), else whichever decodes HTTP/2 (client first). Both ends are often captured
     /// in plaintext (Go TLS on both), and the end that lost sync — a client
     /// whose large reads of a watch stream were cut by the capture limit, or
     /// one whose probes attached after the connection started — has lost its
@@ -416,7 +422,10 @@ impl Connection {
             |i: Option<usize>| i.filter(|&i| self.sides[i].decoder.protocol() == Protocol::Http2);
         let known = |i: usize| self.sides[i].decoder.h2_tables_known();
         let (primary, role, other) = match (h2(ci), h2(si)) {
-            (Some(c), Some(s)) if !known(c) && known(s) => (s, Role::Server, ci),
+            (Some(c), Some(s)) if self.streams_from_server || !known(c) && known(s) => {
+                self.streams_from_server = true;
+                (s, Role::Server, ci)
+            }
             (Some(c), _) => (c, Role::Client, si),
             (None, Some(s)) => (s, Role::Server, ci),
             (None, None) => return,
