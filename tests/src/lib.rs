@@ -15,9 +15,11 @@ mod bins;
 mod child;
 mod cluster;
 mod cluster_lock;
+pub mod jaeger;
 pub mod json;
 pub mod kubectl;
 mod netns;
+pub mod traced;
 mod wait;
 mod workdir;
 

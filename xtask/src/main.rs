@@ -9,6 +9,7 @@ mod ebpf;
 mod image;
 mod jaeger;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -55,6 +56,9 @@ enum Command {
     /// Build the agent and collector images without Docker and push them (to the local cluster's registry)
     #[command(long_about = image::LONG_ABOUT)]
     Image(image::ImageArgs),
+    /// kubectl operations in a loop against the traced local cluster: every flow checked, RSS sampled
+    #[command(long_about = soak::LONG_ABOUT)]
+    Soak(soak::SoakArgs),
     /// Build (once; then cached) the Jaeger the OTLP export test sends traces to
     Jaeger,
 }
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Image(args) => image::run(args),
+        Command::Soak(args) => soak::run(args),
         Command::Jaeger => jaeger::ensure().map(|bin| println!("{}", bin.display())),
     };
     match result {
