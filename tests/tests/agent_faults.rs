@@ -159,6 +159,8 @@ fn reported_lost(status: &Value, node: &str) -> u64 {
     .sum::<u64>()
 }
 
+/// `ktrail show ID`; its header (the flow line and its `!` lines) is printed for the
+/// record (RELIABILITY.md quotes it).
 fn show(cluster: &TwoNodes, id: &str) -> String {
     let out = run_with_timeout(cluster.cli(["show", id]), Duration::from_secs(15))
         .expect("ktrail show runs");
@@ -167,7 +169,14 @@ fn show(cluster: &TwoNodes, id: &str) -> String {
         "ktrail show {id}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in text
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with(['+', '-']))
+    {
+        eprintln!("ktrail show: {line}");
+    }
+    text
 }
 
 /// The worker's agent is stopped (SIGSTOP) while a traced `kubelet` floods the API server,

@@ -79,7 +79,7 @@ fn gap_line(flow_start: u64, g: &FlowGap) -> String {
             "  ! agent on {} gone at {} ({}): that node's hops after it are missing",
             g.node,
             at(g.start_unix_ns),
-            g.reason
+            g.reason.strip_prefix("agent gone: ").unwrap_or(&g.reason)
         );
     }
     let when = if g.start_unix_ns == g.end_unix_ns {
@@ -324,6 +324,48 @@ mod tests {
         );
         assert!(lines[2].contains("    ? ⇒ ? exec c"), "{}", lines[2]);
         assert!(lines[3].contains("      ? ⇒ ? exec d"), "{}", lines[3]);
+    }
+
+    #[test]
+    fn gaps_say_where_events_were_lost_and_which_agent_went() {
+        use ktrail_proto::v1::FlowGap;
+        let s = 1_000_000_000;
+        let flow = Flow {
+            id: "f-1".into(),
+            start_unix_ns: 10 * s,
+            events_lost: 58_932,
+            gaps: vec![
+                FlowGap {
+                    node: "k8s-worker".into(),
+                    events_lost: 58_932,
+                    reason: "ring buffer full".into(),
+                    start_unix_ns: 10 * s + s / 2,
+                    end_unix_ns: 12 * s,
+                    agent_gone: false,
+                },
+                FlowGap {
+                    node: "k8s-worker".into(),
+                    reason: "agent gone: its stream failed (reset)".into(),
+                    start_unix_ns: 13 * s,
+                    end_unix_ns: 13 * s,
+                    agent_gone: true,
+                    ..FlowGap::default()
+                },
+            ],
+            ..Flow::default()
+        };
+        let lines = flow_header(&flow, &Style::plain());
+        assert_eq!(
+            lines[1],
+            "  ! 58932 events lost here: k8s-worker, ring buffer full, +0.500 s … +2.000 s: \
+             hops may be missing"
+        );
+        assert_eq!(
+            lines[2],
+            "  ! agent on k8s-worker gone at +3.000 s (its stream failed (reset)): that node's \
+             hops after it are missing"
+        );
+        assert_eq!(lines.len(), 3, "the total is not repeated: {lines:?}");
     }
 
     #[test]
