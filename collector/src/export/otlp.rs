@@ -181,6 +181,15 @@ fn error_message(hop: &Hop, flow: &Flow) -> Option<String> {
     })
 }
 
+/// "k8s-worker: 58932 events lost (ring buffer full)", "k8s-worker: agent gone (…)".
+fn gap_text(g: &ktrail_proto::v1::FlowGap) -> String {
+    if g.agent_gone {
+        format!("{}: {}", g.node, g.reason)
+    } else {
+        format!("{}: {} events lost ({})", g.node, g.events_lost, g.reason)
+    }
+}
+
 fn span(flow: &Flow, hop: &Hop, in_flow: &HashSet<&str>) -> Span {
     let mut a = Attrs::default();
     let h = handler(hop);
@@ -243,6 +252,15 @@ fn span(flow: &Flow, hop: &Hop, in_flow: &HashSet<&str>) -> Span {
         a.str("ktrail.flow.title", &flow.title);
         a.str("ktrail.flow.state", &flow.state);
         a.str("ktrail.flow.state_reason", &flow.state_reason);
+        // Loss travels with the trace: a backend shows that hops may be missing.
+        if !flow.gaps.is_empty() || flow.events_lost > 0 {
+            a.int(
+                "ktrail.flow.events_lost",
+                i64::try_from(flow.events_lost).unwrap_or(i64::MAX),
+            );
+            let gaps: Vec<String> = flow.gaps.iter().map(gap_text).collect();
+            a.strs("ktrail.flow.gaps", &gaps);
+        }
     }
 
     let kind = if hop.kind == "exec" {
@@ -424,6 +442,43 @@ mod tests {
                 .values()
                 .any(|(_, s)| str_attr(s, "ktrail.node") == Some(node)));
         }
+    }
+
+    #[test]
+    fn the_root_span_carries_the_flows_gaps() {
+        let (mut flow, hops) = captured(KUBECTL_RUN);
+        let root_of = |req: &ExportTraceServiceRequest, id: &str| {
+            req.resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| &ss.spans)
+                .find(|s| s.span_id == span_id(id))
+                .cloned()
+                .expect("root span")
+        };
+        let clean = root_of(&trace_request(&flow, &hops), &flow.root_hop_id);
+        assert_eq!(attr(&clean, "ktrail.flow.events_lost"), None);
+        flow.events_lost = 12;
+        flow.gaps = vec![ktrail_proto::v1::FlowGap {
+            node: "k8s-worker".into(),
+            events_lost: 12,
+            reason: "ring buffer full".into(),
+            ..Default::default()
+        }];
+        let lossy = root_of(&trace_request(&flow, &hops), &flow.root_hop_id);
+        assert_eq!(
+            attr(&lossy, "ktrail.flow.events_lost"),
+            Some(&any_value::Value::IntValue(12))
+        );
+        let Some(any_value::Value::ArrayValue(gaps)) = attr(&lossy, "ktrail.flow.gaps") else {
+            panic!("no ktrail.flow.gaps: {:?}", lossy.attributes);
+        };
+        assert_eq!(
+            gaps.values[0].value,
+            Some(any_value::Value::StringValue(
+                "k8s-worker: 12 events lost (ring buffer full)".into()
+            ))
+        );
     }
 
     #[test]

@@ -123,5 +123,39 @@ mod tests {
         let f = flow(&Flow::default());
         assert_eq!(f["failure"], Value::Null);
         assert_eq!(f["closed"], false);
+        assert_eq!(f["gaps"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn a_flows_gaps_are_in_its_json() {
+        let f = flow(&Flow {
+            events_lost: 7,
+            gaps: vec![ktrail_proto::v1::FlowGap {
+                node: "k8s-worker".into(),
+                events_lost: 7,
+                reason: "send buffer full".into(),
+                start_unix_ns: 1_763_000_000_000_000_001,
+                end_unix_ns: 1_763_000_000_500_000_001,
+                agent_gone: false,
+            }],
+            ..Flow::default()
+        });
+        assert_eq!(f["events_lost"], 7);
+        let g = &f["gaps"][0];
+        assert_eq!(
+            (
+                &g["node"],
+                &g["events_lost"],
+                &g["reason"],
+                &g["agent_gone"]
+            ),
+            (
+                &Value::from("k8s-worker"),
+                &Value::from(7),
+                &Value::from("send buffer full"),
+                &Value::from(false)
+            )
+        );
+        assert_eq!(g["end_unix_ns"], "1763000000500000001");
     }
 }
