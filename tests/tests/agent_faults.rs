@@ -69,7 +69,7 @@ fn flows(watch: &ChildGuard) -> Vec<Value> {
     out
 }
 
-/// The id of kubectl's flow once it spans `node` and has settled in (10 hops, open).
+/// The id of kubectl's flow once it spans `node` and is well under way (10 hops, open).
 fn kubectl_flow(watch: &mut ChildGuard, node: &str) -> String {
     wait_for(
         &format!("kubectl's flow, on {node}, in `ktrail watch`"),
@@ -77,8 +77,7 @@ fn kubectl_flow(watch: &mut ChildGuard, node: &str) -> String {
         || {
             watch.ensure_running()?;
             let all = flows(watch);
-            // Settled in: the process's first requests may still become a flow of
-            // their own (stitching learns the process from its exec event).
+            // Well under way: 10 hops, still open.
             let found = all.iter().find(|f| {
                 text_of(f.get("title")).starts_with("kubectl GET")
                     && u64_of(f.get("hop_count")) >= 10
