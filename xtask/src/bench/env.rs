@@ -288,8 +288,13 @@ impl Drop for Service {
 /// The agent's /metrics: `name{labels}` → value; unlabelled counters by name alone, and
 /// `ktrail_agent_events_dropped_total` also summed over its reasons.
 pub fn metrics() -> Result<BTreeMap<String, f64>> {
-    let mut conn =
-        TcpStream::connect(METRICS_ADDR).context("connecting to the agent's /metrics")?;
+    metrics_at(METRICS_ADDR)
+}
+
+/// [`metrics`] of the agent serving /metrics on `addr`.
+pub fn metrics_at(addr: &str) -> Result<BTreeMap<String, f64>> {
+    let mut conn = TcpStream::connect(addr)
+        .with_context(|| format!("connecting to the agent's /metrics on {addr}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
     let mut text = String::new();
