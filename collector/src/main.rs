@@ -16,6 +16,8 @@ use tracing_subscriber::EnvFilter;
 
 // Ingest allocates and frees many small buffers per event (decoded strings and
 // payloads, hops): glibc's malloc was about a fifth of the collector's CPU.
+// `--features system-alloc` leaves it out, for heap profilers that hook malloc (heaptrack).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
