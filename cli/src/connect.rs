@@ -2,9 +2,20 @@
 
 use anyhow::{anyhow, bail};
 use ktrail_proto::client_tls::{self, ClientTls};
+use ktrail_proto::v1::query_client::QueryClient;
 use tonic::transport::Channel;
 
 use crate::args::TlsArgs;
+
+/// Largest reply the CLI accepts: a whole flow comes as one message (each hop
+/// with up to 4 KiB captured each way, and with --syscalls every event's
+/// payload), far over gRPC's default 4 MiB for a deployment of a few pods.
+pub const MAX_REPLY: usize = 512 << 20;
+
+/// A Query client that takes replies up to [`MAX_REPLY`].
+pub fn query_client(channel: Channel) -> QueryClient<Channel> {
+    QueryClient::new(channel).max_decoding_message_size(MAX_REPLY)
+}
 
 /// `127.0.0.1:7700` is taken as `https://127.0.0.1:7700` (`http://` when insecure).
 pub fn normalize_url(url: &str, insecure: bool) -> String {

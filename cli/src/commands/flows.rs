@@ -1,11 +1,10 @@
 //! `ktrail flows`: the flows the collector holds, most recent first.
 
-use ktrail_proto::v1::query_client::QueryClient;
 use ktrail_proto::v1::ListFlowsRequest;
 use tonic::transport::Channel;
 
 use crate::args::{FlowsArgs, Output};
-use crate::connect::call_error;
+use crate::connect::{call_error, query_client};
 use crate::output::Out;
 use crate::render::flow_human::flow_header;
 use crate::render::flow_json::flow_json;
@@ -17,7 +16,7 @@ pub async fn run(
     args: &FlowsArgs,
     out: &mut Out,
 ) -> anyhow::Result<()> {
-    let reply = QueryClient::new(channel)
+    let reply = query_client(channel)
         .list_flows(ListFlowsRequest { limit: args.limit })
         .await
         .map_err(|s| call_error(url, s))?

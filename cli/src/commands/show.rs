@@ -2,12 +2,11 @@
 
 use std::collections::HashMap;
 
-use ktrail_proto::v1::query_client::QueryClient;
 use ktrail_proto::v1::GetFlowRequest;
 use tonic::transport::Channel;
 
 use crate::args::{ShowArgs, ShowFormat};
-use crate::connect::call_error;
+use crate::connect::{call_error, query_client};
 use crate::output::Out;
 use crate::render::event_human::event_line;
 use crate::render::event_json::event_json;
@@ -23,7 +22,7 @@ pub async fn run(
     args: &ShowArgs,
     out: &mut Out,
 ) -> anyhow::Result<()> {
-    let reply = QueryClient::new(channel)
+    let reply = query_client(channel)
         .get_flow(GetFlowRequest {
             id: args.id.clone(),
             with_events: args.syscalls,

@@ -2,12 +2,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ktrail_proto::v1::query_client::QueryClient;
 use ktrail_proto::v1::StatusRequest;
 use tonic::transport::Channel;
 
 use crate::args::{Output, StatusArgs};
-use crate::connect::call_error;
+use crate::connect::{call_error, query_client};
 use crate::output::Out;
 use crate::render::status_human::status_lines;
 use crate::render::status_json::status_json;
@@ -19,7 +18,7 @@ pub async fn run(
     args: &StatusArgs,
     out: &mut Out,
 ) -> anyhow::Result<()> {
-    let reply = QueryClient::new(channel)
+    let reply = query_client(channel)
         .status(StatusRequest {})
         .await
         .map_err(|s| call_error(url, s))?

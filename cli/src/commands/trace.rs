@@ -1,12 +1,11 @@
 //! `ktrail trace`: syscalls and process events, live.
 
 use anyhow::anyhow;
-use ktrail_proto::v1::query_client::QueryClient;
 use ktrail_proto::v1::{trace_update, TraceRequest};
 use tonic::transport::Channel;
 
 use crate::args::{Output, TraceArgs};
-use crate::connect::call_error;
+use crate::connect::{call_error, query_client};
 use crate::output::Out;
 use crate::render::event_human::{event_line, lagged_line};
 use crate::render::event_json::event_json;
@@ -19,7 +18,7 @@ pub async fn run(
     args: &TraceArgs,
     out: &mut Out,
 ) -> anyhow::Result<()> {
-    let mut client = QueryClient::new(channel);
+    let mut client = query_client(channel);
     let request = TraceRequest {
         node: args.node.clone().unwrap_or_default(),
         comm: args.comm.clone().unwrap_or_default(),

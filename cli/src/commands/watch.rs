@@ -5,12 +5,11 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use ktrail_proto::v1::query_client::QueryClient;
 use ktrail_proto::v1::{watch_update, Flow, Hop, WatchRequest};
 use tonic::transport::Channel;
 
 use crate::args::{Output, WatchArgs, WatchView};
-use crate::connect::call_error;
+use crate::connect::{call_error, query_client};
 use crate::output::Out;
 use crate::render::flow_human::{depths, flow_header, flow_hop_line, flow_tree};
 use crate::render::flow_json::flow_json;
@@ -30,7 +29,7 @@ pub async fn run(
     args: &WatchArgs,
     out: &mut Out,
 ) -> anyhow::Result<()> {
-    let mut client = QueryClient::new(channel);
+    let mut client = query_client(channel);
     let mut stream = client
         .watch(WatchRequest {
             replay: args.replay,
