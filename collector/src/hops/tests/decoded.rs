@@ -110,6 +110,22 @@ fn replay_views(
     sim.run_for(1_000);
 }
 
+/// The hops of a capture replayed between a TCP client and server named
+/// `client_comm` and `server_comm`, and their description for messages.
+fn replayed(
+    client_comm: &'static str,
+    server_comm: &'static str,
+    name: &str,
+    r: Replay,
+) -> (Vec<Hop>, String) {
+    let mut sim = Sim::new();
+    let (c, s) = pair(client_comm, server_comm);
+    replay(&mut sim, &c, &s, &vector(name), r);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    (hops, all)
+}
+
 fn describe(hops: &[Hop]) -> String {
     hops.iter()
         .map(|h| {
@@ -123,11 +139,7 @@ fn describe(hops: &[Hop]) -> String {
 
 #[test]
 fn kubectl_run_traffic_becomes_one_hop_per_request_with_method_path_status() {
-    let mut sim = Sim::new();
-    let (c, s) = pair("kubectl", "kube-apiserver");
-    replay(&mut sim, &c, &s, &vector("kubectl-run.txt"), BOTH_TLS);
-    let hops = sim.take_hops();
-    let all = describe(&hops);
+    let (hops, all) = replayed("kubectl", "kube-apiserver", "kubectl-run.txt", BOTH_TLS);
     let create = hops
         .iter()
         .find(|h| h.method == "POST")
@@ -283,11 +295,12 @@ fn etcd_watch_yields_one_hop_per_event_as_they_arrive() {
 
 #[test]
 fn kubernetes_watch_yields_one_hop_per_event() {
-    let mut sim = Sim::new();
-    let (c, s) = pair("kubectl", "kube-apiserver");
-    replay(&mut sim, &c, &s, &vector("kubectl-get-watch.txt"), BOTH_TLS);
-    let hops = sim.take_hops();
-    let all = describe(&hops);
+    let (hops, all) = replayed(
+        "kubectl",
+        "kube-apiserver",
+        "kubectl-get-watch.txt",
+        BOTH_TLS,
+    );
     let watch = hops
         .iter()
         .find(|h| h.kind == "request/response" && h.path.contains("watch=true"))
@@ -309,17 +322,13 @@ fn kubernetes_watch_yields_one_hop_per_event() {
 
 #[test]
 fn the_server_side_decodes_when_the_client_is_unobserved() {
-    let mut sim = Sim::new();
-    let (c, s) = pair("kubectl", "kube-apiserver");
     let server_only = Replay {
         client: false,
         server: true,
         tls: true,
         one_node: false,
     };
-    replay(&mut sim, &c, &s, &vector("kubectl-run.txt"), server_only);
-    let hops = sim.take_hops();
-    let all = describe(&hops);
+    let (hops, all) = replayed("kubectl", "kube-apiserver", "kubectl-run.txt", server_only);
     let create = hops
         .iter()
         .find(|h| h.method == "POST")
@@ -378,17 +387,13 @@ fn cri_calls_over_a_unix_socket_carry_pod_container_and_image() {
 
 #[test]
 fn http1_exchanges_are_annotated_and_a_watch_gives_one_hop_per_event() {
-    let mut sim = Sim::new();
-    let (c, s) = pair("kubelet", "kube-apiserver");
     let plain = Replay {
         client: true,
         server: true,
         tls: false,
         one_node: false,
     };
-    replay(&mut sim, &c, &s, &vector("http1-kubectl.txt"), plain);
-    let hops = sim.take_hops();
-    let all = describe(&hops);
+    let (hops, all) = replayed("kubelet", "kube-apiserver", "http1-kubectl.txt", plain);
     let create = hops
         .iter()
         .find(|h| h.method == "POST" && h.path.contains("/pods?"))
@@ -595,11 +600,12 @@ fn tls_plaintext_replaces_the_handshake_and_ciphertext_on_an_h2_connection() {
 
 #[test]
 fn kube_scheduler_protobuf_watch_and_binding() {
-    let mut sim = Sim::new();
-    let (c, s) = pair("kube-scheduler", "kube-apiserver");
-    replay(&mut sim, &c, &s, &vector("kube-scheduler.txt"), BOTH_TLS);
-    let hops = sim.take_hops();
-    let all = describe(&hops);
+    let (hops, all) = replayed(
+        "kube-scheduler",
+        "kube-apiserver",
+        "kube-scheduler.txt",
+        BOTH_TLS,
+    );
     let binding = hops
         .iter()
         .find(|h| h.method == "POST" && h.path.contains("/binding"))
