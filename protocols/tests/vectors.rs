@@ -9,27 +9,8 @@ use ktrail_protocols::{ConnectionDecoder, Direction, HeaderValue, Message, Part,
 
 mod expected {
 
-    pub const H2C: &[&str] = &[
-        "POST /api/v1/namespaces/default/pods?fieldManager=kubectl-run [Pod default/mynginx-trace-test]",
-        "POST /api/v1/namespaces/default/pods?fieldManager=kubectl-run → 201 [Pod default/mynginx-trace-test Pending]",
-        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true",
-        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true → 200",
-        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true: ADDED Pod default/mynginx-trace-test Pending",
-        "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true: MODIFIED Pod default/mynginx-trace-test node=ktrail-worker Pending",
-        "POST /api/v1/namespaces/default/pods/mynginx-trace-test/binding [Binding default/mynginx-trace-test → ktrail-worker]",
-        "POST /api/v1/namespaces/default/pods/mynginx-trace-test/binding → 201 [Status 201]",
-        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true",
-        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true → 200",
-        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true: ADDED Pod default/mynginx-trace-test Pending",
-        "GET /api/v1/namespaces/default/pods?resourceVersion=1234&watch=true: MODIFIED Pod default/mynginx-trace-test node=ktrail-worker Pending",
-        "PATCH /api/v1/namespaces/default/pods/mynginx-trace-test/status [object Running]",
-        "PATCH /api/v1/namespaces/default/pods/mynginx-trace-test/status → 200 [Pod default/mynginx-trace-test node=ktrail-worker Running]",
-        "GET /api/v1/namespaces/default/secrets/db-credentials",
-        "GET /api/v1/namespaces/default/secrets/db-credentials → 200 [Secret default/db-credentials]",
-        "GET /api/v1/namespaces/default/pods/missing",
-        "GET /api/v1/namespaces/default/pods/missing → 404 [Status 404 NotFound]",
-];
-    pub const HTTP1: &[&str] = &[
+    /// The same requests over h2c and over HTTP/1.1 decode to the same summaries.
+    pub const KUBECTL_FLOW: &[&str] = &[
         "POST /api/v1/namespaces/default/pods?fieldManager=kubectl-run [Pod default/mynginx-trace-test]",
         "POST /api/v1/namespaces/default/pods?fieldManager=kubectl-run → 201 [Pod default/mynginx-trace-test Pending]",
         "GET /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dmynginx-trace-test&resourceVersion=1234&watch=true",
@@ -132,7 +113,7 @@ fn assert_no_secrets(msgs: &[Message]) {
 #[test]
 fn h2c_kubectl_flow_decodes_fully() {
     let msgs = replay(&chunks("h2c-kubectl.txt"), AGENT_CAP);
-    assert_eq!(summaries(&msgs), expected::H2C);
+    assert_eq!(summaries(&msgs), expected::KUBECTL_FLOW);
     for m in &msgs {
         assert_eq!(m.protocol, Protocol::Http2);
         assert!(m.stream_id.is_some_and(|s| s % 2 == 1));
@@ -194,7 +175,7 @@ fn h2c_kubectl_flow_decodes_fully() {
 #[test]
 fn http1_kubectl_flow_decodes_fully() {
     let msgs = replay(&chunks("http1-kubectl.txt"), AGENT_CAP);
-    assert_eq!(summaries(&msgs), expected::HTTP1);
+    assert_eq!(summaries(&msgs), expected::KUBECTL_FLOW);
     assert!(msgs
         .iter()
         .all(|m| m.protocol == Protocol::Http1 && !m.unknown));
@@ -561,7 +542,7 @@ fn directions_given_the_wrong_way_round_are_swapped() {
         msgs.extend(d.feed(ch.dir, &ch.data, ch.total_len, 0));
     }
     assert!(d.swapped());
-    assert_eq!(summaries(&msgs)[..2], expected::HTTP1[..2]);
+    assert_eq!(summaries(&msgs)[..2], expected::KUBECTL_FLOW[..2]);
     assert_eq!(msgs[0].direction, Direction::ClientToServer);
 }
 
