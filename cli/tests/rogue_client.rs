@@ -13,7 +13,9 @@ use ktrail_collector::server::MAX_AGENT_MESSAGE;
 use ktrail_proto::v1::agent_message::Body;
 use ktrail_proto::v1::ingest_client::IngestClient;
 use ktrail_proto::v1::query_client::QueryClient;
-use ktrail_proto::v1::{AgentMessage, Event, EventBatch, Hello, ListFlowsRequest, StatusRequest};
+use ktrail_proto::v1::{
+    AgentMessage, Event, EventBatch, Hello, ListFlowsRequest, LossReport, StatusRequest,
+};
 use prost::bytes::{Buf, BufMut};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -265,6 +267,44 @@ async fn malformed_and_oversized_messages_are_refused_and_the_collector_serves_o
         read.is_ok(),
         "the collector must close a connection that is not TLS"
     );
+
+    // A well-formed report with absurd counts: sums saturate, nothing panics
+    // (in the collector's hop task, which every agent shares, or in the CLI).
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello("rogue-3")).await.expect("queue");
+    tx.send(AgentMessage {
+        body: Some(Body::Loss(LossReport {
+            ringbuf_full_per_cpu: vec![u64::MAX, u64::MAX],
+            buffer_full: u64::MAX,
+            last_seq: u64::MAX,
+            sent_unix_ns: u64::MAX,
+            ..LossReport::default()
+        })),
+    })
+    .await
+    .expect("queue");
+    let _rogue_stream = IngestClient::new(rogue.clone())
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("a well-formed stream is accepted");
+    let listed = tokio::time::timeout(WAIT, async {
+        loop {
+            let status = QueryClient::new(rogue.clone())
+                .status(StatusRequest {})
+                .await
+                .expect("status")
+                .into_inner();
+            if let Some(a) = status.agents.into_iter().find(|a| a.agent_id == "rogue-3") {
+                if a.loss.is_some() {
+                    return a;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the absurd report recorded");
+    assert_eq!(listed.loss.map(|l| l.buffer_full), Some(u64::MAX));
 
     a_good_agent_is_still_served(&s, &rogue).await;
     s.collector

@@ -48,7 +48,7 @@ fn row(a: &AgentStatus, now_ns: u64) -> Vec<String> {
         a.events_received.to_string(),
         a.contiguous_seq.to_string(),
         a.duplicates_ignored.to_string(),
-        loss.ringbuf_full_per_cpu.iter().sum::<u64>().to_string(),
+        super::status_json::ringbuf_full(&loss).to_string(),
         loss.inflight_full.to_string(),
         loss.tracked_full.to_string(),
         loss.read_failed.to_string(),

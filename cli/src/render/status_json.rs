@@ -76,10 +76,18 @@ fn pipeline(p: &PipelineCounters) -> PipelineJson {
     }
 }
 
+/// The per-CPU ring-buffer drops summed, saturating: the report comes from an
+/// agent, and a rogue one's must not overflow (a panic in debug builds).
+pub fn ringbuf_full(l: &LossReport) -> u64 {
+    l.ringbuf_full_per_cpu
+        .iter()
+        .fold(0u64, |a, n| a.saturating_add(*n))
+}
+
 fn loss(l: &LossReport) -> LossJson<'_> {
     LossJson {
         ringbuf_full_per_cpu: &l.ringbuf_full_per_cpu,
-        ringbuf_full: l.ringbuf_full_per_cpu.iter().sum(),
+        ringbuf_full: ringbuf_full(l),
         inflight_full: l.inflight_full,
         tracked_full: l.tracked_full,
         read_failed: l.read_failed,

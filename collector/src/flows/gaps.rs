@@ -46,7 +46,8 @@ pub fn add_gap(flow: &mut Flow, w: &LossWindow) {
     match have {
         Some(i) => {
             let g = &mut flow.gaps[i];
-            g.events_lost += w.events_lost;
+            // Saturating: counts come from agents, and a rogue one may send anything.
+            g.events_lost = g.events_lost.saturating_add(w.events_lost);
             g.start_unix_ns = g.start_unix_ns.min(w.start_unix_ns);
             g.end_unix_ns = g.end_unix_ns.max(w.end_unix_ns);
             for reason in w.reason.split(", ") {
@@ -67,7 +68,7 @@ pub fn add_gap(flow: &mut Flow, w: &LossWindow) {
         // Still counted in the total below: the count is never dropped.
         None => {}
     }
-    flow.events_lost += w.events_lost;
+    flow.events_lost = flow.events_lost.saturating_add(w.events_lost);
 }
 
 /// Recent loss windows and nodes whose agent is gone, for flows that start

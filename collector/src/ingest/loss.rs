@@ -12,7 +12,14 @@ use crate::node_clocks::NodeClocks;
 /// such an event is still sent, only without its payload.
 fn lost_counts(r: &LossReport) -> [(&'static str, u64); 5] {
     [
-        ("ring buffer full", r.ringbuf_full_per_cpu.iter().sum()),
+        (
+            "ring buffer full",
+            // Saturating: a rogue agent's report must not overflow (a panic
+            // in debug builds) or wrap.
+            r.ringbuf_full_per_cpu
+                .iter()
+                .fold(0u64, |a, n| a.saturating_add(*n)),
+        ),
         ("in-flight syscall table full", r.inflight_full),
         ("tracked-process table full", r.tracked_full),
         ("send buffer full", r.buffer_full),
@@ -35,7 +42,7 @@ pub fn loss_since(
         let was = before.map_or(0, |b| b[i].1);
         let delta = now.saturating_sub(was);
         if delta > 0 {
-            total += delta;
+            total = u64::saturating_add(total, delta);
             reasons.push(reason);
         }
     }
@@ -82,5 +89,17 @@ mod tests {
         assert_eq!((w.events_lost, w.reason.as_str()), (10, "ring buffer full"));
         assert_eq!((w.start_unix_ns, w.end_unix_ns), (1_000, 2_000));
         assert_eq!(loss_since("w", Some(&second), &second, &clocks), None);
+    }
+
+    #[test]
+    fn a_rogue_report_saturates_instead_of_overflowing() {
+        let rogue = LossReport {
+            ringbuf_full_per_cpu: vec![u64::MAX, u64::MAX],
+            buffer_full: u64::MAX,
+            sent_unix_ns: 1,
+            ..LossReport::default()
+        };
+        let w = loss_since("w", None, &rogue, &NodeClocks::default()).expect("lost");
+        assert_eq!(w.events_lost, u64::MAX);
     }
 }
