@@ -449,6 +449,37 @@ mod tests {
     }
 
     #[test]
+    fn mutated_and_cut_buffers_never_panic_and_keep_their_length() {
+        // The agent runs this on every captured buffer: any bytes at all.
+        let seeds: [Vec<u8>; 3] = [
+            kubectl_create_frame(),
+            br#"{"kind":"Secret","data":{"a":"eA==","b":"\"x"},"stringData":{"c":"d"}}"#.to_vec(),
+            b"kind: Secret\ndata:\n  a: eA==\nkubectl.kubernetes.io/last-applied-configuration: |\n  x\n"
+                .to_vec(),
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for seed in &seeds {
+            for _ in 0..20_000 {
+                let mut b = seed.clone();
+                for _ in 0..(next() % 4) {
+                    let i = (next() as usize) % b.len();
+                    b[i] = next() as u8;
+                }
+                b.truncate(1 + (next() as usize) % b.len());
+                let len = b.len();
+                buffer(&mut b);
+                assert_eq!(b.len(), len);
+            }
+        }
+    }
+
+    #[test]
     fn command_lines() {
         let (l, c) = cmdline(
             "kubectl --kubeconfig /a.conf create secret generic s --from-literal=password=4fcd --from-literal=user=bob",
