@@ -5,13 +5,10 @@
 
 mod fake;
 
-use std::process::Stdio;
-
 use fake::*;
 use ktrail_proto::v1::query_client::QueryClient;
 use ktrail_proto::v1::ListFlowsRequest;
 use ktrail_proto::Socket;
-use tokio::process::Command;
 
 const REQUESTS: u64 = 700;
 
@@ -26,29 +23,6 @@ fn exchange(i: u64) -> (Vec<u8>, Vec<u8>) {
     let mut resp = head.as_bytes().to_vec();
     resp.resize(head.len() + 4058, b'r');
     (req, resp)
-}
-
-async fn show(url: &str, id: &str, format: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ktrail"))
-        .args([
-            "--collector",
-            url,
-            "--insecure",
-            "show",
-            id,
-            "--format",
-            format,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run ktrail");
-    assert!(
-        out.status.success(),
-        "ktrail show --format {format} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@
 mod fake;
 
 use std::io::{Read, Write};
-use std::process::Stdio;
 use std::time::Duration;
 
 use fake::*;
@@ -15,34 +14,10 @@ use ktrail_proto::v1::query_client::QueryClient;
 use ktrail_proto::v1::ListFlowsRequest;
 use ktrail_proto::Socket;
 use serde_json::Value;
-use tokio::process::Command;
 
 const POST: &[u8] =
     b"POST /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: cp\r\nContent-Length: 2\r\n\r\n{}";
 const CREATED: &[u8] = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}";
-
-async fn show(url: &str, id: &str, format: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ktrail"))
-        .args([
-            "--collector",
-            url,
-            "--insecure",
-            "show",
-            id,
-            "--format",
-            format,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run ktrail");
-    assert!(
-        out.status.success(),
-        "ktrail show failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
 
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");

@@ -149,3 +149,28 @@ pub async fn wait_hops(url: &str, n: usize) {
     .await
     .expect("hops in time");
 }
+
+/// `ktrail --collector URL --insecure show ID --format FORMAT`: its stdout;
+/// fails the test if it fails.
+pub async fn show(url: &str, id: &str, format: &str) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ktrail"))
+        .args([
+            "--collector",
+            url,
+            "--insecure",
+            "show",
+            id,
+            "--format",
+            format,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run ktrail");
+    assert!(
+        out.status.success(),
+        "ktrail show failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
