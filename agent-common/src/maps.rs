@@ -3,6 +3,9 @@
 pub const EVENTS: &str = "EVENTS";
 pub const TRACKED: &str = "TRACKED";
 pub const TARGETS: &str = "TARGETS";
+/// ktrail's own process names: a tracked process that execs one of them is dropped.
+pub const OWN_COMMS: &str = "OWN_COMMS";
+pub const MAX_OWN_COMMS: u32 = 4;
 pub const CONFIG: &str = "CONFIG";
 pub const DROPS: &str = "DROPS";
 /// Per-thread array (index = tid): the traced syscall in flight and its entry time.

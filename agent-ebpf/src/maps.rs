@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use ktrail_agent_common::{
     maps::{
-        DEFAULT_MAX_TIDS, DROP_SLOTS, MAX_CLOSING, MAX_GO_CONN_TYPES, MAX_GO_TLS_CALLS, MAX_SOCK_OWNERS, MAX_TARGETS,
+        DEFAULT_MAX_TIDS, DROP_SLOTS, MAX_CLOSING, MAX_GO_CONN_TYPES, MAX_GO_TLS_CALLS, MAX_OWN_COMMS, MAX_SOCK_OWNERS, MAX_TARGETS,
         MAX_TRACKED, RING_BYTES,
     },
     AgentConfig, GoCall, GoCallKey, GoConnTypeKey, ProcessEvent, SocketInfo, SyscallEvent, TargetPattern,
@@ -23,6 +23,11 @@ pub static TRACKED: HashMap<u32, TrackedProcess> = HashMap::with_max_entries(MAX
 
 #[map]
 pub static TARGETS: Array<TargetPattern> = Array::with_max_entries(MAX_TARGETS, 0);
+
+/// ktrail's own binaries (see agent/src/exclude.rs): never traced, even as a
+/// descendant of a target (the collector's pod descends from a containerd shim).
+#[map]
+pub static OWN_COMMS: Array<TargetPattern> = Array::with_max_entries(MAX_OWN_COMMS, 0);
 
 #[map]
 pub static CONFIG: Array<AgentConfig> = Array::with_max_entries(1, 0);

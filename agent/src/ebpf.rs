@@ -104,6 +104,17 @@ impl Programs {
         for (i, p) in targets.iter().enumerate() {
             t.set(i as u32, *p, 0).map_err(map_err(names::TARGETS))?;
         }
+        let mut own: Array<_, TargetPattern> = Array::try_from(
+            ebpf.map_mut(names::OWN_COMMS)
+                .ok_or(LoadError::MissingMap(names::OWN_COMMS))?,
+        )
+        .map_err(map_err(names::OWN_COMMS))?;
+        let own_patterns = crate::exclude::OWN_BINARIES
+            .iter()
+            .filter_map(|name| TargetPattern::new(name.as_bytes()));
+        for (i, p) in own_patterns.enumerate() {
+            own.set(i as u32, p, 0).map_err(map_err(names::OWN_COMMS))?;
+        }
         Ok(Self { ebpf })
     }
 

@@ -7,9 +7,12 @@
 //! writes and hops. The agent itself is never tracked (it exec'd before its programs
 //! were loaded, and the /proc scan skips it).
 //!
-//! Every `SWEEP`, the tracked processes whose executable is one of ktrail's are
-//! removed from TRACKED; their children are then not inherited either. What such a
-//! process did before the sweep (at most `SWEEP` of it) is still reported.
+//! The kernel side drops a tracked process the moment it execs one of ktrail's
+//! binaries (by name, `OWN_COMMS`), before its first syscall. This sweep covers
+//! the rest: every `SWEEP`, the tracked processes whose executable is one of
+//! ktrail's are removed from TRACKED — those already running when the agent
+//! started (its /proc scan selects descendants of targets) and any whose
+//! executable was renamed; their children are then not inherited either.
 
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 const SWEEP: Duration = Duration::from_millis(200);
-const OWN_BINARIES: [&str; 3] = ["ktrail-collector", "ktrail-agent", "ktrail"];
+pub const OWN_BINARIES: [&str; 3] = ["ktrail-collector", "ktrail-agent", "ktrail"];
 
 /// Whether the process behind `pid` runs one of ktrail's binaries.
 fn is_ktrail(pid: u32) -> bool {

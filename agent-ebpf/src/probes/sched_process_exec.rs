@@ -1,21 +1,22 @@
 //! `sched:sched_process_exec`: start tracking processes that exec a target name, and
-//! report every exec of a tracked process (filename, old pid, network namespace).
+//! report every exec of a tracked process (filename, old pid, network namespace);
+//! stop tracking one that execs ktrail's own binaries.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
     macros::tracepoint,
     programs::TracePointContext,
     EbpfContext,
 };
 use ktrail_agent_common::{
-    maps::{DROP_TRACKED_FULL, MAX_TARGETS},
+    maps::{DROP_TRACKED_FULL, MAX_OWN_COMMS, MAX_TARGETS},
     EventKind, TrackedProcess, COMM_LEN, TRACKED_BY_NAME,
 };
 
 use crate::{
     emit::{config, count_drop, current_tgid, fill_header, output, tracked},
     kernel::current_netns,
-    maps::{PROCESS_SCRATCH, TARGETS, TRACKED},
+    maps::{ENTERED, OWN_COMMS, PROCESS_SCRATCH, TARGETS, TRACKED},
 };
 
 use ktrail_agent_common::tracepoints::exec::{FILENAME_DATA_LOC, OLD_PID};
@@ -39,12 +40,35 @@ fn matches_target(comm: &[u8; COMM_LEN]) -> bool {
     false
 }
 
+fn is_own(comm: &[u8; COMM_LEN]) -> bool {
+    let mut i = 0;
+    while i < MAX_OWN_COMMS {
+        if let Some(pattern) = OWN_COMMS.get(i) {
+            if pattern.matches(comm) {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
 fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let cfg = config().ok_or(-1i64)?;
     let tgid = current_tgid();
     let netns = current_netns(&cfg.offsets).unwrap_or(0);
+    let comm = bpf_get_current_comm()?;
+    if is_own(&comm) {
+        // Tracing ktrail's own collector or CLI is a feedback loop: every
+        // batch it reads becomes new events. Dropped before its first syscall,
+        // and the execve in flight (entered by the process it was) not reported.
+        let _ = TRACKED.remove(&tgid);
+        if let Some(slot) = ENTERED.get_ptr_mut(bpf_get_current_pid_tgid() as u32) {
+            unsafe { *slot = 0 };
+        }
+        return Ok(());
+    }
     if tracked(tgid).is_none() {
-        let comm = bpf_get_current_comm()?;
         if !matches_target(&comm) {
             return Ok(());
         }
