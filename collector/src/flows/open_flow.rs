@@ -16,11 +16,13 @@ pub const IDLE: &str = "idle";
 
 /// Warning Event reasons after which the operation will not get further
 /// by itself (the kubelet and scheduler retry, but the user must act).
-const TERMINAL_REASONS: [&str; 9] = [
+/// Other warnings — FailedMount above all, which the kubelet posts while a
+/// pod's configmap or token volume is not synced yet and which clears by
+/// itself — fail a flow only if it then makes no progress (goes idle).
+const TERMINAL_REASONS: [&str; 8] = [
     "Failed",
     "FailedScheduling",
     "FailedCreatePodSandBox",
-    "FailedMount",
     "FailedAttachVolume",
     "InspectFailed",
     "ErrImageNeverPull",
@@ -259,7 +261,9 @@ impl OpenFlow {
             let reported = hop.kind == "request/response"
                 && hop.path.contains("/events")
                 && matches!(hop.method.as_str(), "POST" | "PUT" | "PATCH");
-            if o.event_type == "Warning" && reported && self.flow.failure.is_none() {
+            // A terminal warning replaces one that was not.
+            let replaces = self.flow.failure.is_none() || !self.failure_terminal;
+            if o.event_type == "Warning" && reported && replaces {
                 self.failure_terminal = TERMINAL_REASONS.contains(&o.reason.as_str());
                 self.flow.failure = Some(FlowFailure {
                     hop_id: hop.id.clone(),
@@ -372,6 +376,9 @@ impl OpenFlow {
                         format!("no hop for {} s", cfg.idle_ns / 1_000_000_000);
                 }
             } else if !self.pods.is_empty() && self.pods.values().all(|r| *r) {
+                // A warning that did not stop the pods was not the outcome
+                // (its Event is still among the flow's hops).
+                self.flow.failure = None;
                 self.flow.state = SETTLED.into();
                 self.flow.state_reason = match self.pods.len() {
                     1 => {
@@ -388,8 +395,18 @@ impl OpenFlow {
                 self.flow.state = SETTLED.into();
                 self.flow.state_reason = "done".into();
             } else if quiet >= cfg.idle_ns {
-                self.flow.state = IDLE.into();
-                self.flow.state_reason = format!("no hop for {} s", cfg.idle_ns / 1_000_000_000);
+                match &self.flow.failure {
+                    // Stuck after a warning: that warning is why.
+                    Some(f) => {
+                        self.flow.state = FAILED.into();
+                        self.flow.state_reason = format!("{} failed", f.component);
+                    }
+                    None => {
+                        self.flow.state = IDLE.into();
+                        self.flow.state_reason =
+                            format!("no hop for {} s", cfg.idle_ns / 1_000_000_000);
+                    }
+                }
             }
         }
         if self.finished_at.is_none() && matches!(self.flow.state.as_str(), SETTLED | FAILED) {

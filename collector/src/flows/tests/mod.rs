@@ -1,2 +1,3 @@
 mod capture;
 mod succession;
+mod warnings;
