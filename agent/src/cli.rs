@@ -68,7 +68,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_TARGETS)]
     pub targets: Vec<String>,
 
-    /// Bytes of each read/write buffer to capture (like `strace -s`), 0..=4096.
+    /// Bytes of each socket read/write buffer to capture (like `strace -s`), 0..=4096.
+    /// Reads and writes of files, pipes and terminals are reported without their bytes.
     #[arg(long, default_value_t = 4096)]
     pub payload_bytes: u32,
 

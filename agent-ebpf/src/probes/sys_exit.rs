@@ -12,7 +12,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use ktrail_agent_common::{
-    Syscall, SyscallEvent, AF_UNIX, ENTERED_TAG_SHIFT, ENTERED_TIME_MASK, FLAG_PAYLOAD_READ_FAILED,
+    FdKind, Syscall, SyscallEvent, AF_UNIX, ENTERED_TAG_SHIFT, ENTERED_TIME_MASK, FLAG_PAYLOAD_READ_FAILED,
     FLAG_SOCKET_AT_ENTRY,
 };
 
@@ -144,7 +144,12 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => args[2],
             _ => 0,
         };
-        if let Some((buf, avail)) = data_buffer(syscall, &args, ret) {
+        // Only what crosses a socket is captured. Files, pipes and terminals carry
+        // nothing a flow needs, and they hold secrets in the clear where no marker
+        // tells them apart: the kubelet writing a Secret volume's files, `kubectl
+        // get secret -o jsonpath=…` printing a bare value.
+        let on_socket = ev.socket.fd_kind == FdKind::Socket as u16;
+        if let (true, Some((buf, avail))) = (on_socket, data_buffer(syscall, &args, ret)) {
             capture_payload(ev, cfg, buf, avail);
         }
     }
