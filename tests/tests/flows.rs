@@ -14,150 +14,38 @@
 //!
 //!     cargo test -p ktrail-tests --test flows -- --nocapture
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-use ktrail_tests::{
-    skip_unless_root, target_dir, wait_for, workspace_bin, workspace_root, Check, ChildGuard,
-    ClusterLock, CLI_BIN,
-};
-use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use ktrail_tests::kubectl::KUBECONFIG;
-const CONTROL_NET: &str = "--net=/run/ktrail-cluster/k8s-control.net";
+use ktrail_tests::traced::{kubectl_control_ok, s, Traced, CONTROL_NET};
+use ktrail_tests::{skip_unless_root, target_dir, ChildGuard, ClusterLock};
+use serde_json::Value;
+
 const STEP: Duration = Duration::from_secs(180);
 
-struct Traced {
-    state: PathBuf,
-}
-
-impl Traced {
-    fn start() -> Self {
-        let state = target_dir().join("test-output").join("flows");
-        let bin = workspace_bin(CLI_BIN)
-            .expect("the CLI binary")
-            .parent()
-            .expect("bin dir")
-            .to_path_buf();
-        let t0 = Instant::now();
-        let status = Command::new("bash")
-            // The worker's clock runs 250 ms ahead: flows must still come out in causal
-            // order on one clock (the collector's correction, collector/src/node_clocks.rs).
-            .env("KTRAIL_TRACE_WORKER_ARGS", "--clock-offset-ms 250")
-            .arg(workspace_root().join("cluster/trace.sh"))
-            .arg("start")
-            .arg(&bin)
-            .arg(&state)
-            .stdin(Stdio::null())
-            .status()
-            .expect("run trace.sh");
-        assert!(
-            status.success(),
-            "cluster/trace.sh start failed (logs in {})",
-            state.display()
-        );
-        eprintln!(
-            "[flows] traced cluster up in {:.0} s",
-            t0.elapsed().as_secs_f64()
-        );
-        Traced { state }
-    }
-
-    fn cli(&self, args: &[&str]) -> Value {
-        let c = self.state.join("certs");
-        let mut cmd = Command::new(workspace_bin(CLI_BIN).expect("the CLI binary"));
-        cmd.arg("--collector")
-            .arg("https://127.0.0.1:7700")
-            .arg("--tls-server-name")
-            .arg("ktrail-collector")
-            .arg("--tls-cert")
-            .arg(c.join("cli.crt"))
-            .arg("--tls-key")
-            .arg(c.join("cli.key"))
-            .arg("--tls-ca")
-            .arg(c.join("ca.crt"))
-            .args(args);
-        let o = run(cmd);
-        assert!(
-            o.status.success(),
-            "ktrail {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let text = String::from_utf8_lossy(&o.stdout);
-        Value::Array(
-            text.lines()
-                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-                .collect(),
-        )
-    }
-
-    /// The flow titled `title`, once it is in `state` and closed (its last version: late
-    /// hops, such as the response that said Running, have joined).
-    fn flow(&self, title: &str, state: &str) -> Value {
-        wait_for(&format!("flow {title:?} {state}"), STEP, || {
-            let flows = self.cli(&["flows", "--limit", "200", "--output", "json"]);
-            let found: Vec<&Value> = flows
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|f| f["title"] == title)
-                .collect();
-            Ok(match found.as_slice() {
-                [f] if f["state"] == state && f["closed"] == true => Check::Done((*f).clone()),
-                [f] => Check::NotYet(format!("state {}, closed {}", f["state"], f["closed"])),
-                [] => Check::NotYet("no such flow yet".into()),
-                _ => Check::NotYet(format!("{} flows with that title", found.len())),
-            })
-        })
-        .unwrap_or_else(|e| panic!("{e:#}"))
-    }
-
-    /// `ktrail show ID --format jsonl`: the hops.
-    fn hops(&self, flow: &Value) -> Vec<Value> {
-        let id = flow["id"].as_str().expect("id");
-        let lines = self.cli(&["show", id, "--format", "jsonl"]);
-        let lines = lines.as_array().expect("lines");
-        assert_eq!(lines[0]["type"], "flow");
-        lines[1..].to_vec()
-    }
-}
-
-impl Drop for Traced {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(workspace_root().join("cluster/trace.sh"))
-            .arg("stop")
-            .arg(&self.state)
-            .status();
-    }
-}
-
-fn run(cmd: Command) -> Output {
-    ktrail_tests::kubectl::run_step(cmd, STEP)
+fn start() -> Traced {
+    let state = target_dir().join("test-output").join("flows");
+    // The worker's clock runs 250 ms ahead: flows must still come out in causal
+    // order on one clock (the collector's correction, collector/src/node_clocks.rs).
+    Traced::start(&state, "--clock-offset-ms 250").unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// kubectl in k8s-control (where its agent traces it), which must succeed.
 fn kubectl(args: &[&str]) -> String {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(CONTROL_NET)
-        .args(["--", "kubectl", "--kubeconfig", KUBECONFIG])
-        .args(args);
-    let o = run(cmd);
-    assert!(
-        o.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    kubectl_control_ok(args, STEP).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-fn s<'a>(v: &'a Value, path: &[&str]) -> &'a str {
-    let mut cur = v;
-    for p in path {
-        cur = &cur[*p];
-    }
-    cur.as_str().unwrap_or("")
+/// The one flow titled `title`, once it is in `state` and closed (its last version:
+/// late hops, such as the response that said Running, have joined).
+fn finished_flow(traced: &Traced, title: &str, state: &str) -> Value {
+    traced
+        .flow(title, state, STEP)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn flow_hops(traced: &Traced, flow: &Value) -> Vec<Value> {
+    traced.hops(flow).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn has(hops: &[Value], what: &str, pred: impl Fn(&Value) -> bool) -> Value {
@@ -201,7 +89,7 @@ fn objects(h: &Value) -> impl Iterator<Item = &Value> {
 fn kubectl_operations_become_flows_on_the_local_cluster() {
     skip_unless_root();
     let _lock = ClusterLock::take();
-    let traced = Traced::start();
+    let traced = start();
     // Hop 12's watcher.
     let mut getw = Command::new("nsenter");
     getw.arg(CONTROL_NET)
@@ -216,7 +104,7 @@ fn kubectl_operations_become_flows_on_the_local_cluster() {
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let _getw = ChildGuard::spawn("kubectl-get-w", getw, &traced.state).expect("kubectl get -w");
+    let _getw = ChildGuard::spawn("kubectl-get-w", getw, traced.state()).expect("kubectl get -w");
     std::thread::sleep(Duration::from_secs(2));
 
     // 1. kubectl run: one flow, the 12 reference hops, causal order, settled in time.
@@ -227,7 +115,11 @@ fn kubectl_operations_become_flows_on_the_local_cluster() {
         "pod/mynginx-trace-test",
         "--timeout=120s",
     ]);
-    let flow = traced.flow("kubectl POST pods default/mynginx-trace-test", "settled");
+    let flow = finished_flow(
+        &traced,
+        "kubectl POST pods default/mynginx-trace-test",
+        "settled",
+    );
     assert_eq!(
         flow["nodes"],
         serde_json::json!(["k8s-control", "k8s-worker"])
@@ -236,7 +128,7 @@ fn kubectl_operations_become_flows_on_the_local_cluster() {
         flow["state_reason"],
         "pod default/mynginx-trace-test Running"
     );
-    let hops = traced.hops(&flow);
+    let hops = flow_hops(&traced, &flow);
     let put = |h: &Value| {
         s(h, &["etcd", "op"]).starts_with("Txn put")
             && h["etcd"]["keys"]
@@ -359,8 +251,8 @@ fn kubectl_operations_become_flows_on_the_local_cluster() {
             );
         }
     }
-    let status = traced.cli(&["status", "--output", "json"]);
-    for a in status[0]["agents"].as_array().into_iter().flatten() {
+    let status = traced.status().unwrap_or_else(|e| panic!("{e:#}"));
+    for a in status["agents"].as_array().into_iter().flatten() {
         eprintln!(
             "[flows] clock correction of {}: {:.3} ms",
             a["node"],
@@ -381,8 +273,8 @@ fn kubectl_operations_become_flows_on_the_local_cluster() {
         "--replicas=2",
     ]);
     kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"]);
-    let flow = traced.flow("kubectl POST deployments default/web", "settled");
-    let hops = traced.hops(&flow);
+    let flow = finished_flow(&traced, "kubectl POST deployments default/web", "settled");
+    let hops = flow_hops(&traced, &flow);
     has(
         &hops,
         "the ReplicaSet created by the controller-manager",
@@ -417,14 +309,14 @@ fn kubectl_operations_become_flows_on_the_local_cluster() {
 
     // 3. A bad image: the flow fails at the pull, naming containerd and the registry's 404.
     kubectl(&["run", "bad", "--image=does-not-exist"]);
-    let flow = traced.flow("kubectl POST pods default/bad", "failed");
+    let flow = finished_flow(&traced, "kubectl POST pods default/bad", "failed");
     assert_eq!(flow["failure"]["component"], "containerd");
     let message = s(&flow, &["failure", "message"]);
     assert!(
         message.starts_with("PullImage: ") && message.contains("does-not-exist"),
         "{message}"
     );
-    let hops = traced.hops(&flow);
+    let hops = flow_hops(&traced, &flow);
     has(&hops, "the registry's 404", |h| {
         s(h, &["client", "comm"]) == "containerd"
             && s(h, &["path"]).contains("/does-not-exist/")
@@ -439,7 +331,7 @@ fn kubectl_operations_become_flows_on_the_local_cluster() {
         "--overrides",
         r#"{"spec":{"containers":[{"name":"huge","image":"nginx","resources":{"requests":{"cpu":"1000"}}}]}}"#,
     ]);
-    let flow = traced.flow("kubectl POST pods default/huge", "failed");
+    let flow = finished_flow(&traced, "kubectl POST pods default/huge", "failed");
     assert_eq!(flow["failure"]["component"], "kube-scheduler", "{flow}");
     let message = s(&flow, &["failure", "message"]);
     assert!(
