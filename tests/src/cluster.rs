@@ -307,6 +307,31 @@ impl TwoNodes {
         Ok(watch)
     }
 
+    /// `ktrail trace --node NODE --output json`, given [`SUBSCRIBE_GRACE`] to subscribe.
+    pub fn spawn_trace(&self, node: &str) -> Result<ChildGuard> {
+        let mut trace = self.spawn_cli("trace", ["trace", "--node", node, "--output", "json"])?;
+        std::thread::sleep(SUBSCRIBE_GRACE);
+        trace.ensure_running()?;
+        Ok(trace)
+    }
+
+    /// Runs `script` with a copy of bash named `kubelet` (so the agent tracks it, and
+    /// every process it starts) in `k8s-worker`, to completion; its output and status.
+    pub fn run_traced_shell(&self, dir: &Path, script: &str) -> Result<ChildGuard> {
+        let shell = dir.join("kubelet");
+        if !shell.exists() {
+            std::fs::copy("/bin/bash", &shell).context("copying bash as kubelet")?;
+        }
+        let mut cmd = netns_command(WORKER, &shell);
+        cmd.args(["-c", script]);
+        let mut child = self.spawn("kubelet-shell", cmd)?;
+        let status = child.wait_timeout(Duration::from_secs(60))?;
+        if !status.success() {
+            bail!("the traced shell failed ({status}):\n{}", child.logs());
+        }
+        Ok(child)
+    }
+
     /// Runs the test peer in `ns` as a file named `comm` (its process name, which is how
     /// the agent picks targets).
     pub fn spawn_target<I, S>(&self, ns: &str, comm: &str, args: I) -> Result<ChildGuard>

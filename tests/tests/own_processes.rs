@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use ktrail_tests::json::json_lines;
 use ktrail_tests::{
-    netns_command, skip_unless_root, wait_for, workspace_bin, Check, ClusterOptions, TwoNodes,
-    PEER_BIN, SUBSCRIBE_GRACE, WORKER,
+    skip_unless_root, wait_for, workspace_bin, Check, ClusterOptions, TwoNodes, PEER_BIN, WORKER,
 };
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,26 +28,14 @@ fn a_tracked_process_that_execs_ktrail_is_dropped_before_its_first_syscall() {
     for name in ["ktrail", "peer-child"] {
         std::fs::copy(&peer, dir.join(name)).expect("copy the peer");
     }
-    // The shell's name makes it a target; its children inherit the tracking.
-    std::fs::copy("/bin/bash", dir.join("kubelet")).expect("copy bash");
-
-    let trace = fx
-        .spawn_cli("trace", ["trace", "--node", WORKER, "--output", "json"])
-        .expect("spawn ktrail trace");
-    std::thread::sleep(SUBSCRIBE_GRACE);
-
+    let trace = fx.spawn_trace(WORKER).expect("spawn ktrail trace");
     let url = TwoNodes::pods_url();
     let script = format!(
         "{d}/ktrail client --url {url} --count 3 && {d}/peer-child client --url {url} --count 3",
         d = dir.display()
     );
-    let mut cmd = netns_command(WORKER, dir.join("kubelet"));
-    cmd.args(["-c", &script]);
-    let mut shell = fx.spawn("kubelet-shell", cmd).expect("spawn the shell");
-    let status = shell
-        .wait_timeout(Duration::from_secs(60))
-        .expect("the shell finishes");
-    assert!(status.success(), "{}", shell.logs());
+    fx.run_traced_shell(&dir, &script)
+        .unwrap_or_else(|e| panic!("{e:#}"));
 
     // The control: the child that is not ktrail is traced, its writes reported.
     let events = wait_for("peer-child's writes", EVENT_TIMEOUT, || {

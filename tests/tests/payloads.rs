@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use ktrail_tests::json::json_lines;
 use ktrail_tests::{
-    netns_command, skip_unless_root, wait_for, workspace_bin, Check, ClusterOptions, TwoNodes,
-    PEER_BIN, SUBSCRIBE_GRACE, WORKER,
+    skip_unless_root, wait_for, workspace_bin, Check, ClusterOptions, TwoNodes, PEER_BIN, WORKER,
 };
 use serde_json::Value;
 
@@ -27,30 +26,17 @@ fn file_and_pipe_writes_are_reported_without_their_bytes() {
     let _server = fx.spawn_server().expect("kube-apiserver peer");
     let dir = fx.dir().join("payloads");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::copy("/bin/bash", dir.join("kubelet")).expect("copy bash");
-    std::fs::copy(
-        workspace_bin(PEER_BIN).expect("test peer"),
-        dir.join("peer"),
-    )
-    .expect("copy the peer");
-
-    let trace = fx
-        .spawn_cli("trace", ["trace", "--node", WORKER, "--output", "json"])
-        .expect("spawn ktrail trace");
-    std::thread::sleep(SUBSCRIBE_GRACE);
-
+    let peer = workspace_bin(PEER_BIN).expect("test peer");
+    std::fs::copy(peer, dir.join("peer")).expect("copy the peer");
+    let trace = fx.spawn_trace(WORKER).expect("spawn ktrail trace");
     let url = TwoNodes::pods_url();
     let script = format!(
         "echo {MARKER} > {d}/volume-file; echo {MARKER}; {d}/peer client --url {url} --count 2",
         d = dir.display()
     );
-    let mut cmd = netns_command(WORKER, dir.join("kubelet"));
-    cmd.args(["-c", &script]);
-    let mut shell = fx.spawn("kubelet-shell", cmd).expect("spawn the shell");
-    let status = shell
-        .wait_timeout(Duration::from_secs(60))
-        .expect("the shell finishes");
-    assert!(status.success(), "{}", shell.logs());
+    let shell = fx
+        .run_traced_shell(&dir, &script)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(shell.stdout().contains(MARKER), "the pipe got the marker");
 
     let kind = |e: &Value| {

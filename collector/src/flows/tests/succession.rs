@@ -2,21 +2,13 @@
 //! API server's etcd writes reach the stitcher after the next operation began, and must
 //! still join the operation that made them, not the newest flow naming the object.
 
-use ktrail_proto::v1::{EtcdInfo, Hop, HopEnd, ObjectRef};
+use ktrail_proto::v1::{EtcdInfo, Hop, ObjectRef};
+
+use super::end;
 
 use crate::flows::{FlowStitcher, StitchConfig, Update};
 
 const MS: u64 = 1_000_000;
-
-fn end(node: &str, pid: u32, comm: &str) -> Option<HopEnd> {
-    Some(HopEnd {
-        node: node.into(),
-        pid,
-        comm: comm.into(),
-        observed: true,
-        ..Default::default()
-    })
-}
 
 fn configmap() -> Vec<ObjectRef> {
     vec![ObjectRef {

@@ -2,22 +2,14 @@
 //! volume is not synced yet clears by itself (the soak saw 2 of 400 pods do it and
 //! run), so it fails the flow only if nothing follows it.
 
-use ktrail_proto::v1::{Flow, Hop, HopEnd, ObjectRef};
+use ktrail_proto::v1::{Flow, Hop, ObjectRef};
+
+use super::end;
 
 use crate::flows::{FlowStitcher, StitchConfig, Update};
 
 const MS: u64 = 1_000_000;
 const S: u64 = 1_000 * MS;
-
-fn end(node: &str, pid: u32, comm: &str) -> Option<HopEnd> {
-    Some(HopEnd {
-        node: node.into(),
-        pid,
-        comm: comm.into(),
-        observed: true,
-        ..Default::default()
-    })
-}
 
 fn pod(phase: &str) -> ObjectRef {
     ObjectRef {
@@ -99,10 +91,10 @@ fn last_flow(out: &[Update]) -> Flow {
         .expect("a flow update")
 }
 
-#[test]
-fn a_failed_mount_that_clears_leaves_the_flow_settled_when_the_pod_runs() {
+/// `kubectl run`, then the kubelet's FailedMount a second later.
+fn after_a_failed_mount(cfg: StitchConfig) -> (u64, FlowStitcher, Vec<Update>) {
     let t0 = 1_800_000_000 * S;
-    let mut s = FlowStitcher::new(StitchConfig::default(), 1);
+    let mut s = FlowStitcher::new(cfg, 1);
     let mut out = Vec::new();
     s.on_hop(kubectl_run(t0), t0, &mut out);
     s.on_hop(
@@ -110,6 +102,12 @@ fn a_failed_mount_that_clears_leaves_the_flow_settled_when_the_pod_runs() {
         t0 + S,
         &mut out,
     );
+    (t0, s, out)
+}
+
+#[test]
+fn a_failed_mount_that_clears_leaves_the_flow_settled_when_the_pod_runs() {
+    let (t0, mut s, mut out) = after_a_failed_mount(StitchConfig::default());
     s.tick(t0 + S + 100 * MS, &mut out);
     let flow = last_flow(&out);
     assert_eq!(flow.state, "running", "a FailedMount alone: {flow:?}");
@@ -128,17 +126,9 @@ fn a_failed_mount_that_clears_leaves_the_flow_settled_when_the_pod_runs() {
 
 #[test]
 fn a_failed_mount_followed_by_nothing_fails_the_flow_when_it_goes_idle() {
-    let t0 = 1_800_000_000 * S;
     let cfg = StitchConfig::default();
     let idle = cfg.idle_ns;
-    let mut s = FlowStitcher::new(cfg, 1);
-    let mut out = Vec::new();
-    s.on_hop(kubectl_run(t0), t0, &mut out);
-    s.on_hop(
-        kubelet_warning("h-mount", "FailedMount", t0 + S),
-        t0 + S,
-        &mut out,
-    );
+    let (t0, mut s, mut out) = after_a_failed_mount(cfg);
     s.tick(t0 + S + idle + S, &mut out);
     let flow = last_flow(&out);
     assert_eq!(flow.state, "failed", "{flow:?}");
@@ -148,15 +138,7 @@ fn a_failed_mount_followed_by_nothing_fails_the_flow_when_it_goes_idle() {
 
 #[test]
 fn a_terminal_warning_after_a_failed_mount_fails_the_flow_at_once() {
-    let t0 = 1_800_000_000 * S;
-    let mut s = FlowStitcher::new(StitchConfig::default(), 1);
-    let mut out = Vec::new();
-    s.on_hop(kubectl_run(t0), t0, &mut out);
-    s.on_hop(
-        kubelet_warning("h-mount", "FailedMount", t0 + S),
-        t0 + S,
-        &mut out,
-    );
+    let (t0, mut s, mut out) = after_a_failed_mount(StitchConfig::default());
     s.on_hop(
         kubelet_warning("h-sandbox", "FailedCreatePodSandBox", t0 + 2 * S),
         t0 + 2 * S,
