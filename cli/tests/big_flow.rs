@@ -6,8 +6,6 @@
 mod fake;
 
 use fake::*;
-use ktrail_proto::v1::query_client::QueryClient;
-use ktrail_proto::v1::ListFlowsRequest;
 use ktrail_proto::Socket;
 
 const REQUESTS: u64 = 700;
@@ -54,26 +52,7 @@ async fn a_flow_over_4_mib_is_shown_whole() {
     events.push(syscall(next(), 7, "kube-apiserver", "close", b"", &s));
     cp.send(events).await;
 
-    let mut query = QueryClient::connect(f.url.clone()).await.expect("query");
-    let flow = tokio::time::timeout(WAIT * 4, async {
-        loop {
-            let flows = query
-                .list_flows(ListFlowsRequest { limit: 10 })
-                .await
-                .expect("list flows")
-                .into_inner()
-                .flows;
-            if let Some(f) = flows
-                .into_iter()
-                .find(|f| u64::from(f.hop_count) >= REQUESTS)
-            {
-                return f;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("the kubectl flow with all its hops");
+    let flow = wait_flow(&f.url, WAIT * 4, |f| u64::from(f.hop_count) >= REQUESTS).await;
 
     let tree = show(&f.url, &flow.id, "tree").await;
     let hop_lines = tree

@@ -10,8 +10,6 @@ use std::time::Duration;
 use fake::*;
 use ktrail_collector::web::WebConfig;
 use ktrail_collector::{Collector, CollectorConfig};
-use ktrail_proto::v1::query_client::QueryClient;
-use ktrail_proto::v1::ListFlowsRequest;
 use ktrail_proto::Socket;
 use serde_json::Value;
 
@@ -64,23 +62,7 @@ async fn a_flow_exports_as_perfetto_and_json_lines_and_serves_on_the_web_api() {
     ])
     .await;
 
-    let mut query = QueryClient::connect(url.clone()).await.expect("query");
-    let flow = tokio::time::timeout(WAIT, async {
-        loop {
-            let flows = query
-                .list_flows(ListFlowsRequest { limit: 10 })
-                .await
-                .expect("list flows")
-                .into_inner()
-                .flows;
-            if let Some(f) = flows.into_iter().find(|f| f.hop_count >= 1) {
-                return f;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("a flow in time");
+    let flow = wait_flow(&url, WAIT, |f| f.hop_count >= 1).await;
     assert!(!flow.root_hop_id.is_empty());
 
     // Perfetto: one JSON document, one slice for the POST, named processes.

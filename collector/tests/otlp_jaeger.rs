@@ -5,8 +5,10 @@
 //! Jaeger's query API must return them as traces with a span per hop, the
 //! parent links, the attributes and the failure.
 
+mod common;
+use common::http_get;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -182,22 +184,6 @@ exporters:
 }
 
 /// A plain HTTP/1.0 GET: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_string()))
-}
-
 fn tag<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
     span["tags"]
         .as_array()?

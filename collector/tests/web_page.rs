@@ -12,9 +12,10 @@
 //! (`?live=0`), the second ends the stream (collector shutdown) once the
 //! hops are sent.
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -282,18 +283,5 @@ async fn hops_arriving_after_the_page_loaded_are_drawn_live() {
 
 /// A plain HTTP/1.0 GET: (status, body).
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("read");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
+    common::http_get(addr, path).expect("GET from the web server")
 }

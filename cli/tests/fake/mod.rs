@@ -12,7 +12,8 @@ use ktrail_proto::v1::event::Body as EventBody;
 use ktrail_proto::v1::ingest_client::IngestClient;
 use ktrail_proto::v1::query_client::QueryClient;
 use ktrail_proto::v1::{
-    AgentMessage, Event, EventBatch, Hello, ListHopsRequest, Socket, SyscallEvent,
+    AgentMessage, Event, EventBatch, Flow, Hello, ListFlowsRequest, ListHopsRequest, Socket,
+    SyscallEvent,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -148,6 +149,28 @@ pub async fn wait_hops(url: &str, n: usize) {
     })
     .await
     .expect("hops in time");
+}
+
+/// Waits (at most `timeout`) for a flow among the 10 most recent for which
+/// `ready` holds.
+pub async fn wait_flow(url: &str, timeout: Duration, ready: impl Fn(&Flow) -> bool) -> Flow {
+    let mut query = QueryClient::connect(url.to_owned()).await.expect("query");
+    tokio::time::timeout(timeout, async {
+        loop {
+            let flows = query
+                .list_flows(ListFlowsRequest { limit: 10 })
+                .await
+                .expect("list flows")
+                .into_inner()
+                .flows;
+            if let Some(f) = flows.into_iter().find(|f| ready(f)) {
+                return f;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the flow in time")
 }
 
 /// `ktrail --collector URL --insecure show ID --format FORMAT`: its stdout;
