@@ -65,7 +65,6 @@ fn conn_fd(conn: u64) -> i32 {
 }
 
 fn try_conn_fd(conn: u64) -> Result<i32, i64> {
-    let cfg = config().ok_or(-1i64)?;
     let (itab, data): (u64, u64) = unsafe {
         (
             bpf_probe_read_user((conn + CONN_ITAB) as *const u64)?,
@@ -80,6 +79,8 @@ fn try_conn_fd(conn: u64) -> Result<i32, i64> {
     if let Some(path) = unsafe { GO_CONN_TYPES.get(&key) } {
         return sysfd_via(data, *path);
     }
+    // Only the search, once per type, checks candidates against the fd table.
+    let cfg = config().ok_or(-1i64)?;
     let mut socket = SocketInfo::default();
     for path in 0..CONN_PATHS {
         let Ok(fd) = sysfd_via(data, path) else {
