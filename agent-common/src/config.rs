@@ -114,6 +114,7 @@ mod pod {
     unsafe impl aya::Pod for super::AgentConfig {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for crate::event::TrackedProcess {}
+    unsafe impl aya::Pod for crate::event::ProcSlot {}
 }
 
 #[cfg(test)]

@@ -171,9 +171,74 @@ pub struct TrackedProcess {
     pub flags: u32,
 }
 
+/// Value of the `PROCS` array (index = tgid): the kernel programs' fast test of whether
+/// a process is traced, and the generation of its fd → socket cache entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcSlot {
+    /// `PROC_*` bits; 0 for a process that is not traced.
+    pub state: u32,
+    /// Bumped whenever fds of the process may have been closed or replaced without a
+    /// `close` of its own (exec, dup2/dup3, close_range, tracking started or ended):
+    /// `FD_CACHE` entries of an older generation are ignored.
+    pub fd_gen: u32,
+}
+
+/// `ProcSlot::state`: the process is traced (in `TRACKED`).
+pub const PROC_TRACKED: u32 = 1;
+/// `ProcSlot::state`: its fd table is shared with another process (clone with
+/// CLONE_FILES, not a thread) or it set up io_uring: fds may close without a close
+/// syscall of its own, so the fd → socket cache is not used for it.
+pub const PROC_NO_FD_CACHE: u32 = 2;
+
+/// Key of `FD_CACHE`: one fd of one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// Value of `FD_CACHE`: what the fd → socket walk found behind one fd. Valid only
+/// while the fd still holds the same `struct file` and the process's `fd_gen` has not
+/// moved; the 4-tuple itself is always read afresh from `sk` (connect and bind change it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdCacheEntry {
+    pub file: u64,
+    /// `struct sock *` for a socket, 0 for a file.
+    pub sk: u64,
+    pub inode: u64,
+    pub fd_gen: u32,
+    /// An [`FdKind`] tag.
+    pub fd_kind: u16,
+    pub _pad: u16,
+}
+
 pub const TRACKED_BY_NAME: u32 = 1;
 pub const TRACKED_BY_PARENT: u32 = 2;
 pub const TRACKED_BY_SCAN: u32 = 4;
+
+/// What a syscall that is not traced may still do to a traced process's fds (so to the
+/// kernel programs' fd → socket cache), by x86_64 number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdChange {
+    /// dup2, dup3, close_range: fds closed or replaced without a `close` of their own.
+    Replaces,
+    /// io_uring_setup, io_uring_enter: io_uring closes and installs fds by itself.
+    IoUring,
+}
+
+impl FdChange {
+    #[inline(always)]
+    pub fn from_nr(nr: u64) -> Option<FdChange> {
+        match nr {
+            33 | 292 | 436 => Some(Self::Replaces),
+            425 | 426 => Some(Self::IoUring),
+            _ => None,
+        }
+    }
+}
 
 /// Syscalls the agent traces, by x86_64 number.
 #[repr(u32)]

@@ -2,6 +2,13 @@
 
 pub const EVENTS: &str = "EVENTS";
 pub const TRACKED: &str = "TRACKED";
+/// Per-process array (index = tgid) mirroring `TRACKED` for the syscall programs, which
+/// must reject an untraced process with one inlined array read instead of a hash lookup.
+pub const PROCS: &str = "PROCS";
+/// (tgid, fd) → what the fd → socket walk found, so a traced syscall on a known fd reads
+/// less kernel memory (see agent-ebpf/src/fd_cache.rs).
+pub const FD_CACHE: &str = "FD_CACHE";
+pub const MAX_FD_CACHE: u32 = 65_536;
 pub const TARGETS: &str = "TARGETS";
 /// ktrail's own process names: a tracked process that execs one of them is dropped.
 pub const OWN_COMMS: &str = "OWN_COMMS";
@@ -25,8 +32,8 @@ pub const MAX_GO_CONN_TYPES: u32 = 4_096;
 /// agent's RSS counts them twice: 8 MiB shows as 16 MiB. At 200,000 events/s of 256
 /// bytes (~90 MB/s) it holds ~90 ms, nine drain ticks.
 pub const RING_BYTES: u32 = 8 * 1024 * 1024;
-/// The kernel programs submit without waking the reader, and wake it only when this
-/// many bytes are waiting: one wakeup (an inter-processor interrupt and a context
+/// The kernel programs submit without waking the reader, and wake it only when a CPU
+/// has written this many bytes since it last did: one wakeup (an inter-processor interrupt and a context
 /// switch) per event was most of the cost of a traced syscall. The agent also drains
 /// on a timer (`DRAIN_EVERY_MS`), so a trickle of events is not held back.
 pub const WAKEUP_BYTES: u64 = 256 * 1024;

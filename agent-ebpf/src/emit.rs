@@ -1,7 +1,7 @@
 //! Helpers shared by the probes: headers, loss counters, config, tracking checks.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     cty::c_void,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
@@ -11,10 +11,10 @@ use aya_ebpf::{
 use ktrail_agent_common::{
     maps::{DROP_READ_FAILED, DROP_RINGBUF_FULL, WAKEUP_BYTES},
     AgentConfig, EventHeader, EventKind, SocketInfo, SyscallEvent, TrackedProcess,
-    FLAG_PAYLOAD_READ_FAILED, FLAG_PAYLOAD_TRUNCATED, MAX_PAYLOAD,
+    FLAG_PAYLOAD_READ_FAILED, FLAG_PAYLOAD_TRUNCATED, MAX_PAYLOAD, PROC_TRACKED,
 };
 
-use crate::maps::{SyscallScratch, CONFIG, DROPS, EVENTS, TRACKED};
+use crate::maps::{SyscallScratch, CONFIG, DROPS, EVENTS, PROCS, TRACKED, UNWOKEN_BYTES};
 
 /// A mask the verifier understands; the real bound is MAX_PAYLOAD (see SyscallScratch).
 const LEN_MASK: u64 = (2 * MAX_PAYLOAD - 1) as u64;
@@ -42,9 +42,55 @@ pub fn tracked(tgid: u32) -> Option<TrackedProcess> {
     unsafe { TRACKED.get(&tgid).copied() }
 }
 
+/// Whether `tgid` is traced: one inlined array read, no hash (see `PROCS`).
 #[inline(always)]
-pub fn fill_header(header: &mut EventHeader, kind: u32, ktime_ns: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+pub fn is_tracked(tgid: u32) -> bool {
+    PROCS
+        .get(tgid)
+        .is_some_and(|slot| slot.state & PROC_TRACKED != 0)
+}
+
+/// Starts tracing `tgid`: its `TRACKED` entry and its `PROCS` slot, whose fd cache
+/// generation moves on (a reused tgid must not see its predecessor's fds).
+#[inline(always)]
+pub fn track(tgid: u32, entry: &TrackedProcess) -> Result<(), i64> {
+    TRACKED.insert(&tgid, entry, 0)?;
+    if let Some(slot) = PROCS.get_ptr_mut(tgid) {
+        // SAFETY: a valid map value; the process is being created or exec'd, so no
+        // syscall of its own runs concurrently.
+        unsafe {
+            (*slot).state = PROC_TRACKED;
+            (*slot).fd_gen = (*slot).fd_gen.wrapping_add(1);
+        }
+    }
+    Ok(())
+}
+
+/// Stops tracing `tgid` (both maps).
+#[inline(always)]
+pub fn untrack(tgid: u32) {
+    let _ = TRACKED.remove(&tgid);
+    if let Some(slot) = PROCS.get_ptr_mut(tgid) {
+        // SAFETY: a valid map value.
+        unsafe {
+            (*slot).state = 0;
+            (*slot).fd_gen = (*slot).fd_gen.wrapping_add(1);
+        }
+    }
+}
+
+/// Every cached fd of `tgid` is stale from now on (exec, dup2, close_range).
+#[inline(always)]
+pub fn forget_fds(tgid: u32) {
+    if let Some(slot) = PROCS.get_ptr_mut(tgid) {
+        // SAFETY: a valid map value. Threads racing here both move the generation on.
+        unsafe { (*slot).fd_gen = (*slot).fd_gen.wrapping_add(1) };
+    }
+}
+
+/// `pid_tgid` is the caller's `bpf_get_current_pid_tgid()`, asked once per event.
+#[inline(always)]
+pub fn fill_header(header: &mut EventHeader, kind: u32, ktime_ns: u64, pid_tgid: u64) {
     header.kind = kind;
     header.cpu = unsafe { bpf_get_smp_processor_id() };
     header.ktime_ns = if ktime_ns == 0 {
@@ -60,8 +106,15 @@ pub fn fill_header(header: &mut EventHeader, kind: u32, ktime_ns: u64) {
 /// Starts a data event in the scratch map: header, syscall tag, fd, return value and
 /// duration since `enter_ns`; payload, socket, flags and `requested` start empty.
 #[inline(always)]
-pub fn start_syscall_event(ev: &mut SyscallEvent, nr: u32, fd: i32, ret: i64, enter_ns: u64) {
-    fill_header(&mut ev.header, EventKind::Syscall as u32, enter_ns);
+pub fn start_syscall_event(
+    ev: &mut SyscallEvent,
+    pid_tgid: u64,
+    nr: u32,
+    fd: i32,
+    ret: i64,
+    enter_ns: u64,
+) {
+    fill_header(&mut ev.header, EventKind::Syscall as u32, enter_ns, pid_tgid);
     ev.nr = nr;
     ev.fd = fd;
     ev.ret = ret;
@@ -110,20 +163,27 @@ pub fn send_syscall_event(scratch: &SyscallScratch) {
 }
 
 /// Writes a record into `EVENTS` (counting a full ring as a drop) without waking the
-/// reader, unless this record takes the unread data past `WAKEUP_BYTES`. The default
+/// reader, unless this CPU has written `WAKEUP_BYTES` since it last woke it. The default
 /// (flags 0) wakes a caught-up reader at every record: an irq_work self-interrupt and a
 /// context switch per event. The agent drains on a short timer as well, so a record
-/// that wakes no one waits at most that long. Two CPUs racing past the mark may both
-/// wake it or neither; the timer covers the second case.
+/// that wakes no one waits at most that long. The count is per CPU, in a map (an
+/// inlined read) rather than `bpf_ringbuf_query` (a helper call per event), so up to
+/// `WAKEUP_BYTES` per CPU wait for the reader: 512 KiB on two CPUs of an 8-MiB ring.
 #[inline(always)]
 pub fn output<T: ?Sized>(data: &T) {
     let len = core::mem::size_of_val(data) as u64;
-    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let flags = if avail < WAKEUP_BYTES && avail + len >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
+    let mut flags = BPF_RB_NO_WAKEUP;
+    if let Some(unwoken) = UNWOKEN_BYTES.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot: no other CPU writes it. A program nested in this one
+        // on the same CPU (softirq) may lose an add: that only moves the wakeup a little.
+        unsafe {
+            *unwoken += len;
+            if *unwoken >= WAKEUP_BYTES {
+                *unwoken = 0;
+                flags = BPF_RB_FORCE_WAKEUP;
+            }
+        }
+    }
     if EVENTS.output(data, flags as u64).is_err() {
         count_drop(DROP_RINGBUF_FULL);
     }

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use ktrail_agent_common::{FdKind, KernelOffsets, SocketInfo, AF_INET, AF_INET6, AF_UNIX};
 
-use crate::maps::SPAN_BUF;
+use crate::{fd_cache::FdSlot, maps::SPAN_BUF};
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
@@ -145,31 +145,54 @@ fn hi2(a: u32, b: u32) -> u32 {
     }
 }
 
-/// Resolves a file descriptor of the current task to the socket (or file) behind it.
-/// Returns the `struct sock *` for sockets (0 for files).
+/// The `struct file *` behind fd `fd` of the current task: four reads (task → files →
+/// fdtable → fd array).
 #[inline(always)]
-pub fn socket_of_fd(off: &KernelOffsets, fd: i64, out: &mut SocketInfo) -> Result<u64, i64> {
+unsafe fn file_of_fd(off: &KernelOffsets, fd: i64) -> Result<*const u8, i64> {
+    let task = bpf_get_current_task() as *const u8;
+    let files = ptr_at(task, off.task_files)?;
+    let fdt = ptr_at(files, off.files_fdt)?;
+    let t = Span::read(
+        fdt,
+        lo2(off.fdtable_max_fds, off.fdtable_fd),
+        hi2(off.fdtable_max_fds + 4, off.fdtable_fd + 8),
+    )?;
+    let max_fds: u32 = t.get(off.fdtable_max_fds)?;
+    if fd as u64 >= max_fds as u64 {
+        return Err(-1);
+    }
+    let fd_array = t.ptr(off.fdtable_fd)?;
+    let file: *const u8 = bpf_probe_read_kernel((fd_array as *const *const u8).add(fd as usize))?;
+    if file.is_null() {
+        return Err(-1);
+    }
+    Ok(file)
+}
+
+/// Resolves a file descriptor of the current task (of process `tgid`) to the socket (or
+/// file) behind it. Returns the `struct sock *` for sockets (0 for files). What lies
+/// between the file and the socket is cached per fd (fd_cache.rs).
+#[inline(always)]
+pub fn socket_of_fd(
+    off: &KernelOffsets,
+    tgid: u32,
+    fd: i64,
+    out: &mut SocketInfo,
+) -> Result<u64, i64> {
     if fd < 0 {
         return Err(-1);
     }
     unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let files = ptr_at(task, off.task_files)?;
-        let fdt = ptr_at(files, off.files_fdt)?;
-        let t = Span::read(
-            fdt,
-            lo2(off.fdtable_max_fds, off.fdtable_fd),
-            hi2(off.fdtable_max_fds + 4, off.fdtable_fd + 8),
-        )?;
-        let max_fds: u32 = t.get(off.fdtable_max_fds)?;
-        if fd as u64 >= max_fds as u64 {
-            return Err(-1);
-        }
-        let fd_array = t.ptr(off.fdtable_fd)?;
-        let file: *const u8 =
-            bpf_probe_read_kernel((fd_array as *const *const u8).add(fd as usize))?;
-        if file.is_null() {
-            return Err(-1);
+        let file = file_of_fd(off, fd)?;
+        let slot = FdSlot::of(tgid, fd);
+        if let Some(hit) = slot.as_ref().and_then(|s| s.get(file as u64)) {
+            out.inode = hit.inode;
+            out.fd_kind = hit.fd_kind;
+            if hit.sk == 0 {
+                return Ok(0);
+            }
+            sock_endpoints(off, hit.sk as *const u8, out)?;
+            return Ok(hit.sk);
         }
         let f = Span::read(
             file,
@@ -188,6 +211,9 @@ pub fn socket_of_fd(off: &KernelOffsets, fd: i64, out: &mut SocketInfo) -> Resul
         out.inode = i.get::<u64>(off.inode_i_ino)?;
         if mode & S_IFMT != S_IFSOCK {
             out.fd_kind = FdKind::File as u16;
+            if let Some(s) = &slot {
+                s.put(file as u64, 0, out.inode, out.fd_kind);
+            }
             return Ok(0);
         }
         out.fd_kind = FdKind::Socket as u16;
@@ -195,6 +221,9 @@ pub fn socket_of_fd(off: &KernelOffsets, fd: i64, out: &mut SocketInfo) -> Resul
             return Err(-1);
         }
         let sk = ptr_at(private_data, off.socket_sk)?;
+        if let Some(s) = &slot {
+            s.put(file as u64, sk as u64, out.inode, out.fd_kind);
+        }
         sock_endpoints(off, sk, out)?;
         Ok(sk as u64)
     }

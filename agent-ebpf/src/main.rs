@@ -4,6 +4,7 @@
 #![no_main]
 
 mod emit;
+mod fd_cache;
 mod kernel;
 mod maps;
 mod probes;

@@ -6,10 +6,10 @@ use aya_ebpf::{
 };
 use ktrail_agent_common::{
     maps::{
-        DEFAULT_MAX_TIDS, DROP_SLOTS, MAX_CLOSING, MAX_GO_CONN_TYPES, MAX_GO_TLS_CALLS, MAX_OWN_COMMS, MAX_SOCK_OWNERS, MAX_TARGETS,
+        DEFAULT_MAX_TIDS, DROP_SLOTS, MAX_CLOSING, MAX_FD_CACHE, MAX_GO_CONN_TYPES, MAX_GO_TLS_CALLS, MAX_OWN_COMMS, MAX_SOCK_OWNERS, MAX_TARGETS,
         MAX_TRACKED, RING_BYTES,
     },
-    AgentConfig, GoCall, GoCallKey, GoConnTypeKey, ProcessEvent, SocketInfo, SyscallEvent, TargetPattern,
+    AgentConfig, FdCacheEntry, FdKey, GoCall, GoCallKey, GoConnTypeKey, ProcSlot, ProcessEvent, SocketInfo, SyscallEvent, TargetPattern,
     TrackedProcess, MAX_PAYLOAD,
 };
 
@@ -20,6 +20,24 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// the agent's /proc scan at start.
 #[map]
 pub static TRACKED: HashMap<u32, TrackedProcess> = HashMap::with_max_entries(MAX_TRACKED, 0);
+
+/// Per process (index = tgid): whether it is traced (mirrors `TRACKED`; see
+/// emit.rs `track`/`untrack`) and its fd cache generation. An array, not a hash, because
+/// the entry program runs at every traced syscall number of every process and must
+/// reject an untraced one with one inlined array read. Each slot is 8 bytes; the agent
+/// sizes the array to the kernel's pid_max at load, like `ENTERED`.
+#[map]
+pub static PROCS: Array<ProcSlot> = Array::with_max_entries(DEFAULT_MAX_TIDS, 0);
+
+/// (tgid, fd) → what the fd → socket walk found behind it (fd_cache.rs).
+#[map]
+pub static FD_CACHE: LruHashMap<FdKey, FdCacheEntry> =
+    LruHashMap::with_max_entries(MAX_FD_CACHE, 0);
+
+/// Per CPU: bytes written into `EVENTS` since this CPU last woke the reader (emit.rs
+/// `output`), so deciding whether to wake it costs no helper call.
+#[map]
+pub static UNWOKEN_BYTES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub static TARGETS: Array<TargetPattern> = Array::with_max_entries(MAX_TARGETS, 0);

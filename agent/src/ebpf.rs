@@ -10,7 +10,7 @@ use ktrail_agent_common::{
         self as names, DROP_INFLIGHT_FULL, DROP_READ_FAILED, DROP_RINGBUF_FULL, DROP_TRACKED_FULL,
         MAX_TARGETS,
     },
-    AgentConfig, TargetPattern, TrackedProcess,
+    AgentConfig, ProcSlot, TargetPattern, TrackedProcess, PROC_TRACKED,
 };
 
 use crate::metrics::KernelDrops;
@@ -80,8 +80,9 @@ impl Programs {
     pub fn load(config: &AgentConfig, targets: &[TargetPattern]) -> Result<Self, LoadError> {
         raise_memlock();
         let mut ebpf = EbpfLoader::new()
-            // One ENTERED slot per possible thread id.
+            // One ENTERED slot per possible thread id, one PROCS slot per process id.
             .set_max_entries(names::ENTERED, pid_max())
+            .set_max_entries(names::PROCS, pid_max())
             .load(OBJECT)
             .map_err(|e| LoadError::Load {
                 source: Box::new(e),
@@ -197,14 +198,23 @@ impl Programs {
                 .ok_or(LoadError::MissingMap(names::TRACKED))?,
         )
         .map_err(map_err(names::TRACKED))?;
-        let mut n = 0;
+        let mut seeded = Vec::new();
         for (pid, entry) in tracked {
             // A process that exec'd or forked since the scan is already in the map.
             if map.insert(pid, entry, 1 /* BPF_NOEXIST */).is_ok() {
-                n += 1;
+                seeded.push(*pid);
             }
         }
-        Ok(n)
+        let mut procs: Array<_, ProcSlot> = Array::try_from(
+            self.ebpf
+                .map_mut(names::PROCS)
+                .ok_or(LoadError::MissingMap(names::PROCS))?,
+        )
+        .map_err(map_err(names::PROCS))?;
+        for pid in &seeded {
+            set_tracked(&mut procs, *pid, true)?;
+        }
+        Ok(seeded.len())
     }
 
     pub fn take_ring(&mut self) -> Result<aya::maps::RingBuf<MapData>, LoadError> {
@@ -215,14 +225,21 @@ impl Programs {
         aya::maps::RingBuf::try_from(map).map_err(map_err(names::EVENTS))
     }
 
-    /// The TRACKED map, owned (after `seed_tracked`), for `exclude.rs` to untrack
-    /// ktrail's own processes.
-    pub fn take_tracked(&mut self) -> Result<HashMap<MapData, u32, TrackedProcess>, LoadError> {
-        let map = self
+    /// The TRACKED and PROCS maps, owned (after `seed_tracked`), for `exclude.rs` to
+    /// untrack ktrail's own processes.
+    pub fn take_tracked(&mut self) -> Result<TrackedMaps, LoadError> {
+        let tracked = self
             .ebpf
             .take_map(names::TRACKED)
             .ok_or(LoadError::MissingMap(names::TRACKED))?;
-        HashMap::try_from(map).map_err(map_err(names::TRACKED))
+        let procs = self
+            .ebpf
+            .take_map(names::PROCS)
+            .ok_or(LoadError::MissingMap(names::PROCS))?;
+        Ok(TrackedMaps {
+            tracked: HashMap::try_from(tracked).map_err(map_err(names::TRACKED))?,
+            procs: Array::try_from(procs).map_err(map_err(names::PROCS))?,
+        })
     }
 
     pub fn drops_reader(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
@@ -232,6 +249,37 @@ impl Programs {
             .ok_or(LoadError::MissingMap(names::DROPS))?;
         PerCpuArray::try_from(map).map_err(map_err(names::DROPS))
     }
+}
+
+/// The traced processes: `TRACKED` (tgid → why, iterated here) and its mirror `PROCS`
+/// (tgid-indexed, read by the syscall programs). Both change together.
+pub struct TrackedMaps {
+    tracked: HashMap<MapData, u32, TrackedProcess>,
+    procs: Array<MapData, ProcSlot>,
+}
+
+impl TrackedMaps {
+    pub fn pids(&self) -> Vec<u32> {
+        self.tracked.keys().filter_map(Result::ok).collect()
+    }
+
+    pub fn untrack(&mut self, pid: u32) -> Result<(), LoadError> {
+        self.tracked.remove(&pid).map_err(map_err(names::TRACKED))?;
+        set_tracked(&mut self.procs, pid, false)
+    }
+}
+
+/// Marks `pid` (un)traced in `PROCS` and moves its fd cache generation on, as the
+/// kernel programs' `track`/`untrack` do.
+fn set_tracked<T: std::borrow::BorrowMut<MapData>>(
+    procs: &mut Array<T, ProcSlot>,
+    pid: u32,
+    tracked: bool,
+) -> Result<(), LoadError> {
+    let mut slot = procs.get(&pid, 0).map_err(map_err(names::PROCS))?;
+    slot.state = if tracked { PROC_TRACKED } else { 0 };
+    slot.fd_gen = slot.fd_gen.wrapping_add(1);
+    procs.set(pid, slot, 0).map_err(map_err(names::PROCS))
 }
 
 pub fn read_drops(map: &PerCpuArray<MapData, u64>) -> KernelDrops {

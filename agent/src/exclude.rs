@@ -16,10 +16,10 @@
 
 use std::time::Duration;
 
-use aya::maps::{HashMap, MapData};
-use ktrail_agent_common::TrackedProcess;
 use tokio::sync::watch;
 use tracing::{info, warn};
+
+use crate::ebpf::TrackedMaps;
 
 const SWEEP: Duration = Duration::from_millis(200);
 pub const OWN_BINARIES: [&str; 3] = ["ktrail-collector", "ktrail-agent", "ktrail"];
@@ -35,10 +35,7 @@ fn is_ktrail(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-pub async fn run(
-    mut tracked: HashMap<MapData, u32, TrackedProcess>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(mut tracked: TrackedMaps, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(SWEEP);
     loop {
         tokio::select! {
@@ -46,12 +43,12 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         let own: Vec<u32> = tracked
-            .keys()
-            .filter_map(Result::ok)
+            .pids()
+            .into_iter()
             .filter(|pid| is_ktrail(*pid))
             .collect();
         for pid in own {
-            match tracked.remove(&pid) {
+            match tracked.untrack(pid) {
                 Ok(()) => info!(pid, "not tracing a ktrail process (collector or CLI)"),
                 Err(e) => warn!(pid, error = %e, "cannot untrack a ktrail process"),
             }

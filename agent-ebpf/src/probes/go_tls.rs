@@ -9,7 +9,7 @@
 //! goroutine stacks, so uretprobes (which patch the return address) are not an option.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::uprobe,
     programs::ProbeContext,
 };
@@ -17,7 +17,7 @@ use ktrail_agent_common::{FdKind, GoCall, GoCallKey, GoConnTypeKey, SocketInfo, 
 
 use crate::{
     emit::{
-        capture_payload, config, current_tgid, send_syscall_event, start_syscall_event, tracked,
+        capture_payload, config, current_tgid, is_tracked, send_syscall_event, start_syscall_event,
     },
     kernel::socket_of_fd,
     maps::{GO_CONN_TYPES, GO_TLS_CALLS, SCRATCH},
@@ -89,7 +89,7 @@ fn try_conn_fd(conn: u64) -> Result<i32, i64> {
         if !(0..MAX_SANE_FD).contains(&(fd as i64)) {
             continue;
         }
-        if socket_of_fd(&cfg.offsets, fd as i64, &mut socket).is_ok()
+        if socket_of_fd(&cfg.offsets, key.tgid, fd as i64, &mut socket).is_ok()
             && socket.fd_kind == FdKind::Socket as u16
         {
             let _ = GO_CONN_TYPES.insert(&key, &path, 0);
@@ -115,7 +115,7 @@ fn sysfd_via(data: u64, path: u32) -> Result<i32, i64> {
 }
 
 fn try_write(ctx: &ProbeContext) -> Result<(), i64> {
-    if tracked(current_tgid()).is_none() {
+    if !is_tracked(current_tgid()) {
         return Ok(());
     }
     let regs = unsafe { &*ctx.regs };
@@ -136,7 +136,7 @@ fn try_write(ctx: &ProbeContext) -> Result<(), i64> {
 
 fn try_read_entry(ctx: &ProbeContext) -> Result<(), i64> {
     let tgid = current_tgid();
-    if tracked(tgid).is_none() {
+    if !is_tracked(tgid) {
         return Ok(());
     }
     let regs = unsafe { &*ctx.regs };
@@ -198,9 +198,11 @@ fn emit(
     let cfg = config().ok_or(-1i64)?;
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
     let ev = &mut scratch.event;
-    start_syscall_event(ev, syscall as u32, fd, n, enter_ns);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    start_syscall_event(ev, pid_tgid, syscall as u32, fd, n, enter_ns);
     ev.requested = requested;
-    let _ = socket_of_fd(&cfg.offsets, fd as i64, &mut ev.socket);
+    let tgid = (pid_tgid >> 32) as u32;
+    let _ = socket_of_fd(&cfg.offsets, tgid, fd as i64, &mut ev.socket);
     capture_payload(ev, cfg, buf, n as u64);
     send_syscall_event(scratch);
     Ok(())

@@ -4,11 +4,13 @@
 //! on the CPU, so a socket is attributed through `SOCK_OWNERS` (filled when a tracked
 //! process connects, accepts, or closes in process context), not through `current`.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
 use ktrail_agent_common::{EventKind, TcpStateEvent};
 
 use crate::{
-    emit::{current_tgid, fill_header, output, tracked},
+    emit::{fill_header, is_tracked, output},
     maps::SOCK_OWNERS,
 };
 
@@ -51,8 +53,9 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     let skaddr: u64 = unsafe { ctx.read_at(SKADDR)? };
     let old: i32 = unsafe { ctx.read_at(OLDSTATE)? };
     let new: i32 = unsafe { ctx.read_at(NEWSTATE)? };
-    let tgid = current_tgid();
-    let owner = if in_process_context(old, new) && tracked(tgid).is_some() {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let owner = if in_process_context(old, new) && is_tracked(tgid) {
         let _ = SOCK_OWNERS.insert(&skaddr, &tgid, 0);
         tgid
     } else {
@@ -66,7 +69,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     }
 
     let mut ev = TcpStateEvent::default();
-    fill_header(&mut ev.header, EventKind::TcpState as u32, 0);
+    fill_header(&mut ev.header, EventKind::TcpState as u32, 0, pid_tgid);
     if owner != tgid {
         // Softirq: the running task is not the owner; the agent fills in the name.
         ev.header.tgid = owner;

@@ -14,9 +14,9 @@ use ktrail_agent_common::{
 };
 
 use crate::{
-    emit::{config, count_drop, current_tgid, fill_header, output, tracked},
+    emit::{config, count_drop, fill_header, forget_fds, output, track, tracked, untrack},
     kernel::current_netns,
-    maps::{ENTERED, OWN_COMMS, PROCESS_SCRATCH, TARGETS, TRACKED},
+    maps::{ENTERED, OWN_COMMS, PROCESS_SCRATCH, TARGETS},
 };
 
 use ktrail_agent_common::tracepoints::exec::{FILENAME_DATA_LOC, OLD_PID};
@@ -55,15 +55,16 @@ fn is_own(comm: &[u8; COMM_LEN]) -> bool {
 
 fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let cfg = config().ok_or(-1i64)?;
-    let tgid = current_tgid();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
     let netns = current_netns(&cfg.offsets).unwrap_or(0);
     let comm = bpf_get_current_comm()?;
     if is_own(&comm) {
         // Tracing ktrail's own collector or CLI is a feedback loop: every
         // batch it reads becomes new events. Dropped before its first syscall,
         // and the execve in flight (entered by the process it was) not reported.
-        let _ = TRACKED.remove(&tgid);
-        if let Some(slot) = ENTERED.get_ptr_mut(bpf_get_current_pid_tgid() as u32) {
+        untrack(tgid);
+        if let Some(slot) = ENTERED.get_ptr_mut(pid_tgid as u32) {
             unsafe { *slot = 0 };
         }
         return Ok(());
@@ -79,14 +80,17 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
             node_netns: netns,
             flags: TRACKED_BY_NAME,
         };
-        if TRACKED.insert(&tgid, &entry, 0).is_err() {
+        if track(tgid, &entry).is_err() {
             count_drop(DROP_TRACKED_FULL);
             return Ok(());
         }
+    } else {
+        // Exec closed the close-on-exec fds without a close of the process's own.
+        forget_fds(tgid);
     }
 
     let ev = unsafe { &mut *PROCESS_SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
-    fill_header(&mut ev.header, EventKind::ProcessExec as u32, 0);
+    fill_header(&mut ev.header, EventKind::ProcessExec as u32, 0, pid_tgid);
     ev.other_pid = unsafe { ctx.read_at::<i32>(OLD_PID)? } as u32;
     ev.netns = netns;
     ev.group_dead = 0;

@@ -7,8 +7,8 @@ use aya_ebpf::{
 use ktrail_agent_common::EventKind;
 
 use crate::{
-    emit::{current_tgid, fill_header, output, tracked},
-    maps::{CLOSING, ENTERED, PROCESS_SCRATCH, TRACKED},
+    emit::{fill_header, is_tracked, output, tracked, untrack},
+    maps::{CLOSING, ENTERED, PROCESS_SCRATCH},
 };
 
 use ktrail_agent_common::tracepoints::exit::GROUP_DEAD;
@@ -20,11 +20,15 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
-    let tgid = current_tgid();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // Every thread exit of every process passes here: the array first.
+    if !is_tracked(tgid) {
+        return Ok(());
+    }
     let Some(entry) = tracked(tgid) else {
         return Ok(());
     };
-    let pid_tgid = bpf_get_current_pid_tgid();
     // A thread killed inside a traced syscall never reaches its exit.
     if let Some(slot) = ENTERED.get_ptr_mut(pid_tgid as u32) {
         unsafe { *slot = 0 };
@@ -34,9 +38,9 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if group_dead == 0 {
         return Ok(());
     }
-    let _ = TRACKED.remove(&tgid);
+    untrack(tgid);
     let ev = unsafe { &mut *PROCESS_SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
-    fill_header(&mut ev.header, EventKind::ProcessExit as u32, 0);
+    fill_header(&mut ev.header, EventKind::ProcessExit as u32, 0, pid_tgid);
     ev.other_pid = 0;
     ev.netns = entry.node_netns;
     ev.group_dead = 1;

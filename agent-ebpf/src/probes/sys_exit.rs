@@ -18,6 +18,7 @@ use ktrail_agent_common::{
 
 use crate::{
     emit::{capture_payload, config, send_syscall_event, start_syscall_event},
+    fd_cache,
     kernel::{socket_of_fd, syscall_args},
     maps::{CLOSING, ENTERED, SCRATCH, SOCK_OWNERS},
 };
@@ -97,13 +98,17 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     let cfg = config().ok_or(-1i64)?;
+    let tgid = (pid_tgid >> 32) as u32;
 
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
     let ev = &mut scratch.event;
-    start_syscall_event(ev, syscall as u32, args[0] as i32, ret, enter_ns);
+    start_syscall_event(ev, pid_tgid, syscall as u32, args[0] as i32, ret, enter_ns);
 
     match syscall {
         Syscall::Close => {
+            // Again after the close: another thread may have looked the fd up between
+            // the entry's forget and the close itself.
+            fd_cache::forget(tgid, args[0] as i32 as i64);
             if let Some(socket) = closing {
                 ev.socket = socket;
                 ev.flags |= FLAG_SOCKET_AT_ENTRY;
@@ -116,7 +121,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             } else {
                 ret
             };
-            if let Ok(sk) = socket_of_fd(&cfg.offsets, fd, &mut ev.socket) {
+            if let Ok(sk) = socket_of_fd(&cfg.offsets, tgid, fd, &mut ev.socket) {
                 if sk != 0 && ev.socket.family != AF_UNIX {
                     // Later TCP state changes on this socket may run in softirq.
                     let _ = SOCK_OWNERS.insert(&sk, &ev.header.tgid, 0);
@@ -124,7 +129,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
         }
         Syscall::Openat => {
-            let _ = socket_of_fd(&cfg.offsets, ret, &mut ev.socket);
+            let _ = socket_of_fd(&cfg.offsets, tgid, ret, &mut ev.socket);
             read_path(ev, args[1]);
         }
         Syscall::Execve => {
@@ -135,7 +140,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
         }
         _ => {
-            let _ = socket_of_fd(&cfg.offsets, args[0] as i32 as i64, &mut ev.socket);
+            let _ = socket_of_fd(&cfg.offsets, tgid, args[0] as i32 as i64, &mut ev.socket);
         }
     }
 

@@ -4,17 +4,22 @@
 //! This hook rather than `sched_process_fork` because it carries `clone_flags`, which
 //! tells a new thread (ignored) from a new process.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use ktrail_agent_common::{maps::DROP_TRACKED_FULL, EventKind, TrackedProcess, TRACKED_BY_PARENT};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+use ktrail_agent_common::{
+    maps::DROP_TRACKED_FULL, EventKind, TrackedProcess, PROC_NO_FD_CACHE, TRACKED_BY_PARENT,
+};
 
 use crate::{
-    emit::{count_drop, current_tgid, fill_header, output, tracked},
-    maps::{ENTERED, PROCESS_SCRATCH, TRACKED},
+    emit::{count_drop, fill_header, is_tracked, output, track, tracked},
+    maps::{ENTERED, PROCESS_SCRATCH, PROCS},
 };
 
 use ktrail_agent_common::tracepoints::newtask::{CLONE_FLAGS, PID as CHILD_PID};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
+const CLONE_FILES: u64 = 0x0000_0400;
 
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
@@ -33,19 +38,34 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     if flags & CLONE_THREAD != 0 {
         return Ok(());
     }
-    let Some(parent) = tracked(current_tgid()) else {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_tracked(tgid) {
+        return Ok(());
+    }
+    let Some(parent) = tracked(tgid) else {
         return Ok(());
     };
     let entry = TrackedProcess {
         node_netns: parent.node_netns,
         flags: TRACKED_BY_PARENT,
     };
-    if TRACKED.insert(&child, &entry, 0).is_err() {
+    if track(child, &entry).is_err() {
         count_drop(DROP_TRACKED_FULL);
         return Ok(());
     }
+    if flags & CLONE_FILES != 0 {
+        // Two processes, one fd table: either may close the other's fds, which the fd
+        // cache would not see (fd_cache.rs).
+        for pid in [tgid, child] {
+            if let Some(slot) = PROCS.get_ptr_mut(pid) {
+                // SAFETY: a valid map value.
+                unsafe { (*slot).state |= PROC_NO_FD_CACHE };
+            }
+        }
+    }
     let ev = unsafe { &mut *PROCESS_SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
-    fill_header(&mut ev.header, EventKind::ProcessFork as u32, 0);
+    fill_header(&mut ev.header, EventKind::ProcessFork as u32, 0, pid_tgid);
     ev.other_pid = child;
     ev.netns = parent.node_netns;
     ev.group_dead = 0;

@@ -10,8 +10,11 @@
 //! - `rpc-client`: `--rounds` request/response round trips of `--size` bytes over one
 //!   connection (or one connection per round with `--per-connection`, paced by
 //!   `--interval-us`).
-//! - `writes`: `--count` writes of `--size` bytes to a file (/dev/null), as fast as it
-//!   can (like `dd bs=1`) or paced at `--rate` writes per second.
+//! - `writes`: `--count` writes of `--size` bytes to a file (/dev/null), or to a TCP
+//!   connection with `--connect`, as fast as it can (like `dd bs=1`) or paced at
+//!   `--rate` writes per second.
+//! - `sink`: accepts TCP connections and reads each until the peer closes, discarding
+//!   the bytes (the other end of `writes --connect`).
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -55,10 +58,14 @@ enum Mode {
         #[arg(long, default_value_t = 0)]
         interval_us: u64,
     },
-    /// `--count` writes of `--size` bytes to `--path`.
+    /// `--count` writes of `--size` bytes to `--path`, or to a TCP connection.
     Writes {
         #[arg(long, default_value = "/dev/null")]
         path: String,
+        /// Write to a TCP connection to this address (a `sink`) instead of `--path`:
+        /// the agent captures the bytes of socket writes only.
+        #[arg(long)]
+        connect: Option<String>,
         #[arg(long, default_value_t = 1)]
         size: usize,
         #[arg(long)]
@@ -66,6 +73,11 @@ enum Mode {
         /// Writes per second (0 = as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
+    },
+    /// Reads and discards whatever each connection sends, until it closes.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
     },
 }
 
@@ -82,10 +94,26 @@ fn main() -> Result<()> {
         } => rpc_client(&connect, size, rounds, warmup, per_connection, interval_us),
         Mode::Writes {
             path,
+            connect,
             size,
             count,
             rate,
-        } => writes(&path, size, count, rate),
+        } => {
+            let out: Box<dyn Write> = match connect {
+                // Nagle left on: small writes coalesce as an application's would.
+                Some(addr) => Box::new(
+                    TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?,
+                ),
+                None => Box::new(
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .with_context(|| format!("opening {path}"))?,
+                ),
+            };
+            writes(out, size, count, rate)
+        }
+        Mode::Sink { listen } => sink(&listen),
     }
 }
 
@@ -205,11 +233,23 @@ fn rpc_client(
     report(start.elapsed(), cpu, rounds)
 }
 
-fn writes(path: &str, size: usize, count: u64, rate: u64) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {path}"))?;
+fn sink(listen: &str) -> Result<()> {
+    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    // The harness waits for this line.
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+        });
+    }
+    Ok(())
+}
+
+fn writes(mut file: Box<dyn Write>, size: usize, count: u64, rate: u64) -> Result<()> {
     let buf = vec![b'w'; size];
     let (start, cpu) = (Instant::now(), cpu_ns(libc::RUSAGE_SELF));
     let mut written = 0u64;

@@ -451,6 +451,21 @@ pub fn rpc_server(
     name: &str,
     wrapper: Option<Vec<String>>,
 ) -> Result<(Service, String)> {
+    listening(env, name, wrapper, "rpc-server")
+}
+
+/// A `sink` (reads and discards) on a loopback port, for `writes --connect`.
+pub fn sink(env: &Env, name: &str) -> Result<(Service, String)> {
+    listening(env, name, None, "sink")
+}
+
+/// Starts the load binary copy `name` in a listening `mode` and waits for its address.
+fn listening(
+    env: &Env,
+    name: &str,
+    wrapper: Option<Vec<String>>,
+    mode: &str,
+) -> Result<(Service, String)> {
     let mut cmd = match &wrapper {
         Some(w) => {
             let mut cmd = Command::new(&w[0]);
@@ -460,10 +475,10 @@ pub fn rpc_server(
         }
         None => Command::new(env.load(name)),
     };
-    cmd.args(["rpc-server", "--listen", "127.0.0.1:0"]);
+    cmd.args([mode, "--listen", "127.0.0.1:0"]);
     let tag = format!("server-{name}-{}", now_ns() % 1_000_000_000);
     let mut child = ChildGuard::spawn(&tag, cmd, &env.dir)?;
-    let addr = wait_for("the RPC server to listen", Duration::from_secs(30), || {
+    let addr = wait_for("the load server to listen", Duration::from_secs(30), || {
         child.ensure_running()?;
         let out = child.stdout();
         Ok(

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::env::{metric, metrics, run_json, wait_drained, Env, COLLECTOR_ADDR, GENERATOR};
+use super::env::{
+    metric, metrics, run_json, sink, wait_drained, Env, COLLECTOR_ADDR, GENERATOR, SERVER_OTHER,
+};
 use super::report::{Row, Section};
 
 pub struct Config {
@@ -77,17 +79,13 @@ fn counters(env: &Env) -> Result<Counters> {
     })
 }
 
-/// Runs the generator for `count` writes at `rate`, waits until everything is delivered
-/// and the loss report is current, and returns the deltas.
-fn step(env: &Env, cfg: &Config, count: u64, rate: u64) -> Result<Step> {
+/// Runs the generator for `count` writes at `rate` to the sink at `sink`, waits until
+/// everything is delivered and the loss report is current, and returns the deltas.
+fn step(env: &Env, cfg: &Config, sink: &str, count: u64, rate: u64) -> Result<Step> {
     let before = counters(env)?;
     let mut cmd = Command::new(env.load(GENERATOR));
-    cmd.args(["writes", "--size", &PAYLOAD.to_string()]).args([
-        "--count",
-        &count.to_string(),
-        "--rate",
-        &rate.to_string(),
-    ]);
+    cmd.args(["writes", "--connect", sink, "--size", &PAYLOAD.to_string()])
+        .args(["--count", &count.to_string(), "--rate", &rate.to_string()]);
     let out = run_json(cmd, Duration::from_secs(600))?;
     let ns = out["ns"].as_f64().unwrap_or(f64::NAN);
     std::thread::sleep(Duration::from_millis(300));
@@ -111,12 +109,16 @@ fn step(env: &Env, cfg: &Config, count: u64, rate: u64) -> Result<Step> {
 pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
     let collector = env.collector("throughput", None)?;
     let agent = env.agent("throughput", COLLECTOR_ADDR, Some(GENERATOR))?;
+    // The generator writes to a TCP connection: the agent captures the bytes of socket
+    // writes only, so writes to /dev/null would carry no payload.
+    let (sink_server, sink_addr) = sink(env, SERVER_OTHER)?;
+    let sink = sink_addr.as_str();
 
     // Events of one generator run beside its writes: exec, the loader's openat/read/close,
-    // opening /dev/null, the result line on stdout, exit. The same every run; measured
-    // twice with no writes (and no drops) to be sure.
-    let c1 = step(env, cfg, 0, 0)?;
-    let c2 = step(env, cfg, 0, 0)?;
+    // the connect and its TCP state changes, the result line on stdout, exit. The same
+    // every run; measured twice with no writes (and no drops) to be sure.
+    let c1 = step(env, cfg, sink, 0, 0)?;
+    let c2 = step(env, cfg, sink, 0, 0)?;
     let overhead = c1.delivered;
     let calibration_ok = c1.delivered == c2.delivered && c1.agent_dropped + c2.agent_dropped == 0;
     env.note(format!(
@@ -129,7 +131,7 @@ pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
     let mut first_unclean = None;
     let run_step = |rate: u64, steps: &mut Vec<Step>| -> Result<(Step, bool)> {
         let count = (rate as f64 * cfg.seconds) as u64;
-        let s = step(env, cfg, count, rate)?;
+        let s = step(env, cfg, sink, count, rate)?;
         println!("    {s:?}");
         let clean = s.agent_dropped == 0 && s.delivered == count + overhead;
         steps.push(s.clone());
@@ -170,12 +172,14 @@ pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
     let double = step(
         env,
         cfg,
+        sink,
         (2.0 * base_rate as f64 * cfg.seconds) as u64,
         2 * base_rate,
     )?;
     println!("    2x: {double:?}");
     agent.stop()?;
     collector.stop()?;
+    sink_server.stop()?;
 
     let generated = double.writes + overhead;
     let missing = generated as i64 - double.delivered as i64;
@@ -188,7 +192,7 @@ pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
     let rows = vec![
         Row::new(
             "4",
-            "highest sustained rate with zero drops, 256-byte writes (agent → collector, delivered)",
+            "highest sustained rate with zero drops, 256-byte socket writes (agent → collector, delivered)",
             "≥ 500,000 events/s",
             match &best {
                 Some(b) => format!(
@@ -218,8 +222,10 @@ pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
     let mut body = String::new();
     let _ = writeln!(
         body,
-        "A `kbench-gen` copy of the load binary writes 256-byte buffers to /dev/null, paced \
-         at the requested rate for {:.0} s; the agent runs with `--targets kbench-gen` so \
+        "A `kbench-gen` copy of the load binary writes 256-byte buffers to a TCP loopback \
+         connection (to a `bench-server` copy in `sink` mode, untraced, that reads and \
+         discards them; the agent captures the bytes of socket writes only, so every event \
+         carries its 256 bytes), paced at the requested rate for {:.0} s; the agent runs with `--targets kbench-gen` so \
          every event it counts is the generator's, connected to a collector on the same \
          machine. After each run the harness waits until the agent's queue is empty and \
          acknowledged, then for a fresh loss report, and takes differences of the agent's \
@@ -228,8 +234,8 @@ pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
          counters). A step is clean when nothing was dropped and every event arrived. \
          Rates go up until a step is not clean, then {} steps halve the gap.\n\n\
          Events generated per run = writes + {overhead} (exec, the dynamic loader's \
-         openat/read/close, opening /dev/null, the result line, exit; measured twice with \
-         zero writes: {} and {}).\n",
+         openat/read/close, the connect and the connection's TCP state changes, the result \
+         line, close, exit; measured twice with zero writes: {} and {}).\n",
         cfg.seconds, cfg.bisect, c1.delivered, c2.delivered
     );
     let _ = writeln!(
