@@ -16,6 +16,7 @@ mod reader;
 mod scan;
 mod sender;
 mod tracefs;
+mod wire;
 
 use std::{sync::Arc, time::Duration};
 

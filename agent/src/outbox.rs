@@ -4,6 +4,9 @@
 //! (an event's payload alone is up to 4 KiB, so a count alone does not bound memory). An event that does not fit is counted
 //! (`buffer_full`) and never given a sequence number, so the collector sees no gap and
 //! the loss is reported, not silent.
+//!
+//! Events are kept encoded (wire.rs): encoded once on the way in, a batch is their
+//! concatenation, and memory is bounded by the encoded bytes.
 
 use std::{
     collections::VecDeque,
@@ -13,9 +16,18 @@ use std::{
 use ktrail_proto::v1::{Event, ProcessInfo};
 use tokio::sync::Notify;
 
+use crate::wire::{self, RawMessage};
+
+/// A queued event: its number and its encoding without the number.
+#[derive(Debug)]
+struct Queued {
+    seq: u64,
+    bytes: Vec<u8>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    queue: VecDeque<Event>,
+    queue: VecDeque<Queued>,
     /// Sum of `footprint` over `queue`.
     bytes: usize,
     last_seq: u64,
@@ -43,31 +55,15 @@ pub struct Outbox {
 /// Processes waiting for the next batch; bounded so a collector outage cannot grow it.
 const MAX_PENDING_PROCESSES: usize = 4096;
 
-/// Memory an event holds while queued, approximately: the struct, its payload and its
-/// strings (the allocator's own overhead aside).
-pub fn footprint(event: &Event) -> usize {
-    use ktrail_proto::v1::event::Body;
-    let body = match &event.body {
-        Some(Body::Syscall(s)) => {
-            s.data.len()
-                + s.name.len()
-                + s.errno.len()
-                + s.socket.as_ref().map_or(0, |k| {
-                    k.family.len() + k.local_addr.len() + k.remote_addr.len() + 64
-                })
-        }
-        Some(Body::Exec(e)) => {
-            e.filename.len()
-                + e.process.as_ref().map_or(0, |p| {
-                    p.exe.len() + p.comm.len() + p.container_id.len() + p.cmdline.len() + 128
-                })
-        }
-        Some(Body::TcpState(t)) => {
-            t.old_state.len() + t.new_state.len() + t.local_addr.len() + t.remote_addr.len()
-        }
-        _ => 0,
-    };
-    std::mem::size_of::<Event>() + event.comm.len() + body
+/// Memory an event holds while queued: its encoding and its queue slot.
+fn footprint(bytes: &[u8]) -> usize {
+    std::mem::size_of::<Queued>() + bytes.len()
+}
+
+/// A batch taken from the outbox: the message to send and the last sequence number in it.
+pub struct Batch {
+    pub message: RawMessage,
+    pub last_seq: u64,
 }
 
 /// A queue that held more than this many events gives the memory back once it drains
@@ -96,18 +92,22 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues an event; returns false (and counts it) when the buffer is full.
+    /// Queues an event (its `seq` is assigned here); returns false (and counts it) when
+    /// the buffer is full.
     pub fn push(&self, mut event: Event) -> bool {
-        let size = footprint(&event);
+        event.seq = 0;
+        // Encoded before taking the lock: the sender's batches wait for it.
+        let bytes = wire::encode_unnumbered(&event);
+        let size = footprint(&bytes);
         let mut inner = self.lock();
         if inner.queue.len() >= self.capacity || inner.bytes + size > self.capacity_bytes {
             inner.buffer_full += 1;
             return false;
         }
         inner.last_seq += 1;
-        event.seq = inner.last_seq;
+        let seq = inner.last_seq;
         inner.bytes += size;
-        inner.queue.push_back(event);
+        inner.queue.push_back(Queued { seq, bytes });
         drop(inner);
         self.ready.notify_one();
         true
@@ -120,18 +120,26 @@ impl Outbox {
         }
     }
 
-    pub fn take_processes(&self) -> Vec<ProcessInfo> {
-        std::mem::take(&mut self.lock().processes)
-    }
-
-    /// Up to `max` queued events with a sequence number above `after`, in order.
-    pub fn batch_after(&self, after: u64, max: usize) -> Vec<Event> {
-        let inner = self.lock();
-        let Some(first) = inner.queue.front().map(|e| e.seq) else {
-            return Vec::new();
-        };
+    /// A batch message of up to `max` queued events with a sequence number above
+    /// `after`, in order, and the pending process metadata; None when no event is due.
+    pub fn batch_after(&self, after: u64, max: usize) -> Option<Batch> {
+        let mut inner = self.lock();
+        let first = inner.queue.front()?.seq;
         let start = after.saturating_add(1).saturating_sub(first) as usize;
-        inner.queue.iter().skip(start).take(max).cloned().collect()
+        let end = start.saturating_add(max).min(inner.queue.len());
+        if start >= end {
+            return None;
+        }
+        let last_seq = inner.queue[end - 1].seq;
+        let processes = std::mem::take(&mut inner.processes);
+        let events = inner
+            .queue
+            .range(start..end)
+            .map(|q| (q.seq, q.bytes.as_slice()));
+        Some(Batch {
+            message: wire::batch_message(events, &processes),
+            last_seq,
+        })
     }
 
     /// The collector stored everything up to `seq`: free it.
@@ -139,7 +147,7 @@ impl Outbox {
         let mut inner = self.lock();
         while inner.queue.front().is_some_and(|e| e.seq <= seq) {
             if let Some(e) = inner.queue.pop_front() {
-                inner.bytes -= footprint(&e);
+                inner.bytes -= footprint(&e.bytes);
             }
         }
         inner.acked_seq = inner.acked_seq.max(seq);
@@ -169,9 +177,32 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ktrail_proto::v1::{agent_message::Body, AgentMessage};
+    use prost::Message;
 
     fn ev() -> Event {
         Event::default()
+    }
+
+    /// The events of a batch message, decoded as the collector decodes them.
+    fn events(batch: Option<Batch>) -> Vec<Event> {
+        let Some(batch) = batch else {
+            return Vec::new();
+        };
+        match AgentMessage::decode(batch.message.0.as_slice())
+            .unwrap()
+            .body
+        {
+            Some(Body::Batch(b)) => {
+                assert_eq!(b.events.last().map(|e| e.seq), Some(batch.last_seq));
+                b.events
+            }
+            other => panic!("not a batch: {other:?}"),
+        }
+    }
+
+    fn seqs(batch: Option<Batch>) -> Vec<u64> {
+        events(batch).iter().map(|e| e.seq).collect()
     }
 
     #[test]
@@ -180,26 +211,50 @@ mod tests {
         for _ in 0..5 {
             assert!(ob.push(ev()));
         }
-        let b = ob.batch_after(0, 3);
-        assert_eq!(b.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
-        assert_eq!(
-            ob.batch_after(3, 10)
-                .iter()
-                .map(|e| e.seq)
-                .collect::<Vec<_>>(),
-            vec![4, 5]
-        );
+        assert_eq!(seqs(ob.batch_after(0, 3)), vec![1, 2, 3]);
+        assert_eq!(seqs(ob.batch_after(3, 10)), vec![4, 5]);
         ob.ack(3);
         // After a reconnect the sender restarts from the acked point.
-        assert_eq!(
-            ob.batch_after(ob.acked(), 10)
-                .iter()
-                .map(|e| e.seq)
-                .collect::<Vec<_>>(),
-            vec![4, 5]
-        );
+        assert_eq!(seqs(ob.batch_after(ob.acked(), 10)), vec![4, 5]);
         assert_eq!(ob.stats().queued, 2);
-        assert!(ob.batch_after(5, 10).is_empty());
+        assert!(ob.batch_after(5, 10).is_none());
+    }
+
+    #[test]
+    fn batches_carry_the_events_and_the_pending_processes_once() {
+        let ob = Outbox::new(10);
+        let event = |pid| Event {
+            pid,
+            comm: "kubelet".into(),
+            body: Some(ktrail_proto::v1::event::Body::Syscall(
+                ktrail_proto::v1::SyscallEvent {
+                    name: "write".into(),
+                    data: vec![7; 256],
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        ob.push_process(ProcessInfo {
+            pid: 42,
+            ..Default::default()
+        });
+        assert!(ob.push(event(42)));
+        assert!(ob.push(event(43)));
+        let batch = ob.batch_after(0, 10).unwrap();
+        let decoded = AgentMessage::decode(batch.message.0.as_slice()).unwrap();
+        let Some(Body::Batch(b)) = decoded.body else {
+            panic!("not a batch")
+        };
+        assert_eq!(b.processes.iter().map(|p| p.pid).collect::<Vec<_>>(), [42]);
+        let mut want = event(42);
+        want.seq = 1;
+        assert_eq!(b.events[0], want);
+        assert_eq!(b.events[1].seq, 2);
+        // The processes went with that batch.
+        assert!(events(ob.batch_after(0, 10)).len() == 2);
+        let again = AgentMessage::decode(ob.batch_after(0, 10).unwrap().message.0.as_slice());
+        assert!(matches!(again.unwrap().body, Some(Body::Batch(b)) if b.processes.is_empty()));
     }
 
     #[test]
@@ -214,7 +269,7 @@ mod tests {
             ));
             e
         };
-        let one = footprint(&big());
+        let one = footprint(&wire::encode_unnumbered(&big()));
         assert!(one > 4096);
         let ob = Outbox::bounded(1000, 3 * one);
         let accepted = (0..10).filter(|_| ob.push(big())).count();
@@ -227,13 +282,7 @@ mod tests {
         ob.ack(2);
         assert_eq!(ob.stats().queued_bytes, one);
         assert!(ob.push(big()));
-        assert_eq!(
-            ob.batch_after(2, 10)
-                .iter()
-                .map(|e| e.seq)
-                .collect::<Vec<_>>(),
-            vec![3, 4]
-        );
+        assert_eq!(seqs(ob.batch_after(2, 10)), vec![3, 4]);
     }
 
     #[test]
@@ -257,8 +306,8 @@ mod tests {
         ob.ack(3);
         assert!(ob.push(ev()));
         assert_eq!(
-            ob.batch_after(3, 10)[0].seq,
-            4,
+            seqs(ob.batch_after(3, 10)),
+            vec![4],
             "numbering continues with no gap"
         );
     }

@@ -7,15 +7,13 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 
 use ktrail_proto::client_tls::{self, ClientTls};
-use ktrail_proto::v1::{
-    agent_message::Body, ingest_client::IngestClient, AgentMessage, EventBatch, Hello, LossReport,
-};
+use ktrail_proto::v1::{agent_message::Body, AgentMessage, Hello, IngestAck, LossReport};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::transport::Endpoint;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::{cli::Args, metrics::Metrics, outbox::Outbox};
+use crate::{cli::Args, metrics::Metrics, outbox::Outbox, wire::RawMessage};
 
 const MAX_BATCH: usize = 512;
 const LOSS_REPORT_EVERY: Duration = Duration::from_millis(500);
@@ -104,13 +102,12 @@ async fn stream_once(
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let channel = cfg.endpoint.connect().await?;
-    let mut client = IngestClient::new(channel);
-    let (tx, rx) = mpsc::channel::<AgentMessage>(16);
-    tx.send(AgentMessage {
+    let (tx, rx) = mpsc::channel::<RawMessage>(16);
+    tx.send(RawMessage::of(&AgentMessage {
         body: Some(Body::Hello(cfg.hello.clone())),
-    })
+    }))
     .await?;
-    let mut acks = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let mut acks = open_stream(channel, ReceiverStream::new(rx)).await?;
     metrics.set_connected(true);
     info!(node = %cfg.hello.node, agent_id = %cfg.hello.agent_id, "connected to collector");
 
@@ -131,8 +128,27 @@ async fn stream_once(
     result
 }
 
+/// `Ingest.Stream`, as the generated client calls it, but sending `AgentMessage`s
+/// already encoded (wire.rs) through the same prost codec.
+async fn open_stream(
+    channel: tonic::transport::Channel,
+    messages: ReceiverStream<RawMessage>,
+) -> Result<tonic::Streaming<IngestAck>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
+    let codec = tonic::codec::ProstCodec::<RawMessage, IngestAck>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/ktrail.v1.Ingest/Stream");
+    let mut request = tonic::Request::new(messages);
+    request
+        .extensions_mut()
+        .insert(tonic::GrpcMethod::new("ktrail.v1.Ingest", "Stream"));
+    Ok(grpc.streaming(request, path, codec).await?.into_inner())
+}
+
 async fn send_loop(
-    tx: &mpsc::Sender<AgentMessage>,
+    tx: &mpsc::Sender<RawMessage>,
     outbox: &Outbox,
     metrics: &Metrics,
     ack_task: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -141,17 +157,9 @@ async fn send_loop(
     let mut sent = outbox.acked();
     let mut report = tokio::time::interval(LOSS_REPORT_EVERY);
     loop {
-        let batch = outbox.batch_after(sent, MAX_BATCH);
-        if let Some(last) = batch.last() {
-            sent = last.seq;
-            let processes = outbox.take_processes();
-            let msg = AgentMessage {
-                body: Some(Body::Batch(EventBatch {
-                    events: batch,
-                    processes,
-                })),
-            };
-            tx.send(msg).await?;
+        if let Some(batch) = outbox.batch_after(sent, MAX_BATCH) {
+            sent = batch.last_seq;
+            tx.send(batch.message).await?;
             continue;
         }
         tokio::select! {
@@ -164,7 +172,7 @@ async fn send_loop(
             _ = outbox.ready.notified() => {}
             _ = report.tick() => {
                 let loss = loss_report(outbox, metrics);
-                tx.send(AgentMessage { body: Some(Body::Loss(loss)) }).await?;
+                tx.send(RawMessage::of(&AgentMessage { body: Some(Body::Loss(loss)) })).await?;
             }
         }
     }
