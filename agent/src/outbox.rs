@@ -108,9 +108,15 @@ impl Outbox {
         let seq = inner.last_seq;
         inner.bytes += size;
         inner.queue.push_back(Queued { seq, bytes });
-        drop(inner);
-        self.ready.notify_one();
         true
+    }
+
+    /// Tells the sender that events are waiting. Called once per drain of the ring, not
+    /// per event: a sender woken at every push sends batches of one or two events while
+    /// the reader is still draining, and each batch costs the collector a store row, a
+    /// commit share and an ack.
+    pub fn wake_sender(&self) {
+        self.ready.notify_one();
     }
 
     pub fn push_process(&self, info: ProcessInfo) {

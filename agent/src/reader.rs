@@ -17,6 +17,9 @@ use crate::{
     procfs,
 };
 
+/// Events read between two wakeups of the sender: its batch size.
+const WAKE_SENDER_EVERY: usize = crate::sender::MAX_BATCH;
+
 /// Processes whose metadata was sent; bounded, forgotten at exit.
 const MAX_KNOWN_PROCESSES: usize = 65_536;
 
@@ -67,8 +70,19 @@ impl Reader {
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        let mut unannounced = 0;
         while let Some(item) = ring.next() {
             self.handle(&item);
+            unannounced += 1;
+            // Once per batch's worth, not per event: the sender then takes full batches
+            // (outbox.rs), and a ring that never runs dry still feeds it.
+            if unannounced == WAKE_SENDER_EVERY {
+                self.outbox.wake_sender();
+                unannounced = 0;
+            }
+        }
+        if unannounced > 0 {
+            self.outbox.wake_sender();
         }
     }
 

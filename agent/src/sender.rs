@@ -15,7 +15,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::{cli::Args, metrics::Metrics, outbox::Outbox, wire::RawMessage};
 
-const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 512;
 const LOSS_REPORT_EVERY: Duration = Duration::from_millis(500);
 
 pub struct SenderConfig {
