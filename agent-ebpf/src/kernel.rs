@@ -105,6 +105,12 @@ impl Span {
         })
     }
 
+    /// The span covering two fields, each given as (offset, size).
+    #[inline(always)]
+    unsafe fn fields(base: *const u8, a: (u32, u32), b: (u32, u32)) -> Result<Span, i64> {
+        Span::read(base, lo2(a.0, b.0), hi2(a.0 + a.1, b.0 + b.1))
+    }
+
     #[inline(always)]
     unsafe fn get<T: Copy>(&self, offset: u32) -> Result<T, i64> {
         let offset = offset as u64;
@@ -152,11 +158,7 @@ unsafe fn file_of_fd(off: &KernelOffsets, fd: i64) -> Result<*const u8, i64> {
     let task = bpf_get_current_task() as *const u8;
     let files = ptr_at(task, off.task_files)?;
     let fdt = ptr_at(files, off.files_fdt)?;
-    let t = Span::read(
-        fdt,
-        lo2(off.fdtable_max_fds, off.fdtable_fd),
-        hi2(off.fdtable_max_fds + 4, off.fdtable_fd + 8),
-    )?;
+    let t = Span::fields(fdt, (off.fdtable_max_fds, 4), (off.fdtable_fd, 8))?;
     let max_fds: u32 = t.get(off.fdtable_max_fds)?;
     if fd as u64 >= max_fds as u64 {
         return Err(-1);
@@ -194,19 +196,11 @@ pub fn socket_of_fd(
             sock_endpoints(off, hit.sk as *const u8, out)?;
             return Ok(hit.sk);
         }
-        let f = Span::read(
-            file,
-            lo2(off.file_f_inode, off.file_private_data),
-            hi2(off.file_f_inode, off.file_private_data) + 8,
-        )?;
+        let f = Span::fields(file, (off.file_f_inode, 8), (off.file_private_data, 8))?;
         let inode = f.ptr(off.file_f_inode)?;
         // Before the next span: every span shares one buffer.
         let private_data: *const u8 = f.get(off.file_private_data)?;
-        let i = Span::read(
-            inode,
-            lo2(off.inode_i_mode, off.inode_i_ino),
-            hi2(off.inode_i_mode + 2, off.inode_i_ino + 8),
-        )?;
+        let i = Span::fields(inode, (off.inode_i_mode, 2), (off.inode_i_ino, 8))?;
         let mode: u16 = i.get(off.inode_i_mode)?;
         out.inode = i.get::<u64>(off.inode_i_ino)?;
         if mode & S_IFMT != S_IFSOCK {
