@@ -5,6 +5,7 @@
 use crate::cri;
 use crate::etcd;
 use crate::grpc::{self, GrpcMessage, GrpcStream};
+use crate::infer;
 use crate::k8s::{self, WatchStream};
 use crate::message::{
     Header, HeaderValue, Message, Part, Protocol, BODY_PREFIX_MAX, MAX_HEADERS, MAX_OBJECTS,
@@ -145,6 +146,7 @@ impl Half {
                 msg.grpc_service.clone_from(&r.grpc_service);
                 msg.grpc_method.clone_from(&r.grpc_method);
             }
+            msg.inferred.clone_from(&r.inferred);
         }
         classify(&mut msg);
         let grpc_call = msg.protocol == Protocol::Grpc;
@@ -195,6 +197,9 @@ impl Half {
 
     /// Body bytes arrived.
     pub fn body(&mut self, data: &[u8], ts: u64, cfg: &Config, out: &mut Vec<Message>) {
+        if let Some(head) = self.infer_watch(data, cfg) {
+            out.push(head);
+        }
         self.msg.ts_last = ts;
         self.msg.body_len = self.msg.body_len.saturating_add(data.len() as u64);
         // The body buffer is a contiguous prefix: nothing is appended after
@@ -260,6 +265,25 @@ impl Half {
         }
     }
 
+    /// A response whose request's path and content-type are unknown (its
+    /// headers were never seen, or referred to unknown HPACK entries) is a
+    /// watch stream when its body starts with a watch event: its head goes
+    /// out now, its events follow, marked inferred.
+    fn infer_watch(&mut self, data: &[u8], cfg: &Config) -> Option<Message> {
+        let undecided = self.msg.part == Part::Response
+            && self.msg.protocol == Protocol::Http2
+            && self.msg.unknown
+            && self.msg.path.is_none()
+            && self.msg.content_type.is_none()
+            && self.msg.body_len == 0
+            && !self.streaming;
+        let proto = infer::watch_stream(data).filter(|_| undecided)?;
+        self.streaming = true;
+        self.watch = Some(WatchStream::new(Some(proto)));
+        self.msg.inferred.push("watch".to_owned());
+        self.emit_head(cfg)
+    }
+
     fn event(&self, ts: u64) -> Message {
         let mut ev = Message::new(self.msg.protocol, self.msg.direction, Part::Event, ts);
         ev.stream_id = self.msg.stream_id;
@@ -270,6 +294,7 @@ impl Half {
         ev.grpc_method.clone_from(&self.msg.grpc_method);
         ev.content_type.clone_from(&self.msg.content_type);
         ev.status = self.msg.status;
+        ev.inferred.clone_from(&self.msg.inferred);
         ev
     }
 
@@ -341,6 +366,8 @@ impl Half {
             if self.grpc.as_ref().is_some_and(GrpcStream::lost) {
                 msg.truncated = true;
             }
+        } else if !self.streaming && self.infer_etcd_call(&mut msg) {
+            // An etcd call whose path was an unknown HPACK entry.
         } else if !self.streaming && !self.body.is_empty() {
             if msg
                 .header("content-encoding")
@@ -355,6 +382,14 @@ impl Half {
                 }
                 self.body = plain;
             }
+            if msg.method.is_none()
+                && msg.unknown
+                && msg.part == Part::Request
+                && infer::strategic_merge_patch(&self.body)
+            {
+                msg.method = Some("PATCH".to_owned());
+                msg.inferred.push("method".to_owned());
+            }
             let objs = k8s::decode_body(&self.body, self.cut);
             msg.objects.extend(objs.into_iter().take(MAX_OBJECTS));
         }
@@ -365,6 +400,35 @@ impl Half {
         };
         finish_redaction(&mut msg, &body, cfg);
         out.push(msg);
+    }
+
+    /// An HTTP/2 message whose path is unknown and whose body is one gRPC
+    /// message shaped like one etcd KV method's only: decoded as that call,
+    /// its path marked inferred.
+    fn infer_etcd_call(&self, msg: &mut Message) -> bool {
+        if msg.protocol != Protocol::Http2 || msg.path.is_some() || !msg.unknown {
+            return false;
+        }
+        let Some(g) = infer::grpc_message(&self.body, self.cut) else {
+            return false;
+        };
+        let req = msg.part == Part::Request;
+        let method = if req {
+            infer::etcd_request_method(&g.data)
+        } else {
+            infer::etcd_response_method(&g.data)
+        };
+        let Some(method) = method else {
+            return false;
+        };
+        msg.protocol = Protocol::Grpc;
+        msg.grpc_service = Some(infer::ETCD_KV.to_owned());
+        msg.grpc_method = Some(method.to_owned());
+        msg.path = Some(format!("/{}/{method}", infer::ETCD_KV));
+        msg.inferred.push("path".to_owned());
+        apply_grpc_message(msg, &g, req);
+        msg.truncated |= g.cut;
+        true
     }
 
     fn apply_grpc(&self, m: &mut Message) {

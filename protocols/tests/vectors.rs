@@ -649,6 +649,82 @@ fn mid_connection_h2_decodes_static_and_literal_headers_and_marks_unknown() {
     assert!(msgs.iter().any(|m| m.path.is_some()));
 }
 
+/// What a late agent's capture still tells, inferred from the bodies where
+/// the headers were HPACK entries it never saw — and said to be inferred.
+#[test]
+fn late_attach_infers_etcd_calls_watches_and_patches_hidden_by_unknown_headers() {
+    let inferred = |m: &Message, what: &str| m.inferred.iter().any(|i| i == what);
+    // kube-apiserver → etcd from chunk 18: every Txn's :path is an unknown entry.
+    let e = chunks("apiserver-etcd-pods.txt");
+    let late = replay(&e[18..], AGENT_CAP);
+    assert_subset(&late, &replay(&e, usize::MAX));
+    let puts: Vec<&Message> = late
+        .iter()
+        .filter(|m| m.summary() == "etcd Txn put /registry/pods/default/mynginx-trace-test")
+        .collect();
+    assert!(puts.len() >= 3, "{:#?}", summaries(&late));
+    for m in &puts {
+        assert!(inferred(m, "path") && m.unknown, "{m:?}");
+        assert_eq!(m.path.as_deref(), Some("/etcdserverpb.KV/Txn"));
+    }
+    // Their responses decode by the inferred method.
+    assert!(late.iter().any(|m| m.part == Part::Response
+        && inferred(m, "path")
+        && m.summary().starts_with("etcd Txn succeeded rev")));
+    // A Range request is a bare key (it could be a Put or a DeleteRange): not
+    // inferred; its response, with the count only a RangeResponse has, is.
+    assert!(late
+        .iter()
+        .any(|m| m.part == Part::Request && m.path.is_none()));
+    assert!(late.iter().any(|m| m.part == Part::Response
+        && m.summary() == "etcd Range /registry/pods/default/mynginx-trace-test rev 61"));
+
+    // kube-scheduler's pod watch, opened before the capture (from chunk 95 its
+    // headers were never seen; from 90 only the response's, unknown entries).
+    let k = chunks("kube-scheduler.txt");
+    for skip in [90, 95] {
+        let late = replay(&k[skip..], AGENT_CAP);
+        assert_subset(&late, &replay(&k, usize::MAX));
+        let ev = late
+            .iter()
+            .find(|m| m.part == Part::Event)
+            .unwrap_or_else(|| panic!("no watch event from chunk {skip}: {:#?}", summaries(&late)));
+        assert_eq!(ev.stream_id, Some(69));
+        assert!(inferred(ev, "watch") && ev.path.is_none());
+        assert_eq!(
+            ev.summary(),
+            "watch: MODIFIED Pod default/mynginx-trace-test node=ktrail-worker Pending"
+        );
+    }
+
+    // The real thing: the kubelet's connection as an agent attached to the
+    // running cluster saw it. The pod's watch event to the kubelet decodes;
+    // the status PATCH's method was an unknown entry, its body a strategic
+    // merge patch.
+    let msgs = replay(&chunks("late-kubelet-apiserver.txt"), AGENT_CAP);
+    assert!(msgs.iter().any(|m| m.part == Part::Event
+        && inferred(m, "watch")
+        && m.summary() == "watch: ADDED Pod default/mynginx-trace-test node=k8s-worker Pending"));
+    let patches: Vec<&Message> = msgs
+        .iter()
+        .filter(|m| {
+            m.path.as_deref() == Some("/api/v1/namespaces/default/pods/mynginx-trace-test/status")
+        })
+        .collect();
+    assert!(patches.len() >= 4, "{:#?}", summaries(&msgs));
+    for m in &patches {
+        assert_eq!(m.method.as_deref(), Some("PATCH"), "{}", m.summary());
+        assert!(inferred(m, "method"), "{}", m.summary());
+    }
+    assert!(patches.iter().any(|m| m.part == Part::Response
+        && m.summary()
+            .ends_with("→ 200 [Pod default/mynginx-trace-test node=k8s-worker Running]")));
+    // Requests whose method was seen say nothing was inferred.
+    assert!(msgs
+        .iter()
+        .any(|m| m.method.as_deref() == Some("GET") && m.inferred.is_empty()));
+}
+
 #[test]
 fn k8s_objects_from_real_serializers() {
     let objs = k8s::decode_body(&file("k8s/pod-pending.json"), false);

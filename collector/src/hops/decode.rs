@@ -326,6 +326,11 @@ pub fn annotate(hop: &mut Hop, req: Option<&Message>, resp: Option<&Message>) ->
         }
         objects_of(m, hop);
         hop.incomplete |= m.truncated || m.unknown;
+        for i in &m.inferred {
+            if !hop.inferred.contains(i) {
+                hop.inferred.push(i.clone());
+            }
+        }
         for r in &m.redacted {
             hop.redacted = true;
             if hop.redactions.len() < MAX_REDACTIONS && !hop.redactions.contains(r) {
@@ -362,8 +367,18 @@ pub fn annotate(hop: &mut Hop, req: Option<&Message>, resp: Option<&Message>) ->
     if !cri.method.is_empty() {
         hop.cri = Some(cri);
     }
-    let s = summary(req, resp);
+    let mut s = summary(req, resp);
     if !s.is_empty() {
+        // Never shown as if seen (a watch's summary names no path).
+        let inferred: Vec<&str> = hop
+            .inferred
+            .iter()
+            .map(String::as_str)
+            .filter(|i| *i != "watch")
+            .collect();
+        if !inferred.is_empty() {
+            s.push_str(&format!(" ({} inferred)", inferred.join(", ")));
+        }
         hop.summary = s;
     }
     true

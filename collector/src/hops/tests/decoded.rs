@@ -772,3 +772,69 @@ fn a_client_agent_later_than_the_wait_does_not_duplicate_hops() {
         );
     }
 }
+
+/// Agents attached to running components (a DaemonSet) see long-lived
+/// connections from their middle: the headers of kube-apiserver's etcd calls
+/// and of the scheduler's pod watch refer to HPACK entries they never saw.
+/// The hops still name the Txn (its path inferred from the message, and
+/// saying so) and the watch's events.
+#[test]
+fn late_agents_get_the_etcd_txns_and_watch_events_with_what_was_inferred() {
+    let plain = Replay {
+        client: true,
+        server: true,
+        tls: false,
+        one_node: false,
+    };
+    let mut sim = Sim::new();
+    let (c, s) = pair("kube-apiserver", "etcd");
+    replay(
+        &mut sim,
+        &c,
+        &s,
+        &vector("apiserver-etcd-pods.txt")[18..],
+        plain,
+    );
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    // (The first Txn's request went before the capture began: its response alone.)
+    let put = hops
+        .iter()
+        .find(|h| {
+            h.grpc_method == "Txn" && h.etcd.as_ref().is_some_and(|e| e.op.starts_with("Txn put"))
+        })
+        .unwrap_or_else(|| panic!("no Txn put:\n{all}"));
+    assert_eq!(put.inferred, vec!["path".to_owned()], "{all}");
+    assert_eq!(put.path, "/etcdserverpb.KV/Txn");
+    assert_eq!(
+        put.summary,
+        "etcd Txn put /registry/pods/default/mynginx-trace-test → succeeded (path inferred)"
+    );
+    let etcd = put.etcd.clone().unwrap_or_default();
+    assert!(etcd
+        .keys
+        .iter()
+        .any(|k| k == "/registry/pods/default/mynginx-trace-test"));
+    assert!(put.incomplete, "unknown headers: {all}");
+
+    let mut sim = Sim::new();
+    let (c, s) = pair("kube-scheduler", "kube-apiserver");
+    replay(
+        &mut sim,
+        &c,
+        &s,
+        &vector("kube-scheduler.txt")[95..],
+        BOTH_TLS,
+    );
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    let event = hops
+        .iter()
+        .find(|h| h.kind == "watch-event")
+        .unwrap_or_else(|| panic!("no watch event:\n{all}"));
+    assert_eq!(event.inferred, vec!["watch".to_owned()], "{all}");
+    assert!(event.path.is_empty(), "{all}");
+    assert!(event.objects.iter().any(|o| o.name == "mynginx-trace-test"
+        && o.watch_event_type == "MODIFIED"
+        && o.node_name == "ktrail-worker"));
+}
