@@ -118,9 +118,20 @@ fn replayed(
     name: &str,
     r: Replay,
 ) -> (Vec<Hop>, String) {
+    replayed_from(client_comm, server_comm, name, 0, r)
+}
+
+/// [`replayed`] from chunk `skip` on: agents attached while the connection ran.
+fn replayed_from(
+    client_comm: &'static str,
+    server_comm: &'static str,
+    name: &str,
+    skip: usize,
+    r: Replay,
+) -> (Vec<Hop>, String) {
     let mut sim = Sim::new();
     let (c, s) = pair(client_comm, server_comm);
-    replay(&mut sim, &c, &s, &vector(name), r);
+    replay(&mut sim, &c, &s, &vector(name)[skip..], r);
     let hops = sim.take_hops();
     let all = describe(&hops);
     (hops, all)
@@ -786,17 +797,13 @@ fn late_agents_get_the_etcd_txns_and_watch_events_with_what_was_inferred() {
         tls: false,
         one_node: false,
     };
-    let mut sim = Sim::new();
-    let (c, s) = pair("kube-apiserver", "etcd");
-    replay(
-        &mut sim,
-        &c,
-        &s,
-        &vector("apiserver-etcd-pods.txt")[18..],
+    let (hops, all) = replayed_from(
+        "kube-apiserver",
+        "etcd",
+        "apiserver-etcd-pods.txt",
+        18,
         plain,
     );
-    let hops = sim.take_hops();
-    let all = describe(&hops);
     // (The first Txn's request went before the capture began: its response alone.)
     let put = hops
         .iter()
@@ -817,17 +824,13 @@ fn late_agents_get_the_etcd_txns_and_watch_events_with_what_was_inferred() {
         .any(|k| k == "/registry/pods/default/mynginx-trace-test"));
     assert!(put.incomplete, "unknown headers: {all}");
 
-    let mut sim = Sim::new();
-    let (c, s) = pair("kube-scheduler", "kube-apiserver");
-    replay(
-        &mut sim,
-        &c,
-        &s,
-        &vector("kube-scheduler.txt")[95..],
+    let (hops, all) = replayed_from(
+        "kube-scheduler",
+        "kube-apiserver",
+        "kube-scheduler.txt",
+        95,
         BOTH_TLS,
     );
-    let hops = sim.take_hops();
-    let all = describe(&hops);
     let event = hops
         .iter()
         .find(|h| h.kind == "watch-event")
