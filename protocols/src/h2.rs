@@ -91,6 +91,29 @@ pub fn looks_like_frames(b: &[u8], cut: bool) -> bool {
     n > 0 && (pos == b.len() || cut)
 }
 
+/// Whether the first HEADERS frame of a chunk of whole frames carries a
+/// request (`Some(true)`) or a response (`Some(false)`), as far as its
+/// static pseudo-header references tell ([`hpack::block_is_request`]).
+pub fn chunk_sends_request(b: &[u8]) -> Option<bool> {
+    let mut pos = 0usize;
+    while let Some(h) = b.get(pos..).and_then(parse_head) {
+        let payload = b.get(pos + 9..)?;
+        let payload = payload.get(..h.len.min(payload.len()))?;
+        if h.typ == HEADERS {
+            let mut p = payload;
+            if h.flags & PADDED != 0 {
+                p = p.get(1..)?;
+            }
+            if h.flags & PRIORITY_FLAG != 0 {
+                p = p.get(5..)?;
+            }
+            return hpack::block_is_request(p);
+        }
+        pos = pos.checked_add(9 + h.len)?;
+    }
+    None
+}
+
 #[derive(Debug)]
 struct Frame {
     head: FrameHead,
@@ -210,6 +233,13 @@ impl H2 {
             })
             .sum();
         dirs + streams
+    }
+
+    /// The caller's directions were found reversed before anything was
+    /// decoded: the state kept for each direction follows its bytes.
+    pub fn swap_directions(&mut self) {
+        self.dirs.swap(0, 1);
+        self.streams.clear();
     }
 
     pub fn table_known(&self, d: Direction) -> bool {

@@ -2,9 +2,12 @@
 //!
 //! In order of strength: a role already used in a hop; a hint for the side's own
 //! endpoint (`connect` → client, `accept` → server, TCP `SYN_SENT`/`SYN_RECV` →
-//! `ESTABLISHED`); the opposite of a hint for another endpoint; and last, data:
-//! the endpoint seen sending first is the client, every other one the server (a
-//! lone side that only received so far is a server: its unseen peer spoke first).
+//! `ESTABLISHED`); the opposite of a hint for another endpoint; what the side's
+//! decoded bytes tell (it sent a request or a response: on a connection joined in
+//! its middle the first to send may be a server delivering a watch event); and
+//! last, data: the endpoint seen sending first is the client, every other one the
+//! server (a lone side that only received so far is a server: its unseen peer
+//! spoke first).
 
 use super::endpoint::LocalId;
 use super::run::Direction;
@@ -40,6 +43,7 @@ pub fn resolve(sides: &[Side], hints: &[RoleHint]) -> Vec<Option<Role>> {
                         .find(|h| !same_endpoint(side, &h.node, &h.local_id))
                         .map(|h| h.role.opposite())
                 })
+                .or_else(|| side.decoder.role())
         })
         .collect();
     // A locked side tells the others what they are, like a hint.

@@ -61,10 +61,36 @@ fn replay(sim: &mut Sim, c: &End, s: &End, chunks: &[capture::Chunk], r: Replay)
     replay_views(sim, c, s, chunks, &client_view, r);
 }
 
+/// [`replay`] of agents attached while the connection ran: no connect or
+/// accept, its bytes from the middle.
+fn replay_joined(sim: &mut Sim, c: &End, s: &End, chunks: &[capture::Chunk], r: Replay) {
+    let client_view: Vec<Option<capture::Chunk>> = chunks.iter().cloned().map(Some).collect();
+    transfers(sim, c, s, chunks, &client_view, r);
+}
+
 /// [`replay`], with the client's own view of the chunks: `None` where the
 /// client's agent reported nothing at that moment (its read took that chunk
 /// together with an earlier one).
 fn replay_views(
+    sim: &mut Sim,
+    c: &End,
+    s: &End,
+    chunks: &[capture::Chunk],
+    client_view: &[Option<capture::Chunk>],
+    r: Replay,
+) {
+    if r.client {
+        sim.feed(CLIENT_NODE, c.connect(T0));
+    }
+    if r.server {
+        let server_node = if r.one_node { CLIENT_NODE } else { SERVER_NODE };
+        sim.feed(server_node, s.accept(T0));
+    }
+    transfers(sim, c, s, chunks, client_view, r);
+}
+
+/// Each chunk as the ends' reads and writes.
+fn transfers(
     sim: &mut Sim,
     c: &End,
     s: &End,
@@ -77,13 +103,7 @@ fn replay_views(
     } else {
         ("write", "read")
     };
-    if r.client {
-        sim.feed(CLIENT_NODE, c.connect(T0));
-    }
     let server_node = if r.one_node { CLIENT_NODE } else { SERVER_NODE };
-    if r.server {
-        sim.feed(server_node, s.accept(T0));
-    }
     for (i, ch) in chunks.iter().enumerate() {
         let ts = T0 + (i as u64 + 1) * MS;
         let data = &ch.data[..ch.data.len().min(CAPTURE)];
@@ -121,7 +141,8 @@ fn replayed(
     replayed_from(client_comm, server_comm, name, 0, r)
 }
 
-/// [`replayed`] from chunk `skip` on: agents attached while the connection ran.
+/// [`replayed`] from chunk `skip` on (when not 0): agents attached while the
+/// connection ran.
 fn replayed_from(
     client_comm: &'static str,
     server_comm: &'static str,
@@ -131,7 +152,11 @@ fn replayed_from(
 ) -> (Vec<Hop>, String) {
     let mut sim = Sim::new();
     let (c, s) = pair(client_comm, server_comm);
-    replay(&mut sim, &c, &s, &vector(name)[skip..], r);
+    if skip == 0 {
+        replay(&mut sim, &c, &s, &vector(name), r);
+    } else {
+        replay_joined(&mut sim, &c, &s, &vector(name)[skip..], r);
+    }
     let hops = sim.take_hops();
     let all = describe(&hops);
     (hops, all)
@@ -788,7 +813,8 @@ fn a_client_agent_later_than_the_wait_does_not_duplicate_hops() {
 /// connections from their middle: the headers of kube-apiserver's etcd calls
 /// and of the scheduler's pod watch refer to HPACK entries they never saw.
 /// The hops still name the Txn (its path inferred from the message, and
-/// saying so) and the watch's events.
+/// saying so) and the watch's events, and the scheduler stays the client
+/// although the first bytes seen were the server's.
 #[test]
 fn late_agents_get_the_etcd_txns_and_watch_events_with_what_was_inferred() {
     let plain = Replay {
@@ -824,12 +850,30 @@ fn late_agents_get_the_etcd_txns_and_watch_events_with_what_was_inferred() {
         .any(|k| k == "/registry/pods/default/mynginx-trace-test"));
     assert!(put.incomplete, "unknown headers: {all}");
 
-    let (hops, all) = replayed_from(
-        "kube-scheduler",
-        "kube-apiserver",
-        "kube-scheduler.txt",
-        95,
-        BOTH_TLS,
+    // The server's probes were there first: the first bytes seen are
+    // kube-apiserver's (a watch event); kube-apiserver is still the server.
+    let mut sim = Sim::new();
+    let (c, s) = pair("kube-scheduler", "kube-apiserver");
+    let chunks = &vector("kube-scheduler.txt")[97..];
+    let client_view: Vec<Option<capture::Chunk>> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, ch)| (i >= 2).then(|| ch.clone()))
+        .collect();
+    transfers(&mut sim, &c, &s, chunks, &client_view, BOTH_TLS);
+    sim.run_for(1_000);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    for h in &hops {
+        assert_eq!(end(h, true).comm, "kube-scheduler", "{all}");
+        assert_eq!(end(h, false).comm, "kube-apiserver", "{all}");
+    }
+    assert!(
+        hops.iter().any(
+            |h| h.path == "/apis/events.k8s.io/v1/namespaces/default/events"
+                && h.status_code == 201
+        ),
+        "{all}"
     );
     let event = hops
         .iter()
