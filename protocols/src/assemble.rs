@@ -366,8 +366,8 @@ impl Half {
             if self.grpc.as_ref().is_some_and(GrpcStream::lost) {
                 msg.truncated = true;
             }
-        } else if !self.streaming && self.infer_etcd_call(&mut msg) {
-            // An etcd call whose path was an unknown HPACK entry.
+        } else if !self.streaming && self.infer_grpc_call(&mut msg) {
+            // An etcd or CRI call whose path was an unknown HPACK entry.
         } else if !self.streaming && !self.body.is_empty() {
             if msg
                 .header("content-encoding")
@@ -403,9 +403,9 @@ impl Half {
     }
 
     /// An HTTP/2 message whose path is unknown and whose body is one gRPC
-    /// message shaped like one etcd KV method's only: decoded as that call,
-    /// its path marked inferred.
-    fn infer_etcd_call(&self, msg: &mut Message) -> bool {
+    /// message shaped like one etcd KV or CRI method's only: decoded as that
+    /// call, its path marked inferred.
+    fn infer_grpc_call(&self, msg: &mut Message) -> bool {
         if msg.protocol != Protocol::Http2 || msg.path.is_some() || !msg.unknown {
             return false;
         }
@@ -413,18 +413,20 @@ impl Half {
             return false;
         };
         let req = msg.part == Part::Request;
-        let method = if req {
+        let call = if req {
             infer::etcd_request_method(&g.data)
+                .map(|m| (infer::ETCD_KV, m))
+                .or_else(|| infer::cri_request_method(&g.data, g.cut))
         } else {
-            infer::etcd_response_method(&g.data)
+            infer::etcd_response_method(&g.data).map(|m| (infer::ETCD_KV, m))
         };
-        let Some(method) = method else {
+        let Some((service, method)) = call else {
             return false;
         };
         msg.protocol = Protocol::Grpc;
-        msg.grpc_service = Some(infer::ETCD_KV.to_owned());
+        msg.grpc_service = Some(service.to_owned());
         msg.grpc_method = Some(method.to_owned());
-        msg.path = Some(format!("/{}/{method}", infer::ETCD_KV));
+        msg.path = Some(format!("/{service}/{method}"));
         msg.inferred.push("path".to_owned());
         apply_grpc_message(msg, &g, req);
         msg.truncated |= g.cut;

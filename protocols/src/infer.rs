@@ -13,6 +13,9 @@ use crate::pb::{self, Fields, Value};
 
 /// etcd's KV service, whose methods are inferred here.
 pub const ETCD_KV: &str = "etcdserverpb.KV";
+/// The CRI services whose calls are inferred here.
+pub const CRI_RUNTIME: &str = "runtime.v1.RuntimeService";
+pub const CRI_IMAGE: &str = "runtime.v1.ImageService";
 
 /// Whether a response body starts like a Kubernetes watch stream — one
 /// event per frame, each written whole and flushed: a 4-byte big-endian
@@ -74,6 +77,86 @@ fn fields(msg: &[u8]) -> Option<Vec<(u32, Value<'_>)>> {
     let mut it = Fields::new(msg);
     let all: Vec<_> = it.by_ref().collect();
     (!it.truncated()).then_some(all)
+}
+
+/// The top-level fields of a message that may be a cut prefix: its last
+/// field may be partial then (a nested message is still read from it).
+fn fields_cut(msg: &[u8], cut: bool) -> Option<Vec<(u32, Value<'_>)>> {
+    if !cut {
+        return fields(msg);
+    }
+    let mut it = Fields::lenient(msg);
+    let all: Vec<_> = it.by_ref().collect();
+    let whole = !it.truncated() || all.last().is_some_and(|(_, v)| v.is_partial());
+    whole.then_some(all)
+}
+
+/// A string field: valid UTF-8, printable.
+fn is_text(v: &Value<'_>) -> bool {
+    v.bytes()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .is_some_and(|t| !t.chars().any(char::is_control))
+}
+
+/// CRI PodSandboxConfig {metadata = 1 PodSandboxMetadata {name = 1, uid = 2,
+/// namespace = 3, attempt = 4}, hostname = 2 … windows = 9}, with its
+/// metadata's name, uid and namespace (what no other CRI message has).
+fn is_sandbox_config(b: &[u8], cut: bool) -> bool {
+    let Some(f) = fields_cut(b, cut) else {
+        return false;
+    };
+    let metadata = f
+        .iter()
+        .find_map(|(n, v)| (*n == 1).then(|| v.msg()).flatten());
+    f.iter().all(|(n, _)| (1..=9).contains(n))
+        && metadata.and_then(fields).is_some_and(|m| {
+            m.iter().all(|(n, v)| match n {
+                1..=3 => is_text(v),
+                4 => v.varint().is_some(),
+                _ => false,
+            }) && [1, 2, 3].iter().all(|k| m.iter().any(|(n, _)| n == k))
+        })
+}
+
+/// The CRI call a request message is, when its shape fits one method only:
+/// RunPodSandboxRequest {config = 1 PodSandboxConfig, runtime_handler = 2},
+/// PullImageRequest {image = 1 ImageSpec, auth = 2, sandbox_config = 3} (the
+/// sandbox config tells it from ImageStatus and RemoveImage),
+/// CreateContainerRequest {pod_sandbox_id = 1, config = 2, sandbox_config = 3}.
+/// A bare id (StartContainer, StopContainer, RemoveContainer, the sandbox
+/// calls …) fits many: not inferred.
+pub fn cri_request_method(msg: &[u8], cut: bool) -> Option<(&'static str, &'static str)> {
+    let f = fields_cut(msg, cut)?;
+    let field = |k: u32| f.iter().find(|(n, _)| *n == k).map(|(_, v)| v);
+    let only = |ns: &[u32]| !f.is_empty() && f.iter().all(|(n, _)| ns.contains(n));
+    let sandbox = |k: u32| {
+        let last = f.last().map(|(n, _)| *n) == Some(k);
+        field(k)
+            .and_then(Value::msg)
+            .is_some_and(|b| is_sandbox_config(b, cut && last))
+    };
+    if only(&[1, 2]) && sandbox(1) && field(2).is_none_or(is_text) {
+        return Some((CRI_RUNTIME, "RunPodSandbox"));
+    }
+    let image_spec = field(1)
+        .and_then(Value::bytes)
+        .and_then(fields)
+        .is_some_and(|s| {
+            s.iter().all(|(n, _)| [1, 2, 18, 19].contains(n))
+                && s.iter().any(|(n, v)| *n == 1 && is_text(v))
+        });
+    if only(&[1, 2, 3]) && image_spec && sandbox(3) {
+        return Some((CRI_IMAGE, "PullImage"));
+    }
+    let container_config = field(2).and_then(Value::msg).is_some_and(|c| {
+        Fields::lenient(c)
+            .next()
+            .is_some_and(|(n, v)| n == 1 && v.bytes().is_some_and(|m| fields(m).is_some()))
+    });
+    if only(&[1, 2, 3]) && field(1).is_some_and(is_text) && container_config && sandbox(3) {
+        return Some((CRI_RUNTIME, "CreateContainer"));
+    }
+    None
 }
 
 /// etcd Compare {result = 1, target = 2, key = 3, version = 4,

@@ -725,6 +725,78 @@ fn late_attach_infers_etcd_calls_watches_and_patches_hidden_by_unknown_headers()
         .any(|m| m.method.as_deref() == Some("GET") && m.inferred.is_empty()));
 }
 
+/// The client's DATA of each HTTP/2 stream of a capture, concatenated.
+fn request_bodies(
+    chunks: &[ktrail_protocols::capture::Chunk],
+) -> std::collections::BTreeMap<u32, Vec<u8>> {
+    let mut wire = Vec::new();
+    for c in chunks.iter().filter(|c| c.dir == Direction::ClientToServer) {
+        wire.extend_from_slice(&c.data);
+    }
+    let mut p = wire
+        .strip_prefix(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".as_slice())
+        .unwrap();
+    let mut bodies = std::collections::BTreeMap::new();
+    while p.len() >= 9 {
+        let len = usize::from(p[0]) << 16 | usize::from(p[1]) << 8 | usize::from(p[2]);
+        let sid = u32::from_be_bytes([p[5] & 0x7f, p[6], p[7], p[8]]);
+        let payload = &p[9..9 + len];
+        if p[3] == 0 {
+            let padded = p[4] & 0x8 != 0;
+            let body = if padded {
+                &payload[1..len - usize::from(payload[0])]
+            } else {
+                payload
+            };
+            bodies
+                .entry(sid)
+                .or_insert_with(Vec::new)
+                .extend_from_slice(body);
+        }
+        p = &p[9 + len..];
+    }
+    bodies
+}
+
+/// Every CRI request of the real captures, its headers set aside: the shape
+/// of its message names the method its headers named, or nothing.
+#[test]
+fn cri_requests_are_inferred_by_shape_only_when_one_method_fits() {
+    use ktrail_protocols::infer;
+    let mut inferred = std::collections::BTreeSet::new();
+    for v in ["cri-kubelet.txt", "cri-kubelet-run.txt"] {
+        let c = chunks(v);
+        let named: std::collections::BTreeMap<u32, String> = replay(&c, usize::MAX)
+            .into_iter()
+            .filter(|m| m.part == Part::Request)
+            .filter_map(|m| Some((m.stream_id?, m.grpc_method?)))
+            .collect();
+        for (sid, body) in request_bodies(&c) {
+            let g = infer::grpc_message(&body, false).unwrap();
+            for cut in [false, true] {
+                let data = if cut {
+                    &g.data[..g.data.len().min(AGENT_CAP - 200)]
+                } else {
+                    &g.data[..]
+                };
+                if let Some((service, method)) = infer::cri_request_method(data, cut) {
+                    assert_eq!(
+                        Some(&method.to_string()),
+                        named.get(&sid),
+                        "{v} stream {sid}"
+                    );
+                    assert!(service.starts_with("runtime.v1."));
+                    inferred.insert(method);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        inferred.into_iter().collect::<Vec<_>>(),
+        ["CreateContainer", "PullImage", "RunPodSandbox"]
+    );
+}
+
 #[test]
 fn k8s_objects_from_real_serializers() {
     let objs = k8s::decode_body(&file("k8s/pod-pending.json"), false);
