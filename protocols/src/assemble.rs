@@ -361,6 +361,15 @@ impl Half {
                 let req = msg.part == Part::Request;
                 apply_grpc_message(&mut msg, &GrpcMessage::default(), req);
             } else {
+                // Known as gRPC by its content-type, its path unknown: the
+                // message may tell the method.
+                if let Some(first) = self
+                    .grpc_msgs
+                    .first()
+                    .filter(|_| msg.path.is_none() && msg.grpc_service.is_none() && msg.unknown)
+                {
+                    infer_method(&mut msg, first);
+                }
                 self.apply_grpc(&mut msg);
             }
             if self.grpc.as_ref().is_some_and(GrpcStream::lost) {
@@ -392,6 +401,20 @@ impl Half {
             }
             let objs = k8s::decode_body(&self.body, self.cut);
             msg.objects.extend(objs.into_iter().take(MAX_OBJECTS));
+            // A `:status` that was an unknown entry, answered by a metav1.Status
+            // that carries its code (a binding's 201).
+            let code = msg
+                .objects
+                .iter()
+                .find(|o| o.kind.as_deref() == Some("Status"))
+                .and_then(|o| o.code)
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (100..600).contains(c));
+            if let (Part::Response, None, true, Some(c)) = (msg.part, msg.status, msg.unknown, code)
+            {
+                msg.status = Some(c);
+                msg.inferred.push("status".to_owned());
+            }
         }
         let body = if self.streaming || self.grpc.is_some() {
             Vec::new()
@@ -412,23 +435,10 @@ impl Half {
         let Some(g) = infer::grpc_message(&self.body, self.cut) else {
             return false;
         };
-        let req = msg.part == Part::Request;
-        let call = if req {
-            infer::etcd_request_method(&g.data)
-                .map(|m| (infer::ETCD_KV, m))
-                .or_else(|| infer::cri_request_method(&g.data, g.cut))
-        } else {
-            infer::etcd_response_method(&g.data).map(|m| (infer::ETCD_KV, m))
-        };
-        let Some((service, method)) = call else {
+        if !infer_method(msg, &g) {
             return false;
-        };
-        msg.protocol = Protocol::Grpc;
-        msg.grpc_service = Some(service.to_owned());
-        msg.grpc_method = Some(method.to_owned());
-        msg.path = Some(format!("/{service}/{method}"));
-        msg.inferred.push("path".to_owned());
-        apply_grpc_message(msg, &g, req);
+        }
+        apply_grpc_message(msg, &g, msg.part == Part::Request);
         msg.truncated |= g.cut;
         true
     }
@@ -444,6 +454,30 @@ impl Half {
             None => apply_grpc_message(m, &GrpcMessage::default(), req),
         }
     }
+}
+
+/// Names the etcd or CRI call whose message `g` is, when its shape fits one
+/// method only; the path is marked inferred.
+fn infer_method(msg: &mut Message, g: &GrpcMessage) -> bool {
+    if g.compressed {
+        return false;
+    }
+    let call = if msg.part == Part::Request {
+        infer::etcd_request_method(&g.data)
+            .map(|m| (infer::ETCD_KV, m))
+            .or_else(|| infer::cri_request_method(&g.data, g.cut))
+    } else {
+        infer::etcd_response_method(&g.data).map(|m| (infer::ETCD_KV, m))
+    };
+    let Some((service, method)) = call else {
+        return false;
+    };
+    msg.protocol = Protocol::Grpc;
+    msg.grpc_service = Some(service.to_owned());
+    msg.grpc_method = Some(method.to_owned());
+    msg.path = Some(format!("/{service}/{method}"));
+    msg.inferred.push("path".to_owned());
+    true
 }
 
 /// Gunzips at most `max` bytes of `data` (which may be a cut prefix of a gzip

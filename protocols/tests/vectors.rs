@@ -797,6 +797,33 @@ fn cri_requests_are_inferred_by_shape_only_when_one_method_fits() {
     );
 }
 
+/// A response joined mid-connection whose `:status` is an unknown HPACK entry
+/// (kube-scheduler's binding answered after many 201s): the metav1.Status it
+/// carries (here the real serializer's bytes) gives the code, marked inferred.
+#[test]
+fn an_unknown_status_is_inferred_from_a_status_body() {
+    let status = file("k8s/status-201.pb");
+    let mut d = ConnectionDecoder::new();
+    let frame = |typ: u8, flags: u8, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[typ, flags, 0, 0, 0, 3]);
+        f.extend_from_slice(payload);
+        f
+    };
+    // Request: :method POST, :scheme https, :path literal (static name), all
+    // seen; response: :status as dynamic index 70 (unknown), then the body.
+    let mut req = frame(1, 4, b"\x83\x87\x04\x04/x/y");
+    req.extend(frame(0, 1, b"{}"));
+    let mut resp = frame(1, 4, &[0xc6]);
+    resp.extend(frame(0, 1, &status));
+    let mut msgs = d.feed(Direction::ClientToServer, &req, req.len() as u64, 1);
+    msgs.extend(d.feed(Direction::ServerToClient, &resp, resp.len() as u64, 2));
+    let r = msgs.iter().find(|m| m.part == Part::Response).unwrap();
+    assert_eq!(r.status, Some(201), "{:?}", summaries(&msgs));
+    assert_eq!(r.inferred, vec!["status".to_string()]);
+    assert_eq!(r.summary(), "POST /x/y → 201 [Status 201]");
+}
+
 #[test]
 fn k8s_objects_from_real_serializers() {
     let objs = k8s::decode_body(&file("k8s/pod-pending.json"), false);
