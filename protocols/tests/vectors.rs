@@ -797,6 +797,40 @@ fn cri_requests_are_inferred_by_shape_only_when_one_method_fits() {
     );
 }
 
+/// A gRPC call whose `content-type` was seen but whose `:path` is an unknown
+/// entry: the real create Txn of kube-apiserver still decodes, path inferred.
+#[test]
+fn a_grpc_call_of_unknown_path_is_named_by_its_message() {
+    let txn = request_bodies(&chunks("apiserver-etcd-pods.txt"))
+        .into_values()
+        .find(|b| {
+            ktrail_protocols::infer::grpc_message(b, false).is_some_and(|g| {
+                ktrail_protocols::infer::etcd_request_method(&g.data) == Some("Txn")
+            })
+        })
+        .unwrap();
+    let frame = |typ: u8, flags: u8, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[typ, flags, 0, 0, 0, 5]);
+        f.extend_from_slice(payload);
+        f
+    };
+    // :method POST, :scheme http, :path an unknown dynamic entry (index 70),
+    // content-type: application/grpc as a literal of static name 31.
+    let mut block = vec![0x83, 0x86, 0xc6, 0x0f, 0x10, 16];
+    block.extend_from_slice(b"application/grpc");
+    let mut req = frame(1, 4, &block);
+    req.extend(frame(0, 1, &txn));
+    let msgs = ConnectionDecoder::new().feed(Direction::ClientToServer, &req, req.len() as u64, 1);
+    let m = msgs.iter().find(|m| m.part == Part::Request).unwrap();
+    assert_eq!(m.protocol, Protocol::Grpc);
+    assert_eq!(m.inferred, vec!["path".to_string()]);
+    assert_eq!(
+        m.summary(),
+        "etcd Txn put /registry/pods/default/mynginx-trace-test"
+    );
+}
+
 /// A response joined mid-connection whose `:status` is an unknown HPACK entry
 /// (kube-scheduler's binding answered after many 201s): the metav1.Status it
 /// carries (here the real serializer's bytes) gives the code, marked inferred.
