@@ -463,9 +463,8 @@ fn infer_method(msg: &mut Message, g: &GrpcMessage) -> bool {
         return false;
     }
     let call = if msg.part == Part::Request {
-        infer::etcd_request_method(&g.data)
-            .map(|m| (infer::ETCD_KV, m))
-            .or_else(|| infer::cri_request_method(&g.data, g.cut))
+        infer::cri_request_method(&g.data, g.cut)
+            .or_else(|| infer::etcd_request_method(&g.data).map(|m| (infer::ETCD_KV, m)))
     } else {
         infer::etcd_response_method(&g.data).map(|m| (infer::ETCD_KV, m))
     };

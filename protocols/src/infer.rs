@@ -164,8 +164,20 @@ pub fn cri_request_method(msg: &[u8], cut: bool) -> Option<(&'static str, &'stat
 /// with its key.
 fn is_compare(b: &[u8]) -> bool {
     fields(b).is_some_and(|f| {
-        f.iter().all(|(n, _)| (1..=8).contains(n) || *n == 64)
-            && f.iter().any(|(n, v)| *n == 3 && v.bytes().is_some())
+        f.iter().all(|(n, v)| match n {
+            1 | 2 | 4 | 5 | 6 | 8 => v.varint().is_some(),
+            3 | 7 | 64 => v.bytes().is_some(),
+            _ => false,
+        }) && f.iter().any(|(n, v)| *n == 3 && v.bytes().is_some())
+    })
+}
+
+/// etcd ResponseHeader {cluster_id = 1, member_id = 2, revision = 3, raft_term = 4}.
+fn is_response_header(b: &[u8]) -> bool {
+    fields(b).is_some_and(|f| {
+        f.iter()
+            .all(|(n, v)| (1..=4).contains(n) && v.varint().is_some())
+            && f.iter().any(|(n, _)| *n == 3)
     })
 }
 
@@ -195,7 +207,12 @@ pub fn etcd_request_method(msg: &[u8]) -> Option<&'static str> {
     }
     let key = matches!(f.first(), Some((1, Value::Bytes(k))) if !is_compare(k));
     let range_only = f.iter().any(|(n, _)| (4..=13).contains(n));
-    (key && only(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]) && range_only).then_some("Range")
+    let typed = f.iter().all(|(n, v)| match n {
+        1 | 2 => v.bytes().is_some(),
+        3..=13 => v.varint().is_some(),
+        _ => false,
+    });
+    (key && typed && range_only).then_some("Range")
 }
 
 /// The etcd KV method a response message is, when only one fits: a
@@ -204,7 +221,7 @@ pub fn etcd_request_method(msg: &[u8]) -> Option<&'static str> {
 /// its count, which no other KV response has.
 pub fn etcd_response_method(msg: &[u8]) -> Option<&'static str> {
     let f = fields(msg)?;
-    let header = matches!(f.first(), Some((1, Value::Bytes(h))) if pb::parses_fully(h));
+    let header = matches!(f.first(), Some((1, Value::Bytes(h))) if is_response_header(h));
     if !header {
         return None;
     }

@@ -773,6 +773,12 @@ fn cri_requests_are_inferred_by_shape_only_when_one_method_fits() {
             .collect();
         for (sid, body) in request_bodies(&c) {
             let g = infer::grpc_message(&body, false).unwrap();
+            // (A PodSandboxConfig once passed for an etcd Compare.)
+            assert_eq!(
+                infer::etcd_request_method(&g.data),
+                None,
+                "{v} stream {sid}"
+            );
             for cut in [false, true] {
                 let data = if cut {
                     &g.data[..g.data.len().min(AGENT_CAP - 200)]
@@ -795,6 +801,14 @@ fn cri_requests_are_inferred_by_shape_only_when_one_method_fits() {
         inferred.into_iter().collect::<Vec<_>>(),
         ["CreateContainer", "PullImage", "RunPodSandbox"]
     );
+    // And no etcd request passes for a CRI one.
+    for v in ["etcd-apiserver.txt", "apiserver-etcd-pods.txt"] {
+        for body in request_bodies(&chunks(v)).into_values() {
+            if let Some(g) = infer::grpc_message(&body, false) {
+                assert_eq!(infer::cri_request_method(&g.data, false), None, "{v}");
+            }
+        }
+    }
 }
 
 /// A gRPC call whose `content-type` was seen but whose `:path` is an unknown
