@@ -5,6 +5,7 @@
 use crate::cri;
 use crate::etcd;
 use crate::grpc::{self, GrpcMessage, GrpcStream};
+use crate::infer;
 use crate::k8s::{self, WatchStream};
 use crate::message::{
     Header, HeaderValue, Message, Part, Protocol, BODY_PREFIX_MAX, MAX_HEADERS, MAX_OBJECTS,
@@ -145,6 +146,7 @@ impl Half {
                 msg.grpc_service.clone_from(&r.grpc_service);
                 msg.grpc_method.clone_from(&r.grpc_method);
             }
+            msg.inferred.clone_from(&r.inferred);
         }
         classify(&mut msg);
         let grpc_call = msg.protocol == Protocol::Grpc;
@@ -195,6 +197,9 @@ impl Half {
 
     /// Body bytes arrived.
     pub fn body(&mut self, data: &[u8], ts: u64, cfg: &Config, out: &mut Vec<Message>) {
+        if let Some(head) = self.infer_watch(data, cfg) {
+            out.push(head);
+        }
         self.msg.ts_last = ts;
         self.msg.body_len = self.msg.body_len.saturating_add(data.len() as u64);
         // The body buffer is a contiguous prefix: nothing is appended after
@@ -260,6 +265,25 @@ impl Half {
         }
     }
 
+    /// A response whose request's path and content-type are unknown (its
+    /// headers were never seen, or referred to unknown HPACK entries) is a
+    /// watch stream when its body starts with a watch event: its head goes
+    /// out now, its events follow, marked inferred.
+    fn infer_watch(&mut self, data: &[u8], cfg: &Config) -> Option<Message> {
+        let undecided = self.msg.part == Part::Response
+            && self.msg.protocol == Protocol::Http2
+            && self.msg.unknown
+            && self.msg.path.is_none()
+            && self.msg.content_type.is_none()
+            && self.msg.body_len == 0
+            && !self.streaming;
+        let proto = infer::watch_stream(data).filter(|_| undecided)?;
+        self.streaming = true;
+        self.watch = Some(WatchStream::new(Some(proto)));
+        self.msg.inferred.push("watch".to_owned());
+        self.emit_head(cfg)
+    }
+
     fn event(&self, ts: u64) -> Message {
         let mut ev = Message::new(self.msg.protocol, self.msg.direction, Part::Event, ts);
         ev.stream_id = self.msg.stream_id;
@@ -270,6 +294,7 @@ impl Half {
         ev.grpc_method.clone_from(&self.msg.grpc_method);
         ev.content_type.clone_from(&self.msg.content_type);
         ev.status = self.msg.status;
+        ev.inferred.clone_from(&self.msg.inferred);
         ev
     }
 
@@ -336,11 +361,22 @@ impl Half {
                 let req = msg.part == Part::Request;
                 apply_grpc_message(&mut msg, &GrpcMessage::default(), req);
             } else {
+                // Known as gRPC by its content-type, its path unknown: the
+                // message may tell the method.
+                if let Some(first) = self
+                    .grpc_msgs
+                    .first()
+                    .filter(|_| msg.path.is_none() && msg.grpc_service.is_none() && msg.unknown)
+                {
+                    infer_method(&mut msg, first);
+                }
                 self.apply_grpc(&mut msg);
             }
             if self.grpc.as_ref().is_some_and(GrpcStream::lost) {
                 msg.truncated = true;
             }
+        } else if !self.streaming && self.infer_grpc_call(&mut msg) {
+            // An etcd or CRI call whose path was an unknown HPACK entry.
         } else if !self.streaming && !self.body.is_empty() {
             if msg
                 .header("content-encoding")
@@ -355,8 +391,30 @@ impl Half {
                 }
                 self.body = plain;
             }
+            if msg.method.is_none()
+                && msg.unknown
+                && msg.part == Part::Request
+                && infer::strategic_merge_patch(&self.body)
+            {
+                msg.method = Some("PATCH".to_owned());
+                msg.inferred.push("method".to_owned());
+            }
             let objs = k8s::decode_body(&self.body, self.cut);
             msg.objects.extend(objs.into_iter().take(MAX_OBJECTS));
+            // A `:status` that was an unknown entry, answered by a metav1.Status
+            // that carries its code (a binding's 201).
+            let code = msg
+                .objects
+                .iter()
+                .find(|o| o.kind.as_deref() == Some("Status"))
+                .and_then(|o| o.code)
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (100..600).contains(c));
+            if let (Part::Response, None, true, Some(c)) = (msg.part, msg.status, msg.unknown, code)
+            {
+                msg.status = Some(c);
+                msg.inferred.push("status".to_owned());
+            }
         }
         let body = if self.streaming || self.grpc.is_some() {
             Vec::new()
@@ -365,6 +423,24 @@ impl Half {
         };
         finish_redaction(&mut msg, &body, cfg);
         out.push(msg);
+    }
+
+    /// An HTTP/2 message whose path is unknown and whose body is one gRPC
+    /// message shaped like one etcd KV or CRI method's only: decoded as that
+    /// call, its path marked inferred.
+    fn infer_grpc_call(&self, msg: &mut Message) -> bool {
+        if msg.protocol != Protocol::Http2 || msg.path.is_some() || !msg.unknown {
+            return false;
+        }
+        let Some(g) = infer::grpc_message(&self.body, self.cut) else {
+            return false;
+        };
+        if !infer_method(msg, &g) {
+            return false;
+        }
+        apply_grpc_message(msg, &g, msg.part == Part::Request);
+        msg.truncated |= g.cut;
+        true
     }
 
     fn apply_grpc(&self, m: &mut Message) {
@@ -378,6 +454,29 @@ impl Half {
             None => apply_grpc_message(m, &GrpcMessage::default(), req),
         }
     }
+}
+
+/// Names the etcd or CRI call whose message `g` is, when its shape fits one
+/// method only; the path is marked inferred.
+fn infer_method(msg: &mut Message, g: &GrpcMessage) -> bool {
+    if g.compressed {
+        return false;
+    }
+    let call = if msg.part == Part::Request {
+        infer::cri_request_method(&g.data, g.cut)
+            .or_else(|| infer::etcd_request_method(&g.data).map(|m| (infer::ETCD_KV, m)))
+    } else {
+        infer::etcd_response_method(&g.data).map(|m| (infer::ETCD_KV, m))
+    };
+    let Some((service, method)) = call else {
+        return false;
+    };
+    msg.protocol = Protocol::Grpc;
+    msg.grpc_service = Some(service.to_owned());
+    msg.grpc_method = Some(method.to_owned());
+    msg.path = Some(format!("/{service}/{method}"));
+    msg.inferred.push("path".to_owned());
+    true
 }
 
 /// Gunzips at most `max` bytes of `data` (which may be a cut prefix of a gzip

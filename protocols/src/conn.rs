@@ -34,6 +34,9 @@ pub struct ConnectionDecoder {
     /// The caller's directions were the wrong way round (a request was seen
     /// going "server to client"): they are swapped from then on.
     swapped: bool,
+    /// The directions were told by the bytes (a preface, a request or
+    /// response line or header block), not only taken from the caller.
+    directions_told: bool,
     unknown_bytes: u64,
     /// An unknown-protocol message was emitted for [client, server] side.
     unknown_said: [bool; 2],
@@ -58,6 +61,7 @@ impl ConnectionDecoder {
             inner: Inner::Undetected(0),
             cfg,
             swapped: false,
+            directions_told: false,
             unknown_bytes: 0,
             unknown_said: [false; 2],
         }
@@ -77,6 +81,14 @@ impl ConnectionDecoder {
     /// True if the caller's directions were found reversed and are swapped.
     pub fn swapped(&self) -> bool {
         self.swapped
+    }
+
+    /// True once the bytes told which way they went (then [`Self::swapped`]
+    /// says whether the caller had it right); false while the caller's
+    /// directions are only trusted (a connection joined in its middle that
+    /// showed no header block yet).
+    pub fn directions_told(&self) -> bool {
+        self.directions_told
     }
 
     /// An estimate of the bytes this decoder holds. It stays below
@@ -130,6 +142,17 @@ impl ConnectionDecoder {
         if let Inner::Undetected(n) = self.inner {
             self.detect(dir, chunk, total_len, n);
         }
+        if let (Inner::Http2(h), false) = (&mut self.inner, self.directions_told) {
+            // Joined in its middle: the first header block that names its
+            // pseudo-headers tells who sent it, before it is decoded.
+            if let Some(request) = h2::chunk_sends_request(chunk) {
+                self.directions_told = true;
+                if request != ((dir == Direction::ClientToServer) != self.swapped) {
+                    self.swapped = !self.swapped;
+                    h.swap_directions();
+                }
+            }
+        }
         let d = self.map(dir);
         match &mut self.inner {
             Inner::Http1(h) => h.feed(d, chunk, total_len, ts, &mut out),
@@ -170,15 +193,19 @@ impl ConnectionDecoder {
                 && chunk.len() >= 4)
         {
             self.swapped = !client_side;
+            self.directions_told = true;
             self.inner = Inner::Http2(Box::new(H2::new(true, self.cfg)));
         } else if http1::is_request_start(chunk) {
             self.swapped = !client_side;
+            self.directions_told = true;
             self.inner = Inner::Http1(Box::new(Http1::new(self.cfg)));
         } else if http1::is_response_start(chunk) {
             self.swapped = client_side;
+            self.directions_told = true;
             self.inner = Inner::Http1(Box::new(Http1::new(self.cfg)));
         } else if ttrpc::looks_like_request(chunk) {
             self.swapped = !client_side;
+            self.directions_told = true;
             self.inner = Inner::Ttrpc(Box::new(Ttrpc::new(self.cfg)));
         } else if h2::looks_like_frames(chunk, total_len > chunk.len() as u64) {
             // Mid-connection HTTP/2: the caller's direction is trusted and

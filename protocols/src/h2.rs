@@ -91,6 +91,29 @@ pub fn looks_like_frames(b: &[u8], cut: bool) -> bool {
     n > 0 && (pos == b.len() || cut)
 }
 
+/// Whether the first HEADERS frame of a chunk of whole frames carries a
+/// request (`Some(true)`) or a response (`Some(false)`), as far as its
+/// static pseudo-header references tell ([`hpack::block_is_request`]).
+pub fn chunk_sends_request(b: &[u8]) -> Option<bool> {
+    let mut pos = 0usize;
+    while let Some(h) = b.get(pos..).and_then(parse_head) {
+        let payload = b.get(pos + 9..)?;
+        let payload = payload.get(..h.len.min(payload.len()))?;
+        if h.typ == HEADERS {
+            let mut p = payload;
+            if h.flags & PADDED != 0 {
+                p = p.get(1..)?;
+            }
+            if h.flags & PRIORITY_FLAG != 0 {
+                p = p.get(5..)?;
+            }
+            return hpack::block_is_request(p);
+        }
+        pos = pos.checked_add(9 + h.len)?;
+    }
+    None
+}
+
 #[derive(Debug)]
 struct Frame {
     head: FrameHead,
@@ -210,6 +233,13 @@ impl H2 {
             })
             .sum();
         dirs + streams
+    }
+
+    /// The caller's directions were found reversed before anything was
+    /// decoded: the state kept for each direction follows its bytes.
+    pub fn swap_directions(&mut self) {
+        self.dirs.swap(0, 1);
+        self.streams.clear();
     }
 
     pub fn table_known(&self, d: Direction) -> bool {
@@ -583,6 +613,25 @@ impl H2 {
 
     fn data(&mut self, d: Direction, sid: u32, body: &[u8], ts: u64, out: &mut Vec<Message>) {
         let cfg = self.cfg;
+        if d == Direction::ServerToClient
+            && !self.streams.contains_key(&sid)
+            && crate::infer::watch_stream(body).is_some()
+        {
+            // A watch opened before the capture began: its headers were never
+            // seen; the events it delivers still decode.
+            if self.streams.len() >= MAX_STREAMS {
+                self.evict_oldest(ts, out);
+            }
+            let mut msg = Message::new(Protocol::Http2, d, Part::Response, ts);
+            msg.stream_id = Some(sid);
+            msg.unknown = true;
+            let stream = Stream {
+                resp: Some(Half::new(msg, None)),
+                req_done: true,
+                ..Stream::default()
+            };
+            self.streams.insert(sid, stream);
+        }
         if let Some(s) = self.streams.get_mut(&sid) {
             let h = if d == Direction::ClientToServer {
                 s.req.as_mut()
@@ -623,7 +672,22 @@ impl H2 {
         };
         if d == Direction::ClientToServer {
             if let Some(h) = s.req.take() {
+                let first = out.len();
                 h.finish(complete, ts, &cfg, out);
+                // What its body told of an unknown path, the response decodes by.
+                let inferred = out
+                    .get(first..)
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|m| m.part == Part::Request && !m.inferred.is_empty());
+                if let (Some(head), Some(m)) = (s.req_head.as_mut(), inferred) {
+                    head.protocol = m.protocol;
+                    head.method.clone_from(&m.method);
+                    head.path.clone_from(&m.path);
+                    head.grpc_service.clone_from(&m.grpc_service);
+                    head.grpc_method.clone_from(&m.grpc_method);
+                    head.inferred.clone_from(&m.inferred);
+                }
             }
             s.req_done = true;
         } else {

@@ -348,6 +348,47 @@ impl Default for Decoder {
     }
 }
 
+/// Whether a header block is a request's (`Some(true)`) or a response's
+/// (`Some(false)`), by the pseudo-header fields it names through the static
+/// table — `:authority`, `:method`, `:path`, `:scheme` (indices 1–7) or
+/// `:status` (8–14). HPACK's syntax needs no table, so this reads a block of
+/// a connection seen from its middle, whose dynamic entries are unknown;
+/// `None` when only dynamic entries (or nothing parseable) name them.
+pub fn block_is_request(block: &[u8]) -> Option<bool> {
+    let mut pos = 0usize;
+    while pos < block.len() {
+        let first = *block.get(pos)?;
+        let (idx, literal) = if first & 0x80 != 0 {
+            (read_int(block, &mut pos, 7)?, false)
+        } else if first & 0xe0 == 0x20 {
+            read_int(block, &mut pos, 5)?;
+            continue;
+        } else if first & 0xc0 == 0x40 {
+            (read_int(block, &mut pos, 6)?, true)
+        } else {
+            (read_int(block, &mut pos, 4)?, true)
+        };
+        if literal {
+            if idx == 0 {
+                skip_string(block, &mut pos)?;
+            }
+            skip_string(block, &mut pos)?;
+        }
+        match idx {
+            1..=7 => return Some(true),
+            8..=14 => return Some(false),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn skip_string(b: &[u8], pos: &mut usize) -> Option<()> {
+    let len = usize::try_from(read_int(b, pos, 7)?).ok()?;
+    *pos = pos.checked_add(len).filter(|&end| end <= b.len())?;
+    Some(())
+}
+
 /// RFC 7541 §5.1 integer with an N-bit prefix; values past 2^32 are refused.
 fn read_int(b: &[u8], pos: &mut usize, n: u32) -> Option<u64> {
     let mask: u8 = ((1u16 << n) - 1) as u8;
@@ -486,6 +527,21 @@ mod tests {
         assert!(!b.unknown);
         assert_eq!(pairs(&b).len(), 3);
         assert!(d.decode(&hex("c1"), false).unknown);
+    }
+
+    #[test]
+    fn requests_and_responses_are_told_by_static_pseudo_headers_alone() {
+        // RFC 7541 C.4.2 (a request: unknown dynamic :authority first, then :method GET).
+        assert_eq!(
+            block_is_request(&hex("be 8286 84 5886 a8eb 1064 9cbf")),
+            Some(true)
+        );
+        // C.6.2 (a response: :status 307 as a dynamic-table reference, then
+        // a literal with static name :status is not there — "4803 333037" is).
+        assert_eq!(block_is_request(&hex("4803 333037 c1 c0 bf")), Some(false));
+        assert_eq!(block_is_request(&hex("88")), Some(false));
+        // Only dynamic entries: nothing told.
+        assert_eq!(block_is_request(&hex("be bf c0")), None);
     }
 
     #[test]

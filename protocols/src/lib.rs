@@ -30,6 +30,7 @@ pub mod h2;
 pub mod hpack;
 pub mod http1;
 mod huffman;
+pub mod infer;
 pub mod json;
 pub mod k8s;
 pub mod message;

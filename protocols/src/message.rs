@@ -252,6 +252,10 @@ pub struct Message {
     pub unknown: bool,
     /// What was redacted (never the value): e.g. "header authorization".
     pub redacted: Vec<String>,
+    /// Fields inferred from the body, not seen (their headers referred to
+    /// HPACK entries never seen): "path" (with the gRPC service and method
+    /// it names). See `infer`.
+    pub inferred: Vec<String>,
 }
 
 impl Message {
@@ -284,6 +288,7 @@ impl Message {
             truncated: false,
             unknown: false,
             redacted: Vec::new(),
+            inferred: Vec::new(),
         }
     }
 
@@ -332,6 +337,8 @@ impl Message {
                 _ => "unknown protocol",
             };
             format!("{what}, {} bytes", self.body_len)
+        } else if self.path.is_none() && self.inferred.iter().any(|i| i == "watch") {
+            "watch".to_owned()
         } else {
             format!(
                 "{} {}",

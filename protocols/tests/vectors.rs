@@ -649,6 +649,229 @@ fn mid_connection_h2_decodes_static_and_literal_headers_and_marks_unknown() {
     assert!(msgs.iter().any(|m| m.path.is_some()));
 }
 
+/// What a late agent's capture still tells, inferred from the bodies where
+/// the headers were HPACK entries it never saw — and said to be inferred.
+#[test]
+fn late_attach_infers_etcd_calls_watches_and_patches_hidden_by_unknown_headers() {
+    let inferred = |m: &Message, what: &str| m.inferred.iter().any(|i| i == what);
+    // kube-apiserver → etcd from chunk 18: every Txn's :path is an unknown entry.
+    let e = chunks("apiserver-etcd-pods.txt");
+    let late = replay(&e[18..], AGENT_CAP);
+    assert_subset(&late, &replay(&e, usize::MAX));
+    let puts: Vec<&Message> = late
+        .iter()
+        .filter(|m| m.summary() == "etcd Txn put /registry/pods/default/mynginx-trace-test")
+        .collect();
+    assert!(puts.len() >= 3, "{:#?}", summaries(&late));
+    for m in &puts {
+        assert!(inferred(m, "path") && m.unknown, "{m:?}");
+        assert_eq!(m.path.as_deref(), Some("/etcdserverpb.KV/Txn"));
+    }
+    // Their responses decode by the inferred method.
+    assert!(late.iter().any(|m| m.part == Part::Response
+        && inferred(m, "path")
+        && m.summary().starts_with("etcd Txn succeeded rev")));
+    // A Range request is a bare key (it could be a Put or a DeleteRange): not
+    // inferred; its response, with the count only a RangeResponse has, is.
+    assert!(late
+        .iter()
+        .any(|m| m.part == Part::Request && m.path.is_none()));
+    assert!(late.iter().any(|m| m.part == Part::Response
+        && m.summary() == "etcd Range /registry/pods/default/mynginx-trace-test rev 61"));
+
+    // kube-scheduler's pod watch, opened before the capture (from chunk 95 its
+    // headers were never seen; from 90 only the response's, unknown entries).
+    let k = chunks("kube-scheduler.txt");
+    for skip in [90, 95] {
+        let late = replay(&k[skip..], AGENT_CAP);
+        assert_subset(&late, &replay(&k, usize::MAX));
+        let ev = late
+            .iter()
+            .find(|m| m.part == Part::Event)
+            .unwrap_or_else(|| panic!("no watch event from chunk {skip}: {:#?}", summaries(&late)));
+        assert_eq!(ev.stream_id, Some(69));
+        assert!(inferred(ev, "watch") && ev.path.is_none());
+        assert_eq!(
+            ev.summary(),
+            "watch: MODIFIED Pod default/mynginx-trace-test node=ktrail-worker Pending"
+        );
+    }
+
+    // The real thing: the kubelet's connection as an agent attached to the
+    // running cluster saw it. The pod's watch event to the kubelet decodes;
+    // the status PATCH's method was an unknown entry, its body a strategic
+    // merge patch.
+    let msgs = replay(&chunks("late-kubelet-apiserver.txt"), AGENT_CAP);
+    assert!(msgs.iter().any(|m| m.part == Part::Event
+        && inferred(m, "watch")
+        && m.summary() == "watch: ADDED Pod default/mynginx-trace-test node=k8s-worker Pending"));
+    let patches: Vec<&Message> = msgs
+        .iter()
+        .filter(|m| {
+            m.path.as_deref() == Some("/api/v1/namespaces/default/pods/mynginx-trace-test/status")
+        })
+        .collect();
+    assert!(patches.len() >= 4, "{:#?}", summaries(&msgs));
+    for m in &patches {
+        assert_eq!(m.method.as_deref(), Some("PATCH"), "{}", m.summary());
+        assert!(inferred(m, "method"), "{}", m.summary());
+    }
+    assert!(patches.iter().any(|m| m.part == Part::Response
+        && m.summary()
+            .ends_with("→ 200 [Pod default/mynginx-trace-test node=k8s-worker Running]")));
+    // Requests whose method was seen say nothing was inferred.
+    assert!(msgs
+        .iter()
+        .any(|m| m.method.as_deref() == Some("GET") && m.inferred.is_empty()));
+}
+
+/// The client's DATA of each HTTP/2 stream of a capture, concatenated.
+fn request_bodies(
+    chunks: &[ktrail_protocols::capture::Chunk],
+) -> std::collections::BTreeMap<u32, Vec<u8>> {
+    let mut wire = Vec::new();
+    for c in chunks.iter().filter(|c| c.dir == Direction::ClientToServer) {
+        wire.extend_from_slice(&c.data);
+    }
+    let mut p = wire
+        .strip_prefix(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".as_slice())
+        .unwrap();
+    let mut bodies = std::collections::BTreeMap::new();
+    while p.len() >= 9 {
+        let len = usize::from(p[0]) << 16 | usize::from(p[1]) << 8 | usize::from(p[2]);
+        let sid = u32::from_be_bytes([p[5] & 0x7f, p[6], p[7], p[8]]);
+        let payload = &p[9..9 + len];
+        if p[3] == 0 {
+            let padded = p[4] & 0x8 != 0;
+            let body = if padded {
+                &payload[1..len - usize::from(payload[0])]
+            } else {
+                payload
+            };
+            bodies
+                .entry(sid)
+                .or_insert_with(Vec::new)
+                .extend_from_slice(body);
+        }
+        p = &p[9 + len..];
+    }
+    bodies
+}
+
+/// Every CRI request of the real captures, its headers set aside: the shape
+/// of its message names the method its headers named, or nothing.
+#[test]
+fn cri_requests_are_inferred_by_shape_only_when_one_method_fits() {
+    use ktrail_protocols::infer;
+    let mut inferred = std::collections::BTreeSet::new();
+    for v in ["cri-kubelet.txt", "cri-kubelet-run.txt"] {
+        let c = chunks(v);
+        let named: std::collections::BTreeMap<u32, String> = replay(&c, usize::MAX)
+            .into_iter()
+            .filter(|m| m.part == Part::Request)
+            .filter_map(|m| Some((m.stream_id?, m.grpc_method?)))
+            .collect();
+        for (sid, body) in request_bodies(&c) {
+            let g = infer::grpc_message(&body, false).unwrap();
+            // (A PodSandboxConfig once passed for an etcd Compare.)
+            assert_eq!(
+                infer::etcd_request_method(&g.data),
+                None,
+                "{v} stream {sid}"
+            );
+            for cut in [false, true] {
+                let data = if cut {
+                    &g.data[..g.data.len().min(AGENT_CAP - 200)]
+                } else {
+                    &g.data[..]
+                };
+                if let Some((service, method)) = infer::cri_request_method(data, cut) {
+                    assert_eq!(
+                        Some(&method.to_string()),
+                        named.get(&sid),
+                        "{v} stream {sid}"
+                    );
+                    assert!(service.starts_with("runtime.v1."));
+                    inferred.insert(method);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        inferred.into_iter().collect::<Vec<_>>(),
+        ["CreateContainer", "PullImage", "RunPodSandbox"]
+    );
+    // And no etcd request passes for a CRI one.
+    for v in ["etcd-apiserver.txt", "apiserver-etcd-pods.txt"] {
+        for body in request_bodies(&chunks(v)).into_values() {
+            if let Some(g) = infer::grpc_message(&body, false) {
+                assert_eq!(infer::cri_request_method(&g.data, false), None, "{v}");
+            }
+        }
+    }
+}
+
+/// A gRPC call whose `content-type` was seen but whose `:path` is an unknown
+/// entry: the real create Txn of kube-apiserver still decodes, path inferred.
+#[test]
+fn a_grpc_call_of_unknown_path_is_named_by_its_message() {
+    let txn = request_bodies(&chunks("apiserver-etcd-pods.txt"))
+        .into_values()
+        .find(|b| {
+            ktrail_protocols::infer::grpc_message(b, false).is_some_and(|g| {
+                ktrail_protocols::infer::etcd_request_method(&g.data) == Some("Txn")
+            })
+        })
+        .unwrap();
+    let frame = |typ: u8, flags: u8, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[typ, flags, 0, 0, 0, 5]);
+        f.extend_from_slice(payload);
+        f
+    };
+    // :method POST, :scheme http, :path an unknown dynamic entry (index 70),
+    // content-type: application/grpc as a literal of static name 31.
+    let mut block = vec![0x83, 0x86, 0xc6, 0x0f, 0x10, 16];
+    block.extend_from_slice(b"application/grpc");
+    let mut req = frame(1, 4, &block);
+    req.extend(frame(0, 1, &txn));
+    let msgs = ConnectionDecoder::new().feed(Direction::ClientToServer, &req, req.len() as u64, 1);
+    let m = msgs.iter().find(|m| m.part == Part::Request).unwrap();
+    assert_eq!(m.protocol, Protocol::Grpc);
+    assert_eq!(m.inferred, vec!["path".to_string()]);
+    assert_eq!(
+        m.summary(),
+        "etcd Txn put /registry/pods/default/mynginx-trace-test"
+    );
+}
+
+/// A response joined mid-connection whose `:status` is an unknown HPACK entry
+/// (kube-scheduler's binding answered after many 201s): the metav1.Status it
+/// carries (here the real serializer's bytes) gives the code, marked inferred.
+#[test]
+fn an_unknown_status_is_inferred_from_a_status_body() {
+    let status = file("k8s/status-201.pb");
+    let mut d = ConnectionDecoder::new();
+    let frame = |typ: u8, flags: u8, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[typ, flags, 0, 0, 0, 3]);
+        f.extend_from_slice(payload);
+        f
+    };
+    // Request: :method POST, :scheme https, :path literal (static name), all
+    // seen; response: :status as dynamic index 70 (unknown), then the body.
+    let mut req = frame(1, 4, b"\x83\x87\x04\x04/x/y");
+    req.extend(frame(0, 1, b"{}"));
+    let mut resp = frame(1, 4, &[0xc6]);
+    resp.extend(frame(0, 1, &status));
+    let mut msgs = d.feed(Direction::ClientToServer, &req, req.len() as u64, 1);
+    msgs.extend(d.feed(Direction::ServerToClient, &resp, resp.len() as u64, 2));
+    let r = msgs.iter().find(|m| m.part == Part::Response).unwrap();
+    assert_eq!(r.status, Some(201), "{:?}", summaries(&msgs));
+    assert_eq!(r.inferred, vec!["status".to_string()]);
+    assert_eq!(r.summary(), "POST /x/y → 201 [Status 201]");
+}
+
 #[test]
 fn k8s_objects_from_real_serializers() {
     let objs = k8s::decode_body(&file("k8s/pod-pending.json"), false);

@@ -19,6 +19,7 @@ pub mod jaeger;
 pub mod json;
 pub mod kubectl;
 mod netns;
+pub mod reference_flow;
 pub mod traced;
 mod wait;
 mod workdir;

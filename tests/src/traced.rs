@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::kubectl::KUBECONFIG;
-use crate::{run_with_timeout, wait_for, workspace_bin, workspace_root, Check, CLI_BIN};
+use crate::reference_flow;
+use crate::{run_with_timeout, workspace_bin, workspace_root, CLI_BIN};
 
 /// kubectl runs in k8s-control's network namespace, where its agent traces it.
 pub const CONTROL_NET: &str = "--net=/run/ktrail-cluster/k8s-control.net";
@@ -143,30 +144,12 @@ impl Traced {
 
     /// The one flow titled `title`, once it is in `state` and closed.
     pub fn flow(&self, title: &str, state: &str, timeout: Duration) -> Result<Value> {
-        wait_for(&format!("flow {title:?} {state}"), timeout, || {
-            let flows = self.flows(500)?;
-            let found: Vec<&Value> = flows.iter().filter(|f| f["title"] == title).collect();
-            Ok(match found.as_slice() {
-                [f] if f["state"] == state && f["closed"] == true => Check::Done((*f).clone()),
-                [f] => Check::NotYet(format!(
-                    "state {}, closed {}, reason {}",
-                    f["state"], f["closed"], f["state_reason"]
-                )),
-                [] => Check::NotYet("no such flow yet".into()),
-                _ => Check::NotYet(format!("{} flows with that title", found.len())),
-            })
-        })
+        reference_flow::closed_flow(|a| self.cli_json(a), title, state, timeout)
     }
 
     /// `ktrail show ID --format jsonl`: the hops (the flow line dropped).
     pub fn hops(&self, flow: &Value) -> Result<Vec<Value>> {
-        let id = flow["id"].as_str().context("a flow without an id")?;
-        let mut lines = self.cli_json(&["show", id, "--format", "jsonl"])?;
-        if lines.first().map(|l| &l["type"]) != Some(&Value::from("flow")) {
-            bail!("`ktrail show {id} --format jsonl` does not start with the flow");
-        }
-        lines.remove(0);
-        Ok(lines)
+        reference_flow::flow_hops(|a| self.cli_json(a), flow)
     }
 }
 

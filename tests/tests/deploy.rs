@@ -1,9 +1,11 @@
 //! ktrail deployed as users deploy it (issue 6): `kubectl apply -k deploy/` on the local
 //! cluster puts an agent on both nodes and the collector on k8s-control; `ktrail watch`
-//! through the collector's Service, over mutual TLS, shows the hops of
-//! `kubectl run mynginx-trace-test --image=nginx`, the nginx pod's end labelled with its
-//! pod from the collector's watch of the API server; `kubectl delete -k deploy/` leaves
-//! no process, no pinned map, no BPF program or link, no uprobe behind.
+//! through the collector's Service, over mutual TLS, shows the flow of
+//! `kubectl run mynginx-trace-test --image=nginx` with the same hops as agents started
+//! before the cluster (the reference flow, checked by tests/src/reference_flow.rs as for
+//! tests/tests/flows.rs), the nginx pod's end labelled with its pod from the collector's
+//! watch of the API server; `kubectl delete -k deploy/` leaves no process, no pinned map,
+//! no BPF program or link, no uprobe behind.
 //!
 //! Holds /run/lock/ktrail-cluster.lock throughout; brings the cluster up if it is not
 //! (and then down again at the end), else leaves it as it was. Builds the images with
@@ -25,8 +27,8 @@ use ktrail_tests::{
 use serde_json::Value;
 
 use ktrail_tests::kubectl::KUBECONFIG;
+use ktrail_tests::reference_flow::{self, POD};
 const NS: &str = "ktrail-system";
-const POD: &str = "mynginx-trace-test";
 const STEP_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn log(msg: &str) {
@@ -280,13 +282,6 @@ fn hops(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-fn end_is(hop: &Value, end: &str, node: &str, comm_prefix: &str) -> bool {
-    hop[end]["node"] == node
-        && hop[end]["comm"]
-            .as_str()
-            .is_some_and(|c| c.starts_with(comm_prefix))
-}
-
 #[test]
 fn deployed_ktrail_traces_kubectl_run_and_leaves_nothing_behind() {
     skip_unless_root();
@@ -404,7 +399,11 @@ fn deployed_ktrail_traces_kubectl_run_and_leaves_nothing_behind() {
     let watch_out = watch.stdout_path().expect("watch stdout").to_owned();
 
     // The reference operation, run on k8s-control as docs/flows.md does (kubectl in the
-    // host's network namespace belongs to no node), then a request to the nginx pod.
+    // host's network namespace belongs to no node), watched by `kubectl get -w` (hop 12),
+    // then a request to the nginx pod.
+    let mut getw = on_control("kubectl");
+    getw.args(["--kubeconfig", KUBECONFIG, "get", "pods", "-w"]);
+    let _getw = ChildGuard::spawn("kubectl-get-w", getw, &logs).expect("kubectl get -w");
     std::thread::sleep(Duration::from_secs(2));
     let mut run = Command::new("nsenter");
     run.arg("--net=/run/ktrail-cluster/k8s-control.net").args([
@@ -453,62 +452,73 @@ fn deployed_ktrail_traces_kubectl_run_and_leaves_nothing_behind() {
         String::from_utf8_lossy(&o.stderr)
     );
 
-    // The hops of docs/flows.md that decode with agents started after the cluster, and
-    // the nginx pod named on its end.
-    let seen = wait_until("the hops of kubectl run in `ktrail watch`", || {
-        let hops = hops(&watch_out);
-        let create = hops.iter().any(|h| {
-            end_is(h, "client", "k8s-control", "kubectl")
-                && end_is(h, "server", "k8s-control", "kube-apiserver")
-                && h["method"] == "POST"
-                && h["path"]
-                    .as_str()
-                    .is_some_and(|p| p.starts_with("/api/v1/namespaces/default/pods"))
-                && h["status_code"] == 201
-        });
-        // Long-lived HTTP/2 connections opened before the agents started refer to
-        // HPACK entries never seen, so their paths stay unknown (docs/flows.md); the
-        // kubelet's status update still decodes. The etcd write decodes only when its
-        // stream's :path was sent literally after the agent attached: it is reported,
-        // not required (the CI run of 01:35 had it undecoded, an earlier run decoded).
-        let etcd = hops.iter().any(|h| {
-            end_is(h, "client", "k8s-control", "kube-apiserver")
-                && end_is(h, "server", "k8s-control", "etcd")
-                && h["summary"].as_str().is_some_and(|s| {
-                    s.contains(&format!("etcd Txn put /registry/pods/default/{POD}"))
-                })
-        });
-        let running = hops.iter().any(|h| {
-            end_is(h, "client", "k8s-worker", "kubelet")
-                && end_is(h, "server", "k8s-control", "kube-apiserver")
-                && h["summary"].as_str().is_some_and(|s| {
-                    s.contains(&format!("Pod default/{POD} node=k8s-worker Running"))
-                })
-        });
-        let kubelet_containerd = hops.iter().any(|h| {
-            end_is(h, "client", "k8s-worker", "kubelet")
-                && end_is(h, "server", "k8s-worker", "containerd")
-        });
-        let nginx = hops.iter().find(|h| {
-            h["server"]["addr"] == ip.as_str()
-                && h["server"]["pod"] == POD
-                && h["server"]["namespace"] == "default"
-                && h["server"]["k8s_node"] == "k8s-worker"
-        });
-        match (create, running, kubelet_containerd, nginx) {
-            (true, true, true, Some(h)) => {
-                log(&format!("etcd Txn put of the pod decoded: {etcd}"));
-                Ok(h.clone())
-            }
+    // The reference flow, as with agents attached before the cluster started
+    // (tests/tests/flows.rs): one flow holding all 12 hops — although these agents
+    // attached to a running cluster, whose long-lived connections refer to HPACK
+    // entries they never saw (docs/flows.md).
+    let cli_json = |args: &[&str]| -> anyhow::Result<Vec<Value>> {
+        let o = run_with_timeout(ktrail_cmd(service_ip, args), STEP_TIMEOUT)?;
+        anyhow::ensure!(
+            o.status.success(),
+            "ktrail {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| Ok(serde_json::from_str(l)?))
+            .collect()
+    };
+    let t0 = Instant::now();
+    let flow =
+        reference_flow::closed_flow(cli_json, reference_flow::TITLE, "settled", STEP_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    let flow_hops = reference_flow::flow_hops(cli_json, &flow).unwrap_or_else(|e| panic!("{e:#}"));
+    log(&format!(
+        "flow {} closed {:.0}s after the request to nginx: {} hops",
+        flow["id"],
+        t0.elapsed().as_secs_f64(),
+        flow_hops.len()
+    ));
+    reference_flow::check(&flow, &flow_hops);
+    let inferred: Vec<String> = flow_hops
+        .iter()
+        .filter(|h| h["inferred"].as_array().is_some_and(|a| !a.is_empty()))
+        .map(|h| format!("{} {}", h["inferred"], h["summary"]))
+        .collect();
+    log(&format!(
+        "hops with inferred fields: {}\n{}",
+        inferred.len(),
+        inferred.join("\n")
+    ));
+
+    // `ktrail watch` showed the flow live: every one of its hops, and the nginx pod
+    // named on the end of the request to it.
+    let seen = wait_until(
+        "the flow's hops and the request to nginx in `ktrail watch`",
+        || {
+            let hops = hops(&watch_out);
+            let ids: BTreeSet<&str> = hops.iter().filter_map(|h| h["id"].as_str()).collect();
+            let missing = flow_hops
+                .iter()
+                .filter(|h| !h["id"].as_str().is_some_and(|id| ids.contains(id)))
+                .count();
+            let nginx = hops.iter().find(|h| {
+                h["server"]["addr"] == ip.as_str()
+                    && h["server"]["pod"] == POD
+                    && h["server"]["namespace"] == "default"
+                    && h["server"]["k8s_node"] == "k8s-worker"
+            });
+            match (missing, nginx) {
+            (0, Some(h)) => Ok(h.clone()),
             _ => Err(format!(
-                "{} hops; POST pods → 201 by kubectl: {create}, etcd Txn put of the pod: \
-                 {etcd}, kubelet's status Running: {running}, kubelet → containerd: \
-                 {kubelet_containerd}, nginx end labelled {POD}: {}",
+                "{} hops watched; {missing} of the flow's {} not among them; nginx end labelled {POD}: {}",
                 hops.len(),
+                flow_hops.len(),
                 nginx.is_some()
             )),
         }
-    });
+        },
+    );
     log(&format!("the request to nginx: {seen}"));
     assert_eq!(seen["client"]["k8s_node"], "k8s-control", "{seen}");
     drop(watch);

@@ -62,6 +62,7 @@ struct HopJson<'a> {
     redacted: bool,
     redactions: &'a [String],
     incomplete: bool,
+    inferred: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -215,6 +216,7 @@ pub fn hop_json(hop: &Hop) -> Result<String, serde_json::Error> {
         redacted: hop.redacted,
         redactions: &hop.redactions,
         incomplete: hop.incomplete,
+        inferred: &hop.inferred,
     })
 }
 
@@ -295,6 +297,7 @@ mod tests {
             "redacted",
             "redactions",
             "incomplete",
+            "inferred",
         ]
         .to_vec();
         let mut last = 0;

@@ -26,12 +26,25 @@ const MAX_FRAMES_SCANNED: usize = 64;
 #[derive(Debug, Default)]
 pub struct SideDecoder {
     dec: ConnectionDecoder,
+    /// The role its directions were given by when the bytes told which way
+    /// they went; kept from then on, so that the decoder's own correction
+    /// (`swapped`) stays right.
+    mapped_as: Option<Role>,
 }
 
 impl SideDecoder {
     /// Starts over (TLS plaintext replaces the ciphertext decoded so far).
     pub fn reset(&mut self) {
         self.dec = ConnectionDecoder::new();
+        self.mapped_as = None;
+    }
+
+    /// The side's role as its bytes tell it (a request it sent, a response,
+    /// a preface), whatever was assumed: on a connection joined in its
+    /// middle the first to send may well be the server (a watch event).
+    pub fn role(&self) -> Option<Role> {
+        self.mapped_as
+            .map(|r| if self.dec.swapped() { r.opposite() } else { r })
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -57,7 +70,8 @@ impl SideDecoder {
         bytes: u64,
         ts: u64,
     ) -> Vec<Message> {
-        let client_to_server = match (role.unwrap_or(Role::Client), dir) {
+        let role = self.mapped_as.unwrap_or(role.unwrap_or(Role::Client));
+        let client_to_server = match (role, dir) {
             (Role::Client, Direction::Send) | (Role::Server, Direction::Recv) => true,
             (Role::Client, Direction::Recv) | (Role::Server, Direction::Send) => false,
         };
@@ -67,7 +81,11 @@ impl SideDecoder {
             PDir::ServerToClient
         };
         let captured = usize::try_from(bytes).map_or(data.len(), |n| n.min(data.len()));
-        self.dec.feed(d, &data[..captured], bytes, ts)
+        let msgs = self.dec.feed(d, &data[..captured], bytes, ts);
+        if self.mapped_as.is_none() && self.dec.directions_told() {
+            self.mapped_as = Some(role);
+        }
+        msgs
     }
 
     /// The connection closed: what was still being assembled.
@@ -326,6 +344,11 @@ pub fn annotate(hop: &mut Hop, req: Option<&Message>, resp: Option<&Message>) ->
         }
         objects_of(m, hop);
         hop.incomplete |= m.truncated || m.unknown;
+        for i in &m.inferred {
+            if !hop.inferred.contains(i) {
+                hop.inferred.push(i.clone());
+            }
+        }
         for r in &m.redacted {
             hop.redacted = true;
             if hop.redactions.len() < MAX_REDACTIONS && !hop.redactions.contains(r) {
@@ -362,8 +385,18 @@ pub fn annotate(hop: &mut Hop, req: Option<&Message>, resp: Option<&Message>) ->
     if !cri.method.is_empty() {
         hop.cri = Some(cri);
     }
-    let s = summary(req, resp);
+    let mut s = summary(req, resp);
     if !s.is_empty() {
+        // Never shown as if seen (a watch's summary names no path).
+        let inferred: Vec<&str> = hop
+            .inferred
+            .iter()
+            .map(String::as_str)
+            .filter(|i| *i != "watch")
+            .collect();
+        if !inferred.is_empty() {
+            s.push_str(&format!(" ({} inferred)", inferred.join(", ")));
+        }
         hop.summary = s;
     }
     true

@@ -1,10 +1,13 @@
 //! Deciding which side of a connection is the client.
 //!
-//! In order of strength: a role already used in a hop; a hint for the side's own
-//! endpoint (`connect` → client, `accept` → server, TCP `SYN_SENT`/`SYN_RECV` →
-//! `ESTABLISHED`); the opposite of a hint for another endpoint; and last, data:
-//! the endpoint seen sending first is the client, every other one the server (a
-//! lone side that only received so far is a server: its unseen peer spoke first).
+//! In order of strength: what the side's decoded bytes tell (it sent a request or
+//! a response: on a connection joined in its middle the first to send may be a
+//! server delivering a watch event, so this overrides a role locked by that
+//! guess); a role already used in a hop; a hint for the side's own endpoint
+//! (`connect` → client, `accept` → server, TCP `SYN_SENT`/`SYN_RECV` →
+//! `ESTABLISHED`); the opposite of a hint for another endpoint; and last, data: the endpoint seen sending first is the client, every other one the
+//! server (a lone side that only received so far is a server: its unseen peer
+//! spoke first).
 
 use super::endpoint::LocalId;
 use super::run::Direction;
@@ -27,7 +30,11 @@ pub fn resolve(sides: &[Side], hints: &[RoleHint]) -> Vec<Option<Role>> {
     let strong: Vec<Option<Role>> = sides
         .iter()
         .map(|side| {
-            side.locked_role
+            // What the bytes tell overrides a role locked by an earlier
+            // guess (the first sender of a connection joined in its middle).
+            side.decoder
+                .role()
+                .or(side.locked_role)
                 .or_else(|| {
                     hints
                         .iter()

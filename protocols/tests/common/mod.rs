@@ -19,6 +19,7 @@ pub const ALL: &[&str] = &[
     "kubectl-get-watch.txt",
     "kubectl-delete.txt",
     "apiserver-etcd-pods.txt",
+    "late-kubelet-apiserver.txt",
 ];
 
 /// What the agent captures of one read/write.

@@ -61,10 +61,36 @@ fn replay(sim: &mut Sim, c: &End, s: &End, chunks: &[capture::Chunk], r: Replay)
     replay_views(sim, c, s, chunks, &client_view, r);
 }
 
+/// [`replay`] of agents attached while the connection ran: no connect or
+/// accept, its bytes from the middle.
+fn replay_joined(sim: &mut Sim, c: &End, s: &End, chunks: &[capture::Chunk], r: Replay) {
+    let client_view: Vec<Option<capture::Chunk>> = chunks.iter().cloned().map(Some).collect();
+    transfers(sim, c, s, chunks, &client_view, r);
+}
+
 /// [`replay`], with the client's own view of the chunks: `None` where the
 /// client's agent reported nothing at that moment (its read took that chunk
 /// together with an earlier one).
 fn replay_views(
+    sim: &mut Sim,
+    c: &End,
+    s: &End,
+    chunks: &[capture::Chunk],
+    client_view: &[Option<capture::Chunk>],
+    r: Replay,
+) {
+    if r.client {
+        sim.feed(CLIENT_NODE, c.connect(T0));
+    }
+    if r.server {
+        let server_node = if r.one_node { CLIENT_NODE } else { SERVER_NODE };
+        sim.feed(server_node, s.accept(T0));
+    }
+    transfers(sim, c, s, chunks, client_view, r);
+}
+
+/// Each chunk as the ends' reads and writes.
+fn transfers(
     sim: &mut Sim,
     c: &End,
     s: &End,
@@ -77,13 +103,7 @@ fn replay_views(
     } else {
         ("write", "read")
     };
-    if r.client {
-        sim.feed(CLIENT_NODE, c.connect(T0));
-    }
     let server_node = if r.one_node { CLIENT_NODE } else { SERVER_NODE };
-    if r.server {
-        sim.feed(server_node, s.accept(T0));
-    }
     for (i, ch) in chunks.iter().enumerate() {
         let ts = T0 + (i as u64 + 1) * MS;
         let data = &ch.data[..ch.data.len().min(CAPTURE)];
@@ -118,9 +138,25 @@ fn replayed(
     name: &str,
     r: Replay,
 ) -> (Vec<Hop>, String) {
+    replayed_from(client_comm, server_comm, name, 0, r)
+}
+
+/// [`replayed`] from chunk `skip` on (when not 0): agents attached while the
+/// connection ran.
+fn replayed_from(
+    client_comm: &'static str,
+    server_comm: &'static str,
+    name: &str,
+    skip: usize,
+    r: Replay,
+) -> (Vec<Hop>, String) {
     let mut sim = Sim::new();
     let (c, s) = pair(client_comm, server_comm);
-    replay(&mut sim, &c, &s, &vector(name), r);
+    if skip == 0 {
+        replay(&mut sim, &c, &s, &vector(name), r);
+    } else {
+        replay_joined(&mut sim, &c, &s, &vector(name)[skip..], r);
+    }
     let hops = sim.take_hops();
     let all = describe(&hops);
     (hops, all)
@@ -771,4 +807,86 @@ fn a_client_agent_later_than_the_wait_does_not_duplicate_hops() {
             h.summary
         );
     }
+}
+
+/// Agents attached to running components (a DaemonSet) see long-lived
+/// connections from their middle: the headers of kube-apiserver's etcd calls
+/// and of the scheduler's pod watch refer to HPACK entries they never saw.
+/// The hops still name the Txn (its path inferred from the message, and
+/// saying so) and the watch's events, and the scheduler stays the client
+/// although the first bytes seen were the server's.
+#[test]
+fn late_agents_get_the_etcd_txns_and_watch_events_with_what_was_inferred() {
+    let plain = Replay {
+        client: true,
+        server: true,
+        tls: false,
+        one_node: false,
+    };
+    let (hops, all) = replayed_from(
+        "kube-apiserver",
+        "etcd",
+        "apiserver-etcd-pods.txt",
+        18,
+        plain,
+    );
+    // (The first Txn's request went before the capture began: its response alone.)
+    let put = hops
+        .iter()
+        .find(|h| {
+            h.grpc_method == "Txn" && h.etcd.as_ref().is_some_and(|e| e.op.starts_with("Txn put"))
+        })
+        .unwrap_or_else(|| panic!("no Txn put:\n{all}"));
+    assert_eq!(put.inferred, vec!["path".to_owned()], "{all}");
+    assert_eq!(put.path, "/etcdserverpb.KV/Txn");
+    assert_eq!(
+        put.summary,
+        "etcd Txn put /registry/pods/default/mynginx-trace-test → succeeded (path inferred)"
+    );
+    let etcd = put.etcd.clone().unwrap_or_default();
+    assert!(etcd
+        .keys
+        .iter()
+        .any(|k| k == "/registry/pods/default/mynginx-trace-test"));
+    assert!(put.incomplete, "unknown headers: {all}");
+
+    // The server's probes were there first: the first bytes seen are
+    // kube-apiserver's (a watch event on stream 69).
+    let mut sim = Sim::new();
+    let (c, s) = pair("kube-scheduler", "kube-apiserver");
+    let chunks = &vector("kube-scheduler.txt")[97..];
+    let client_view: Vec<Option<capture::Chunk>> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, ch)| (i >= 2).then(|| ch.clone()))
+        .collect();
+    // The watch event's hop goes out (with the roles of the moment) before
+    // any header block tells who is who.
+    transfers(&mut sim, &c, &s, &chunks[..1], &client_view[..1], BOTH_TLS);
+    sim.run_for(1_000);
+    transfers(&mut sim, &c, &s, &chunks[1..], &client_view[1..], BOTH_TLS);
+    sim.run_for(1_000);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    // From the first header block on, kube-apiserver is the server.
+    for h in hops.iter().filter(|h| h.stream_id != 69) {
+        assert_eq!(end(h, true).comm, "kube-scheduler", "{all}");
+        assert_eq!(end(h, false).comm, "kube-apiserver", "{all}");
+    }
+    assert!(
+        hops.iter().any(
+            |h| h.path == "/apis/events.k8s.io/v1/namespaces/default/events"
+                && h.status_code == 201
+        ),
+        "{all}"
+    );
+    let event = hops
+        .iter()
+        .find(|h| h.kind == "watch-event")
+        .unwrap_or_else(|| panic!("no watch event:\n{all}"));
+    assert_eq!(event.inferred, vec!["watch".to_owned()], "{all}");
+    assert!(event.path.is_empty(), "{all}");
+    assert!(event.objects.iter().any(|o| o.name == "mynginx-trace-test"
+        && o.watch_event_type == "MODIFIED"
+        && o.node_name == "ktrail-worker"));
 }

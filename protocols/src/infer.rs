@@ -1,0 +1,319 @@
+//! What a body says its HTTP/2 stream was when the headers that named it are
+//! unknown. An agent attached to running components sees long-lived
+//! connections from their middle: their HPACK tables hold entries it never
+//! saw, so a request's `:path` (kube-apiserver → etcd: every call's) can be
+//! an index into the unknown part. The body is still there. Where its shape
+//! fits exactly one method, that method is inferred; where it fits several,
+//! nothing is. The message then says so (`Message::inferred`): a reader can
+//! tell an inferred value from a seen one. The same holds for a request
+//! method that was an unknown entry (the kubelet's PATCH of a pod's status).
+
+use crate::grpc::GrpcMessage;
+use crate::pb::{self, Fields, Value};
+
+/// etcd's KV service, whose methods are inferred here.
+pub const ETCD_KV: &str = "etcdserverpb.KV";
+/// The CRI services whose calls are inferred here.
+pub const CRI_RUNTIME: &str = "runtime.v1.RuntimeService";
+pub const CRI_IMAGE: &str = "runtime.v1.ImageService";
+
+/// Whether a response body starts like a Kubernetes watch stream — one
+/// event per frame, each written whole and flushed: a 4-byte big-endian
+/// length and a protobuf `metav1.WatchEvent {type = 1, object = 2}` whose
+/// type comes first (`Some(true)`), or a JSON `{"type":"ADDED",…` line
+/// (`Some(false)`). Nothing else starts so.
+pub fn watch_stream(body: &[u8]) -> Option<bool> {
+    let event_type = |t: &[u8]| WATCH_EVENT_TYPES.contains(&t);
+    if let (Some(head), Some(&[0x0a, n])) = (body.get(..4), body.get(4..6)) {
+        let len = u32::from_be_bytes(head.try_into().ok()?) as usize;
+        let t = body.get(6..6 + usize::from(n))?;
+        return (event_type(t) && len > 2 + usize::from(n)).then_some(true);
+    }
+    let rest = body.strip_prefix(b"{\"type\":\"")?;
+    let end = rest.iter().position(|&c| c == b'"')?;
+    event_type(rest.get(..end)?).then_some(false)
+}
+
+const WATCH_EVENT_TYPES: [&[u8]; 5] = [b"ADDED", b"MODIFIED", b"DELETED", b"BOOKMARK", b"ERROR"];
+
+/// Whether a request body is a strategic merge patch — the kubelet's status
+/// updates are: their directives (`"$setElementOrder/conditions"`, `"$patch"`,
+/// `"$retainKeys"`, `"$deleteFromPrimitiveList/…"`) appear in no object a
+/// POST or PUT sends, so the method is PATCH.
+pub fn strategic_merge_patch(body: &[u8]) -> bool {
+    const DIRECTIVES: [&[u8]; 4] = [
+        b"\"$setElementOrder/",
+        b"\"$patch\":",
+        b"\"$retainKeys\":",
+        b"\"$deleteFromPrimitiveList/",
+    ];
+    body.first() == Some(&b'{')
+        && DIRECTIVES
+            .iter()
+            .any(|d| body.windows(d.len()).any(|w| w == *d))
+}
+
+/// The one gRPC message a unary body holds: a 5-byte prefix (not compressed)
+/// announcing exactly the bytes that follow (or more, when `cut`).
+pub fn grpc_message(body: &[u8], cut: bool) -> Option<GrpcMessage> {
+    let (&flag, rest) = body.split_first()?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let data = rest.get(4..)?;
+    let whole = data.len() == len;
+    if flag != 0 || !(whole || (cut && data.len() < len)) {
+        return None;
+    }
+    Some(GrpcMessage {
+        compressed: false,
+        len,
+        data: data.to_vec(),
+        cut: !whole,
+    })
+}
+
+/// The top-level fields of a message, all of them or none (a message that
+/// does not parse is not any method's).
+fn fields(msg: &[u8]) -> Option<Vec<(u32, Value<'_>)>> {
+    let mut it = Fields::new(msg);
+    let all: Vec<_> = it.by_ref().collect();
+    (!it.truncated()).then_some(all)
+}
+
+/// The top-level fields of a message that may be a cut prefix: its last
+/// field may be partial then (a nested message is still read from it).
+fn fields_cut(msg: &[u8], cut: bool) -> Option<Vec<(u32, Value<'_>)>> {
+    if !cut {
+        return fields(msg);
+    }
+    let mut it = Fields::lenient(msg);
+    let all: Vec<_> = it.by_ref().collect();
+    let whole = !it.truncated() || all.last().is_some_and(|(_, v)| v.is_partial());
+    whole.then_some(all)
+}
+
+/// A string field: valid UTF-8, printable.
+fn is_text(v: &Value<'_>) -> bool {
+    v.bytes()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .is_some_and(|t| !t.chars().any(char::is_control))
+}
+
+/// CRI PodSandboxConfig {metadata = 1 PodSandboxMetadata {name = 1, uid = 2,
+/// namespace = 3, attempt = 4}, hostname = 2 … windows = 9}, with its
+/// metadata's name, uid and namespace (what no other CRI message has).
+fn is_sandbox_config(b: &[u8], cut: bool) -> bool {
+    let Some(f) = fields_cut(b, cut) else {
+        return false;
+    };
+    let metadata = f
+        .iter()
+        .find_map(|(n, v)| (*n == 1).then(|| v.msg()).flatten());
+    f.iter().all(|(n, _)| (1..=9).contains(n))
+        && metadata.and_then(fields).is_some_and(|m| {
+            m.iter().all(|(n, v)| match n {
+                1..=3 => is_text(v),
+                4 => v.varint().is_some(),
+                _ => false,
+            }) && [1, 2, 3].iter().all(|k| m.iter().any(|(n, _)| n == k))
+        })
+}
+
+/// The CRI call a request message is, when its shape fits one method only:
+/// RunPodSandboxRequest {config = 1 PodSandboxConfig, runtime_handler = 2},
+/// PullImageRequest {image = 1 ImageSpec, auth = 2, sandbox_config = 3} (the
+/// sandbox config tells it from ImageStatus and RemoveImage),
+/// CreateContainerRequest {pod_sandbox_id = 1, config = 2, sandbox_config = 3}.
+/// A bare id (StartContainer, StopContainer, RemoveContainer, the sandbox
+/// calls …) fits many: not inferred.
+pub fn cri_request_method(msg: &[u8], cut: bool) -> Option<(&'static str, &'static str)> {
+    let f = fields_cut(msg, cut)?;
+    let field = |k: u32| f.iter().find(|(n, _)| *n == k).map(|(_, v)| v);
+    let only = |ns: &[u32]| !f.is_empty() && f.iter().all(|(n, _)| ns.contains(n));
+    let sandbox = |k: u32| {
+        let last = f.last().map(|(n, _)| *n) == Some(k);
+        field(k)
+            .and_then(Value::msg)
+            .is_some_and(|b| is_sandbox_config(b, cut && last))
+    };
+    if only(&[1, 2]) && sandbox(1) && field(2).is_none_or(is_text) {
+        return Some((CRI_RUNTIME, "RunPodSandbox"));
+    }
+    let image_spec = field(1)
+        .and_then(Value::bytes)
+        .and_then(fields)
+        .is_some_and(|s| {
+            s.iter().all(|(n, _)| [1, 2, 18, 19].contains(n))
+                && s.iter().any(|(n, v)| *n == 1 && is_text(v))
+        });
+    if only(&[1, 2, 3]) && image_spec && sandbox(3) {
+        return Some((CRI_IMAGE, "PullImage"));
+    }
+    let container_config = field(2).and_then(Value::msg).is_some_and(|c| {
+        Fields::lenient(c)
+            .next()
+            .is_some_and(|(n, v)| n == 1 && v.bytes().is_some_and(|m| fields(m).is_some()))
+    });
+    if only(&[1, 2, 3]) && field(1).is_some_and(is_text) && container_config && sandbox(3) {
+        return Some((CRI_RUNTIME, "CreateContainer"));
+    }
+    None
+}
+
+/// etcd Compare {result = 1, target = 2, key = 3, version = 4,
+/// create_revision = 5, mod_revision = 6, value = 7, lease = 8, range_end = 64},
+/// with its key.
+fn is_compare(b: &[u8]) -> bool {
+    fields(b).is_some_and(|f| {
+        f.iter().all(|(n, v)| match n {
+            1 | 2 | 4 | 5 | 6 | 8 => v.varint().is_some(),
+            3 | 7 | 64 => v.bytes().is_some(),
+            _ => false,
+        }) && f.iter().any(|(n, v)| *n == 3 && v.bytes().is_some())
+    })
+}
+
+/// etcd ResponseHeader {cluster_id = 1, member_id = 2, revision = 3, raft_term = 4}.
+fn is_response_header(b: &[u8]) -> bool {
+    fields(b).is_some_and(|f| {
+        f.iter()
+            .all(|(n, v)| (1..=4).contains(n) && v.varint().is_some())
+            && f.iter().any(|(n, _)| *n == 3)
+    })
+}
+
+/// etcd RequestOp / ResponseOp: a oneof of four messages (fields 1–4).
+fn is_op(b: &[u8]) -> bool {
+    fields(b).is_some_and(|f| {
+        matches!(f.as_slice(), [(n, v)] if (1..=4).contains(n) && v.bytes().is_some_and(pb::parses_fully))
+    })
+}
+
+/// The etcd KV method a request message is, when only one fits: a
+/// TxnRequest {compare = 1, success = 2, failure = 3} is told by its
+/// Compare and RequestOp messages; a RangeRequest by a field only it has
+/// (revision = 4 … max_create_revision = 13). A bare key fits Range, Put
+/// and DeleteRange alike: not inferred.
+pub fn etcd_request_method(msg: &[u8]) -> Option<&'static str> {
+    let f = fields(msg)?;
+    let only = |ns: &[u32]| !f.is_empty() && f.iter().all(|(n, _)| ns.contains(n));
+    let txn = only(&[1, 2, 3])
+        && f.iter().all(|(n, v)| match (n, v.bytes()) {
+            (1, Some(b)) => is_compare(b),
+            (2 | 3, Some(b)) => is_op(b),
+            _ => false,
+        });
+    if txn {
+        return Some("Txn");
+    }
+    let key = matches!(f.first(), Some((1, Value::Bytes(k))) if !is_compare(k));
+    let range_only = f.iter().any(|(n, _)| (4..=13).contains(n));
+    let typed = f.iter().all(|(n, v)| match n {
+        1 | 2 => v.bytes().is_some(),
+        3..=13 => v.varint().is_some(),
+        _ => false,
+    });
+    (key && typed && range_only).then_some("Range")
+}
+
+/// The etcd KV method a response message is, when only one fits: a
+/// TxnResponse {header = 1, succeeded = 2, responses = 3} by its ResponseOp
+/// messages; a RangeResponse {header = 1, kvs = 2, more = 3, count = 4} by
+/// its count, which no other KV response has.
+pub fn etcd_response_method(msg: &[u8]) -> Option<&'static str> {
+    let f = fields(msg)?;
+    let header = matches!(f.first(), Some((1, Value::Bytes(h))) if is_response_header(h));
+    if !header {
+        return None;
+    }
+    let rest = f.get(1..).unwrap_or_default();
+    let txn = rest.iter().any(|(n, _)| *n == 3)
+        && rest.iter().all(|(n, v)| match n {
+            2 => v.varint().is_some(),
+            3 => v.bytes().is_some_and(is_op),
+            _ => false,
+        });
+    if txn {
+        return Some("Txn");
+    }
+    let range = rest.iter().any(|(n, v)| *n == 4 && v.varint().is_some())
+        && rest.iter().all(|(n, v)| match n {
+            2 => v.bytes().is_some(),
+            3 | 4 => v.varint().is_some(),
+            _ => false,
+        });
+    range.then_some("Range")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(msg: &[u8]) -> Vec<u8> {
+        let mut b = vec![0];
+        b.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        b.extend_from_slice(msg);
+        b
+    }
+
+    #[test]
+    fn grpc_framing_must_announce_the_bytes_that_follow() {
+        let b = framed(b"\x0a\x01x");
+        assert_eq!(
+            grpc_message(&b, false).map(|m| m.data),
+            Some(b"\x0a\x01x".to_vec())
+        );
+        // A length past the body is a cut message only when the body was cut.
+        assert!(grpc_message(&b[..6], false).is_none());
+        assert!(grpc_message(&b[..6], true).is_some_and(|m| m.cut));
+        // Compressed, or more bytes than announced, or JSON: not inferred.
+        let mut c = b.clone();
+        c[0] = 1;
+        assert!(grpc_message(&c, false).is_none());
+        let mut d = b.clone();
+        d.push(0);
+        assert!(grpc_message(&d, false).is_none());
+        assert!(grpc_message(b"{\"kind\":\"Binding\"}", false).is_none());
+    }
+
+    #[test]
+    fn watch_streams_are_told_by_their_first_frame() {
+        let mut pb = 120u32.to_be_bytes().to_vec();
+        pb.extend_from_slice(b"\x0a\x05ADDED\x12\x70\x0a\x6ek8s\0");
+        assert_eq!(watch_stream(&pb), Some(true));
+        assert_eq!(
+            watch_stream(b"{\"type\":\"MODIFIED\",\"object\":{}}\n"),
+            Some(false)
+        );
+        // A bare object, a List, a Status: not a watch.
+        assert_eq!(watch_stream(b"k8s\0\x0a\x0d\x0a\x02v1"), None);
+        assert_eq!(watch_stream(b"{\"kind\":\"PodList\"}"), None);
+        assert_eq!(watch_stream(b"{\"type\":\"Other\"}"), None);
+    }
+
+    #[test]
+    fn strategic_merge_patches_are_told_by_their_directives() {
+        let status = br#"{"metadata":{"uid":"e5"},"status":{"$setElementOrder/conditions":[{"type":"Ready"}],"phase":"Running"}}"#;
+        assert!(strategic_merge_patch(status));
+        // An object (POST, PUT) or a merge patch without directives: not told.
+        assert!(!strategic_merge_patch(
+            br#"{"kind":"Pod","status":{"phase":"Running"}}"#
+        ));
+        assert!(!strategic_merge_patch(b"k8s\0\"$patch\":"));
+    }
+
+    #[test]
+    fn a_bare_key_fits_several_methods_and_is_not_inferred() {
+        // RangeRequest {key}, PutRequest {key} and DeleteRangeRequest {key} are the same bytes.
+        let key_only = b"\x0a\x05/a/b1";
+        assert_eq!(etcd_request_method(key_only), None);
+        // With a limit (3) it could still be a Put's lease or a DeleteRange's prev_kv.
+        assert_eq!(etcd_request_method(b"\x0a\x05/a/b1\x18\x01"), None);
+        // A revision (4) only a Range has.
+        assert_eq!(
+            etcd_request_method(b"\x0a\x05/a/b1\x18\x01\x20\x07"),
+            Some("Range")
+        );
+        // A response with nothing but its header fits Put, DeleteRange, a failed Txn.
+        assert_eq!(etcd_response_method(b"\x0a\x02\x18\x05"), None);
+    }
+}
