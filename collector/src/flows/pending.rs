@@ -3,6 +3,7 @@
 //! first), and an id (sandbox, uid) is often learned after the hops naming it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use ktrail_proto::v1::Hop;
 
@@ -13,7 +14,8 @@ const MAX_SLOTS_PER_HOP: usize = 8;
 
 #[derive(Debug)]
 struct Entry {
-    hop: Hop,
+    /// Shared with the update that published it unclaimed.
+    hop: Arc<Hop>,
     keys: HopKeys,
     arrived: u64,
 }
@@ -57,7 +59,7 @@ impl Pending {
         self.held
     }
 
-    pub fn add(&mut self, hop: Hop, keys: HopKeys, now: u64) {
+    pub fn add(&mut self, hop: Arc<Hop>, keys: HopKeys, now: u64) {
         // Holes behind a long-waiting hop are bounded too: past them the oldest
         // hops go (counted) before their time.
         while self.held >= self.cap || self.slots.len() >= MAX_SLOTS_PER_HOP * self.cap {
@@ -153,7 +155,8 @@ impl Pending {
                 }
             }
         }
-        Some((e.hop, e.keys))
+        // Copied only if the published one is still held (the live window).
+        Some((Arc::unwrap_or_clone(e.hop), e.keys))
     }
 }
 
@@ -161,13 +164,13 @@ impl Pending {
 mod tests {
     use super::*;
 
-    fn keyed(name: &str) -> (Hop, HopKeys) {
+    fn keyed(name: &str) -> (Arc<Hop>, HopKeys) {
         let key = Key::Uid(name.into());
         (
-            Hop {
+            Arc::new(Hop {
                 id: name.into(),
                 ..Hop::default()
-            },
+            }),
             HopKeys {
                 lookup: vec![key],
                 ..HopKeys::default()

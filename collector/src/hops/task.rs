@@ -313,7 +313,7 @@ impl Publisher {
             match update {
                 Update::Hop(mut hop) => {
                     if let Some(metadata) = &self.metadata {
-                        metadata.label(&mut hop);
+                        metadata.label(Arc::make_mut(&mut hop));
                     }
                     debug!(hop_id = %hop.id, flow_id = %hop.flow_id, kind = %hop.kind, summary = %hop.summary, "hop");
                     hops.push(hop);
@@ -331,7 +331,7 @@ impl Publisher {
         self.publish_hops(&mut hops).await;
     }
 
-    async fn publish_hops(&self, hops: &mut Vec<Box<Hop>>) {
+    async fn publish_hops(&self, hops: &mut Vec<Arc<Hop>>) {
         if hops.is_empty() {
             return;
         }
@@ -344,7 +344,7 @@ impl Publisher {
             warn!(hops = hops.len(), "store writer stopped: hops not stored");
         }
         for hop in hops.drain(..) {
-            self.live.publish_hop(*hop);
+            self.live.publish_hop(hop);
         }
     }
 }
