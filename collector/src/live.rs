@@ -83,8 +83,8 @@ impl LiveHub {
     }
 
     /// Adds a hop to the window and sends it to every watcher.
-    pub fn publish_hop(&self, hop: Hop) {
-        let hop = Arc::new(hop);
+    pub fn publish_hop(&self, hop: impl Into<Arc<Hop>>) {
+        let hop = hop.into();
         let mut window = self.window();
         if window.len() >= self.window_cap {
             window.pop_front();

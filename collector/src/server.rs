@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ktrail_proto::v1::ingest_server::IngestServer;
 use ktrail_proto::v1::query_server::QueryServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,7 +18,7 @@ use crate::agents::AgentRegistry;
 use crate::error::{CollectorError, StoreError};
 use crate::export::{self, ExportStats, OtlpConfig, OtlpExporter};
 use crate::hops::{self, AssemblerStats, HopConfig};
-use crate::ingest::IngestService;
+use crate::ingest::{IngestServer, IngestService};
 use crate::live::LiveHub;
 use crate::metadata::{self, ClusterMetadata, MetadataSource};
 use crate::query::QueryService;
@@ -184,7 +183,7 @@ impl Collector {
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_service(IngestServer::new(ingest).max_decoding_message_size(MAX_AGENT_MESSAGE))
+            .add_service(IngestServer::new(ingest, MAX_AGENT_MESSAGE))
             .add_service(QueryServer::new(query));
         let stop = shutdown::requested(shutdown_rx);
         let mtls = tls_config.is_some();

@@ -2,6 +2,7 @@
 //! operation that caused it, or keeps it pending until it can be placed.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use ktrail_proto::v1::{Event, Flow, Hop};
 
@@ -46,8 +47,10 @@ impl Via {
 /// What the stitcher tells the rest of the collector.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Update {
-    /// A hop, new or again with its flow (or its parent) now known.
-    Hop(Box<Hop>),
+    /// A hop, new or again with its flow (or its parent) now known. Shared with
+    /// the pending hops when no flow claimed it yet (not copied, request and
+    /// response bytes and all).
+    Hop(Arc<Hop>),
     /// A flow started or its state changed.
     Flow(Box<Flow>),
 }
@@ -143,8 +146,9 @@ impl FlowStitcher {
                 .find(&hop, &keys)
                 .or_else(|| is_root(&hop).then(|| (self.start_flow(&hop, now, out), Via::Root)));
             let Some((flow_id, via)) = placed else {
+                let hop = Arc::new(hop);
                 if first {
-                    out.push(Update::Hop(Box::new(hop.clone())));
+                    out.push(Update::Hop(hop.clone()));
                 }
                 self.pending.add(hop, keys, now);
                 continue;
@@ -330,7 +334,7 @@ impl FlowStitcher {
             parent_score: 0,
         };
         for changed in f.join(member, &self.cfg, now) {
-            out.push(Update::Hop(Box::new(changed)));
+            out.push(Update::Hop(Arc::new(changed)));
         }
         self.stats.hops_joined += 1;
         if let Some(receiver) = call {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ktrail_proto::v1::event::Body;
-use ktrail_proto::v1::{Event, PipelineCounters};
+use ktrail_proto::v1::{Event, Hop, PipelineCounters};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -17,7 +18,7 @@ use crate::clock::unix_now_ns;
 use crate::flows::{FlowStitcher, LossWindow, StitchConfig, StitchStats, Update};
 use crate::live::LiveHub;
 use crate::metadata::ClusterMetadata;
-use crate::store::writer::StoreWriter;
+use crate::store::writer::{EncodedHops, StoreWriter};
 
 /// How often time-based completion runs.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -304,28 +305,46 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// Hops go to the store in one write per run of them (queued before they go
+    /// live, as one by one), a flow after the hops before it.
     async fn publish(&self, updates: &mut Vec<Update>) {
-        let (live, writer) = (&self.live, &self.writer);
+        let mut hops = Vec::new();
         for update in updates.drain(..) {
             match update {
                 Update::Hop(mut hop) => {
                     if let Some(metadata) = &self.metadata {
-                        metadata.label(&mut hop);
+                        metadata.label(Arc::make_mut(&mut hop));
                     }
                     debug!(hop_id = %hop.id, flow_id = %hop.flow_id, kind = %hop.kind, summary = %hop.summary, "hop");
-                    if writer.write_hop(&hop).await.is_err() {
-                        warn!(hop_id = %hop.id, "store writer stopped: hop not stored");
-                    }
-                    live.publish_hop(*hop);
+                    hops.push(hop);
                 }
                 Update::Flow(flow) => {
+                    self.publish_hops(&mut hops).await;
                     info!(flow_id = %flow.id, title = %flow.title, state = %flow.state, reason = %flow.state_reason, hops = flow.hop_count, closed = flow.closed, "flow");
-                    if writer.write_flow(&flow).await.is_err() {
+                    if self.writer.write_flow(&flow).await.is_err() {
                         warn!(flow_id = %flow.id, "store writer stopped: flow not stored");
                     }
-                    live.publish_flow(*flow);
+                    self.live.publish_flow(*flow);
                 }
             }
+        }
+        self.publish_hops(&mut hops).await;
+    }
+
+    async fn publish_hops(&self, hops: &mut Vec<Arc<Hop>>) {
+        if hops.is_empty() {
+            return;
+        }
+        let bytes = hops.iter().map(|h| h.encoded_len() + 8).sum();
+        let mut encoded = EncodedHops::with_capacity(hops.len(), bytes);
+        for hop in hops.iter() {
+            encoded.push(hop);
+        }
+        if self.writer.write_hops(encoded).await.is_err() {
+            warn!(hops = hops.len(), "store writer stopped: hops not stored");
+        }
+        for hop in hops.drain(..) {
+            self.live.publish_hop(hop);
         }
     }
 }

@@ -1,16 +1,20 @@
 //! The `Ingest` service: one stream per agent, Hello first, then batches
 //! deduplicated by sequence number, stored, acked after commit.
 
+mod codec;
 mod loss;
+mod server;
 mod stream;
+
+pub use codec::{decode_message, IngestCodec, Received};
+pub use server::IngestServer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ktrail_proto::v1::agent_message::Body;
-use ktrail_proto::v1::ingest_server::Ingest;
-use ktrail_proto::v1::{AgentMessage, Hello, IngestAck};
+use ktrail_proto::v1::{Hello, IngestAck};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -63,8 +67,8 @@ impl IngestService {
 
 // tonic's API is in terms of `Status`, large as it is.
 #[allow(clippy::result_large_err)]
-fn check_hello(first: Option<AgentMessage>) -> Result<Hello, Status> {
-    let hello = match first.and_then(|m| m.body) {
+fn check_hello(first: Option<Received>) -> Result<Hello, Status> {
+    let hello = match first.and_then(|m| m.message.body) {
         Some(Body::Hello(hello)) => hello,
         Some(_) => {
             return Err(Status::invalid_argument(
@@ -85,14 +89,15 @@ fn check_hello(first: Option<AgentMessage>) -> Result<Hello, Status> {
     Ok(hello)
 }
 
-#[tonic::async_trait]
-impl Ingest for IngestService {
-    type StreamStream = UnboundedReceiverStream<Result<IngestAck, Status>>;
+/// The acks going back on an ingest stream.
+pub type AckStream = UnboundedReceiverStream<Result<IngestAck, Status>>;
 
-    async fn stream(
+impl IngestService {
+    /// One agent's stream (`Ingest.Stream`).
+    pub async fn stream(
         &self,
-        request: Request<Streaming<AgentMessage>>,
-    ) -> Result<Response<Self::StreamStream>, Status> {
+        request: Request<Streaming<Received>>,
+    ) -> Result<Response<AckStream>, Status> {
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())

@@ -4,13 +4,12 @@ use std::sync::Arc;
 
 use ktrail_proto::v1::agent_message::Body;
 use ktrail_proto::v1::event::Body as EventBody;
-use ktrail_proto::v1::{
-    AgentMessage, Event, EventBatch, Hello, IngestAck, LossReport, TracedEvent,
-};
+use ktrail_proto::v1::{Event, EventBatch, Hello, IngestAck, LossReport, TracedEvent};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
+use super::codec::Received;
 use super::loss::loss_since;
 use super::IngestShared;
 use crate::agents::{apply_seq, AgentHandle, SeqVerdict};
@@ -118,7 +117,7 @@ impl AgentStream {
         }
     }
 
-    pub(super) async fn run(self, mut inbound: Streaming<AgentMessage>) {
+    pub(super) async fn run(self, mut inbound: Streaming<Received>) {
         let stop = shutdown::requested(self.shared.shutdown.clone());
         tokio::pin!(stop);
         let reason = loop {
@@ -153,9 +152,9 @@ impl AgentStream {
         self.disconnect(reason).await;
     }
 
-    async fn handle(&self, message: AgentMessage) -> Result<(), StreamEnd> {
-        match message.body {
-            Some(Body::Batch(batch)) => self.accept_batch(batch).await,
+    async fn handle(&self, received: Received) -> Result<(), StreamEnd> {
+        match received.message.body {
+            Some(Body::Batch(batch)) => self.accept_batch(batch, received.stored).await,
             Some(Body::Loss(loss)) => self.record_loss(loss).await,
             Some(Body::Hello(_)) => {
                 warn!("second Hello on one stream ignored");
@@ -168,7 +167,13 @@ impl AgentStream {
         }
     }
 
-    async fn accept_batch(&self, batch: EventBatch) -> Result<(), StreamEnd> {
+    /// `stored`: the batch's bytes as received, for its row when every event is
+    /// accepted ([`super::codec`]).
+    async fn accept_batch(
+        &self,
+        batch: EventBatch,
+        stored: Option<Vec<u8>>,
+    ) -> Result<(), StreamEnd> {
         let received = batch.events.len();
         let mut accepted = Vec::with_capacity(received);
         let mut gaps = Vec::new();
@@ -204,14 +209,21 @@ impl AgentStream {
                 }
             }
             state.status.last_seen_unix_ns = unix_now_ns();
-            // One row for the batch's accepted events, encoded here without copying
-            // them (they go on to hop assembly); compressed by the writer.
+            // One row for the batch's accepted events: the received bytes when
+            // they all were, else encoded here without copying them (they go on
+            // to hop assembly); compressed by the writer.
             let events = match (accepted.first(), accepted.last()) {
                 (Some(first), Some(last)) => Some(EncodedEvents {
                     first_seq: first.seq,
                     last_seq: last.seq,
                     count: u32::try_from(accepted.len()).unwrap_or(u32::MAX),
-                    bytes: batch::encode(&self.node, &accepted),
+                    bytes: match stored {
+                        Some(mut body) if accepted.len() == received => {
+                            batch::finish_raw_body(&mut body, &self.node);
+                            body
+                        }
+                        _ => batch::encode(&self.node, &accepted),
+                    },
                 }),
                 _ => None,
             };

@@ -29,6 +29,26 @@ pub fn encode(node: &str, events: &[Event]) -> Vec<u8> {
     buf
 }
 
+/// Room [`raw_body`] leaves for the node [`finish_raw_body`] adds.
+const NODE_ROOM: usize = 128;
+
+/// The start of a `StoredBatch` encoding holding a received `EventBatch`'s bytes as
+/// its `batch` field (one copy, no re-encoding); [`finish_raw_body`] adds the node.
+pub fn raw_body(event_batch: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(event_batch.len() + 16 + NODE_ROOM);
+    prost::encoding::encode_key(3, prost::encoding::WireType::LengthDelimited, &mut buf);
+    prost::encoding::encode_varint(event_batch.len() as u64, &mut buf);
+    buf.extend_from_slice(event_batch);
+    buf
+}
+
+/// Appends the node to a [`raw_body`] (fields may come in any order).
+pub fn finish_raw_body(body: &mut Vec<u8>, node: &str) {
+    prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, body);
+    prost::encoding::encode_varint(node.len() as u64, body);
+    body.extend_from_slice(node.as_bytes());
+}
+
 /// A zstd compressor kept across rows (a context is costly to set up).
 pub type Compressor = zstd::bulk::Compressor<'static>;
 
@@ -45,30 +65,49 @@ pub fn frame(
     last_seq: u64,
     compressor: Option<&mut Compressor>,
 ) -> Vec<u8> {
-    let compressed = compressor
-        .and_then(|c| c.compress(encoded).ok())
-        .filter(|c| c.len() < encoded.len());
-    let (codec, body) = match &compressed {
-        Some(c) => (CODEC_ZSTD, c.as_slice()),
-        None => (CODEC_PROST, encoded),
-    };
-    let mut row = Vec::with_capacity(HEADER + body.len() + 4);
-    row.push(codec);
-    row.extend_from_slice(&count.to_le_bytes());
-    row.extend_from_slice(&last_seq.to_le_bytes());
-    if codec == CODEC_ZSTD {
-        // The decompressed size, so reading allocates once.
-        row.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
-    }
-    row.extend_from_slice(body);
+    let mut row = Vec::new();
+    frame_into(encoded, count, last_seq, compressor, &mut row);
     row
 }
 
-/// Appends one prost-encoded hop to the encoding of a [`StoredHops`].
-pub fn push_hop(group: &mut Vec<u8>, encoded_hop: &[u8]) {
-    prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, group);
-    prost::encoding::encode_varint(encoded_hop.len() as u64, group);
-    group.extend_from_slice(encoded_hop);
+/// [`frame`] into `row` (cleared first), compressing straight into it: the writer
+/// reuses one row buffer (a fresh multi-megabyte one per row cost page faults).
+pub fn frame_into(
+    encoded: &[u8],
+    count: u32,
+    last_seq: u64,
+    compressor: Option<&mut Compressor>,
+    row: &mut Vec<u8>,
+) {
+    // Codec, count and last seq, then for zstd the decompressed size, so reading
+    // allocates once.
+    const ZSTD_HEADER: usize = HEADER + 4;
+    row.clear();
+    if let Some(c) = compressor {
+        row.resize(ZSTD_HEADER, 0);
+        row.reserve(zstd::zstd_safe::compress_bound(encoded.len()));
+        let mut body = std::io::Cursor::new(&mut *row);
+        body.set_position(ZSTD_HEADER as u64);
+        let compressed = c.compress_to_buffer(encoded, &mut body).ok();
+        if compressed.is_some_and(|n| n < encoded.len()) {
+            row[0] = CODEC_ZSTD;
+            row[1..5].copy_from_slice(&count.to_le_bytes());
+            row[5..13].copy_from_slice(&last_seq.to_le_bytes());
+            row[13..17].copy_from_slice(&(encoded.len() as u32).to_le_bytes());
+            return;
+        }
+        row.clear();
+    }
+    row.reserve(HEADER + encoded.len());
+    row.push(CODEC_PROST);
+    row.extend_from_slice(&count.to_le_bytes());
+    row.extend_from_slice(&last_seq.to_le_bytes());
+    row.extend_from_slice(encoded);
+}
+
+/// Appends one hop to the encoding of a [`StoredHops`].
+pub fn push_hop(group: &mut Vec<u8>, hop: &Hop) {
+    prost::encoding::message::encode(1, hop, group);
 }
 
 /// Decodes a stored hop group.
@@ -126,13 +165,17 @@ pub fn header(row: &[u8]) -> Result<(u32, u64), StoreError> {
     Ok((count, last))
 }
 
-/// Decodes a stored event batch.
+/// Decodes a stored event batch (its events in `events`, however stored).
 pub fn decode(row: &[u8]) -> Result<StoredBatch, StoreError> {
     let raw = body(row, "event_batches")?;
-    StoredBatch::decode(raw.as_ref()).map_err(|error| StoreError::Decode {
+    let mut stored = StoredBatch::decode(raw.as_ref()).map_err(|error| StoreError::Decode {
         table: "event_batches",
         error,
-    })
+    })?;
+    if let Some(received) = stored.batch.take() {
+        stored.events.extend(received.events);
+    }
+    Ok(stored)
 }
 
 #[cfg(test)]
@@ -155,6 +198,7 @@ mod tests {
         let wrapper = StoredBatch {
             node: "n1".into(),
             events: evs.clone(),
+            batch: None,
         };
         assert_eq!(encoded, wrapper.encode_to_vec());
         for level in [0, 1] {
@@ -177,7 +221,7 @@ mod tests {
             .collect();
         let mut group = Vec::new();
         for hop in &hops {
-            push_hop(&mut group, &hop.encode_to_vec());
+            push_hop(&mut group, hop);
         }
         assert_eq!(group, StoredHops { hops: hops.clone() }.encode_to_vec());
         for level in [0, 1] {

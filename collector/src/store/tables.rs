@@ -1,6 +1,6 @@
 //! redb tables and the records stored in them (prost-encoded).
 
-use ktrail_proto::v1::{Event, Hop};
+use ktrail_proto::v1::{Event, EventBatch, Hop};
 use redb::TableDefinition;
 
 /// `(agent_id, seq of its first event)` → one batch of accepted events as received
@@ -35,13 +35,18 @@ pub struct StoredEvent {
     pub event: Option<Event>,
 }
 
-/// The accepted events of one received batch, with the node they were seen on.
+/// The accepted events of one received batch, with the node they were seen on:
+/// in `events`, or, when every event of the batch was accepted, as the agent sent
+/// them, in `batch` (its bytes stored as received; [`super::batch::decode`] moves
+/// them into `events`).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StoredBatch {
     #[prost(string, tag = "1")]
     pub node: String,
     #[prost(message, repeated, tag = "2")]
     pub events: Vec<Event>,
+    #[prost(message, optional, tag = "3")]
+    pub batch: Option<EventBatch>,
 }
 
 /// Counters kept beside the tables, updated in the same transactions.

@@ -58,19 +58,40 @@ pub struct EventsWrite {
     pub ack: Option<AckTarget>,
 }
 
+/// Hops encoded for the store, as many as one write takes: their index keys and
+/// their encodings, back to back as in a stored hop group ([`batch::push_hop`]).
+#[derive(Debug, Default)]
+pub struct EncodedHops {
+    keys: Vec<(u64, String)>,
+    group: Vec<u8>,
+}
+
+impl EncodedHops {
+    pub fn push(&mut self, hop: &Hop) {
+        self.keys.push((hop.start_unix_ns, hop.id.clone()));
+        batch::push_hop(&mut self.group, hop);
+    }
+
+    /// Room for hops of about `bytes` encoded (a buffer grown hop by hop is
+    /// reallocated, and its new pages faulted in, several times per write).
+    pub fn with_capacity(hops: usize, bytes: usize) -> Self {
+        Self {
+            keys: Vec::with_capacity(hops),
+            group: Vec::with_capacity(bytes),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 #[derive(Debug)]
 enum WriteOp {
     Events(EventsWrite),
     Agent(AgentStatus),
-    Hop {
-        start: u64,
-        id: String,
-        bytes: Vec<u8>,
-    },
-    Flow {
-        id: String,
-        bytes: Vec<u8>,
-    },
+    Hops(EncodedHops),
+    Flow { id: String, bytes: Vec<u8> },
     Flush(oneshot::Sender<()>),
 }
 
@@ -95,12 +116,17 @@ impl StoreWriter {
     }
 
     pub async fn write_hop(&self, hop: &Hop) -> Result<(), WriterClosed> {
-        self.send(WriteOp::Hop {
-            start: hop.start_unix_ns,
-            id: hop.id.clone(),
-            bytes: hop.encode_to_vec(),
-        })
-        .await
+        let mut hops = EncodedHops::default();
+        hops.push(hop);
+        self.write_hops(hops).await
+    }
+
+    /// Several hops in one write (one queue slot, one copy into the commit's group).
+    pub async fn write_hops(&self, hops: EncodedHops) -> Result<(), WriterClosed> {
+        if hops.is_empty() {
+            return Ok(());
+        }
+        self.send(WriteOp::Hops(hops)).await
     }
 
     /// Stores a flow's latest version (replacing the one before).
@@ -169,8 +195,8 @@ pub struct WriterStats {
 struct BatchData {
     events: Vec<(Arc<str>, EncodedEvents)>,
     agents: HashMap<Arc<str>, AgentStatus>,
-    hops: Vec<(u64, String, Vec<u8>)>,
-    hop_bytes: usize,
+    /// Joined into one group at commit.
+    hops: Vec<EncodedHops>,
     /// Latest version of each flow written in the batch.
     flows: HashMap<String, Vec<u8>>,
 }
@@ -201,10 +227,9 @@ impl Batch {
                     .agents
                     .insert(Arc::from(status.agent_id.as_str()), status);
             }
-            WriteOp::Hop { start, id, bytes } => {
-                self.bytes += bytes.len();
-                self.data.hop_bytes += bytes.len();
-                self.data.hops.push((start, id, bytes));
+            WriteOp::Hops(hops) => {
+                self.bytes += hops.group.len();
+                self.data.hops.push(hops);
             }
             WriteOp::Flow { id, bytes } => {
                 self.bytes += bytes.len();
@@ -222,8 +247,19 @@ impl Batch {
 /// What the blocking commit needs besides the batch.
 struct CommitCtx {
     db: Arc<Database>,
-    compressor: Mutex<Option<Compressor>>,
+    scratch: Mutex<Scratch>,
     max_bytes: u64,
+}
+
+/// Kept from one commit to the next (commits run one at a time): a zstd context is
+/// costly to set up, and buffers of megabytes allocated afresh each time cost their
+/// page faults again.
+struct Scratch {
+    compressor: Option<Compressor>,
+    /// The commit's hops, joined.
+    group: Vec<u8>,
+    /// The row being inserted (redb copies it).
+    row: Vec<u8>,
 }
 
 /// What one commit did.
@@ -245,7 +281,11 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(cfg.queue.max(1));
     let ctx = Arc::new(CommitCtx {
         db: store.db().clone(),
-        compressor: Mutex::new(batch::compressor(cfg.compression_level)),
+        scratch: Mutex::new(Scratch {
+            compressor: batch::compressor(cfg.compression_level),
+            group: Vec::new(),
+            row: Vec::new(),
+        }),
         max_bytes: cfg.max_store_bytes,
     });
     let task = tokio::spawn(run(ctx, rx, cfg));
@@ -400,18 +440,21 @@ fn commit(ctx: &CommitCtx, data: &BatchData) -> Result<Committed, StoreError> {
         };
         let mut next_batch = get(&meta, META_NEXT_BATCH)?;
         {
-            let mut compressor = ctx
-                .compressor
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut scratch = ctx.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+            let Scratch {
+                compressor,
+                group,
+                row,
+            } = &mut *scratch;
             let mut events = txn.open_table(EVENT_BATCHES)?;
             let mut age = txn.open_table(BATCH_AGE)?;
             for (agent_id, encoded) in &data.events {
-                let row = batch::frame(
+                batch::frame_into(
                     &encoded.bytes,
                     encoded.count,
                     encoded.last_seq,
                     compressor.as_mut(),
+                    row,
                 );
                 let key = (agent_id.as_ref(), encoded.first_seq);
                 events.insert(key, row.as_slice())?;
@@ -422,23 +465,27 @@ fn commit(ctx: &CommitCtx, data: &BatchData) -> Result<Committed, StoreError> {
                 held.event_bytes += size;
                 done.events += count;
             }
-            if !data.hops.is_empty() {
+            let hops = data.hops.iter().map(|h| h.keys.len()).sum::<usize>();
+            if hops > 0 {
                 // One compressed row for the commit's hops, and an index entry each.
                 let group_no = get(&meta, META_NEXT_HOP_GROUP)?;
                 let mut index = txn.open_table(HOP_INDEX)?;
-                let mut group = Vec::with_capacity(data.hop_bytes + 8 * data.hops.len());
-                for (i, (start, id, bytes)) in data.hops.iter().enumerate() {
-                    batch::push_hop(&mut group, bytes);
+                let keys = data.hops.iter().flat_map(|h| &h.keys);
+                for (i, (start, id)) in keys.enumerate() {
                     index.insert((*start, id.as_str()), (group_no, i as u32))?;
                 }
-                let count = u32::try_from(data.hops.len()).unwrap_or(u32::MAX);
-                let row = batch::frame(&group, count, 0, compressor.as_mut());
+                group.clear();
+                for chunk in &data.hops {
+                    group.extend_from_slice(&chunk.group);
+                }
+                let count = u32::try_from(hops).unwrap_or(u32::MAX);
+                batch::frame_into(group, count, 0, compressor.as_mut(), row);
                 txn.open_table(HOP_GROUPS)?
                     .insert(group_no, row.as_slice())?;
                 held.hop_bytes += row.len() as u64;
                 meta.insert(META_NEXT_HOP_GROUP, group_no + 1)?;
             }
-            done.hops = data.hops.len() as u64;
+            done.hops = hops as u64;
             let mut flows = txn.open_table(FLOWS)?;
             for (id, bytes) in &data.flows {
                 flows.insert(id.as_str(), bytes.as_slice())?;
