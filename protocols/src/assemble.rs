@@ -197,7 +197,10 @@ impl Half {
 
     /// Body bytes arrived.
     pub fn body(&mut self, data: &[u8], ts: u64, cfg: &Config, out: &mut Vec<Message>) {
-        if let Some(head) = self.infer_watch(data, cfg) {
+        if let Some(head) = self
+            .infer_watch(data, cfg)
+            .or_else(|| self.infer_etcd_watch(data, cfg))
+        {
             out.push(head);
         }
         self.msg.ts_last = ts;
@@ -281,6 +284,46 @@ impl Half {
         self.streaming = true;
         self.watch = Some(WatchStream::new(Some(proto)));
         self.msg.inferred.push("watch".to_owned());
+        self.emit_head(cfg)
+    }
+
+    /// A response whose request was never seen that carries etcd
+    /// WatchResponses with events is etcd's Watch stream, opened before the
+    /// agents (kube-apiserver's watches on the registry): decoded from this
+    /// message on, its path marked inferred. Unlike a Kubernetes watch, the
+    /// first message seen may be a progress notification, which fits several
+    /// shapes: each message is tried until one decides, and what came before
+    /// (undecodable alone) is dropped from the body.
+    fn infer_etcd_watch(&mut self, data: &[u8], cfg: &Config) -> Option<Message> {
+        // Its response headers seen or not: gRPC by its content-type then,
+        // but which call stays unknown without the request's.
+        let unnamed = match self.msg.protocol {
+            Protocol::Http2 => self.msg.content_type.is_none(),
+            Protocol::Grpc => self.msg.grpc_method.is_none(),
+            _ => false,
+        };
+        let undecided = self.msg.part == Part::Response
+            && unnamed
+            && self.msg.path.is_none()
+            && !self.streaming;
+        if !undecided {
+            return None;
+        }
+        let g = infer::grpc_message(data, false)?;
+        if g.compressed || !infer::etcd_watch_response(&g.data) {
+            return None;
+        }
+        // The message starts this chunk: framing restarts here.
+        self.body.clear();
+        self.grpc_msgs.clear();
+        self.msg.body_len = 0;
+        self.streaming = true;
+        self.grpc = Some(GrpcStream::default());
+        self.msg.protocol = Protocol::Grpc;
+        self.msg.grpc_service = Some(infer::ETCD_WATCH.to_owned());
+        self.msg.grpc_method = Some("Watch".to_owned());
+        self.msg.path = Some(format!("/{}/Watch", infer::ETCD_WATCH));
+        self.msg.inferred.push("path".to_owned());
         self.emit_head(cfg)
     }
 

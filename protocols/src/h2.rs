@@ -615,10 +615,10 @@ impl H2 {
         let cfg = self.cfg;
         if d == Direction::ServerToClient
             && !self.streams.contains_key(&sid)
-            && crate::infer::watch_stream(body).is_some()
+            && (crate::infer::watch_stream(body).is_some() || crate::infer::etcd_watch_data(body))
         {
-            // A watch opened before the capture began: its headers were never
-            // seen; the events it delivers still decode.
+            // A watch opened before the capture began (Kubernetes' or etcd's):
+            // its headers were never seen; the events it delivers still decode.
             if self.streams.len() >= MAX_STREAMS {
                 self.evict_oldest(ts, out);
             }

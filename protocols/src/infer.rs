@@ -244,6 +244,57 @@ pub fn etcd_response_method(msg: &[u8]) -> Option<&'static str> {
     range.then_some("Range")
 }
 
+/// etcd's Watch service: a stream opened before the agents is inferred here.
+pub const ETCD_WATCH: &str = "etcdserverpb.Watch";
+
+/// Whether a gRPC message is an etcd WatchResponse carrying events: a
+/// ResponseHeader first, then only WatchResponse's fields (watch_id = 2,
+/// created = 3, canceled = 4, compact_revision = 5 as varints,
+/// cancel_reason = 6, fragment = 7, events = 11) and at least one Event
+/// {type = 1, kv = 2 KeyValue {key = 1 …}, prev_kv = 3} with its key. No
+/// KV response has field 11, and a message of the header alone (a progress
+/// notification, an empty Range) is not taken: it fits several.
+pub fn etcd_watch_response(msg: &[u8]) -> bool {
+    let Some(f) = fields(msg) else {
+        return false;
+    };
+    let header = matches!(f.first(), Some((1, Value::Bytes(h))) if is_response_header(h));
+    let rest = f.get(1..).unwrap_or_default();
+    let shaped = rest.iter().all(|(n, v)| match n {
+        2..=5 | 7 => v.varint().is_some(),
+        6 => is_text(v),
+        11 => v.bytes().is_some_and(is_watch_event),
+        _ => false,
+    });
+    header && shaped && rest.iter().any(|(n, _)| *n == 11)
+}
+
+/// Whether a DATA frame's bytes are one whole gRPC message that is an etcd
+/// WatchResponse with events (see `etcd_watch_response`).
+pub fn etcd_watch_data(body: &[u8]) -> bool {
+    grpc_message(body, false).is_some_and(|g| !g.compressed && etcd_watch_response(&g.data))
+}
+
+/// etcd mvccpb.Event {type = 1, kv = 2, prev_kv = 3} whose kv has a key.
+fn is_watch_event(b: &[u8]) -> bool {
+    let Some(f) = fields(b) else {
+        return false;
+    };
+    let kv_key = |kv: &[u8]| {
+        fields(kv).is_some_and(|k| {
+            k.iter()
+                .any(|(n, v)| *n == 1 && v.bytes().is_some_and(|key| key.first() == Some(&b'/')))
+        })
+    };
+    f.iter().all(|(n, v)| match n {
+        1 => v.varint().is_some(),
+        2 | 3 => v.bytes().is_some(),
+        _ => false,
+    }) && f
+        .iter()
+        .any(|(n, v)| *n == 2 && v.bytes().is_some_and(kv_key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +366,46 @@ mod tests {
         );
         // A response with nothing but its header fits Put, DeleteRange, a failed Txn.
         assert_eq!(etcd_response_method(b"\x0a\x02\x18\x05"), None);
+    }
+
+    /// etcd's own encoding of a WatchResponse with one PUT of a pod key, as
+    /// etcd sends it to kube-apiserver (header: cluster_id, member_id,
+    /// revision 314, raft_term).
+    fn watch_put() -> Vec<u8> {
+        let field = |tag: u8, body: &[u8]| [&[tag, body.len() as u8][..], body].concat();
+        let kv = [
+            field(0x0a, b"/registry/pods/default/mynginx-trace-test"),
+            vec![0x10, 0xb9, 0x02, 0x18, 0xba, 0x02, 0x20, 0x02],
+            field(0x2a, b"k8s"),
+        ]
+        .concat();
+        [
+            field(0x0a, &HEADER),
+            vec![0x10, 0x05],
+            field(0x5a, &field(0x12, &kv)),
+        ]
+        .concat()
+    }
+
+    const HEADER: [u8; 9] = [0x08, 0x01, 0x10, 0x02, 0x18, 0xba, 0x02, 0x20, 0x03];
+
+    #[test]
+    fn an_etcd_watch_response_with_an_event_is_one() {
+        assert!(etcd_watch_response(&watch_put()));
+    }
+
+    #[test]
+    fn kv_responses_and_bare_headers_are_not_watch_responses() {
+        let header = [&[0x0a, HEADER.len() as u8][..], &HEADER].concat();
+        // A progress notification and an empty Range response look alike.
+        assert!(!etcd_watch_response(&header));
+        // A Range response: header, kvs = 2 (a KeyValue), count = 4.
+        let mut range = header.to_vec();
+        range.extend_from_slice(&[0x12, 0x04, 0x0a, 0x02, b'/', b'a', 0x20, 0x01]);
+        assert!(!etcd_watch_response(&range));
+        // A Txn response: header, succeeded = 2, responses = 3.
+        let mut txn = header.to_vec();
+        txn.extend_from_slice(&[0x10, 0x01, 0x1a, 0x02, 0x12, 0x00]);
+        assert!(!etcd_watch_response(&txn));
     }
 }

@@ -1029,3 +1029,25 @@ fn gzip_bodies_decode_also_when_cut() {
         }
     }
 }
+
+/// kube-apiserver's etcd watch, opened before a late agent: its WatchResponses
+/// still decode as watch events, from the first one with an event on, the
+/// path said to be inferred.
+#[test]
+fn late_attach_infers_an_etcd_watch_stream_from_its_events() {
+    let e = chunks("etcd-apiserver.txt");
+    // From chunk 3 the Watch call's request headers are past (its response's
+    // still come), from chunk 7 its response's too, as for a DaemonSet's agent.
+    for skip in [3, 7, 8] {
+        let late = replay(&e[skip..], AGENT_CAP);
+        let puts: Vec<&Message> = late
+            .iter()
+            .filter(|m| m.part == Part::Event && m.summary().starts_with("etcd Watch PUT "))
+            .collect();
+        assert_eq!(puts.len(), 2, "from chunk {skip}: {:#?}", summaries(&late));
+        for m in puts {
+            assert!(m.inferred.iter().any(|i| i == "path"), "{m:?}");
+            assert_eq!(m.path.as_deref(), Some("/etcdserverpb.Watch/Watch"));
+        }
+    }
+}
