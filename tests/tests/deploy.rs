@@ -479,7 +479,7 @@ fn deployed_ktrail_traces_kubectl_run_and_leaves_nothing_behind() {
         t0.elapsed().as_secs_f64(),
         flow_hops.len()
     ));
-    reference_flow::check(&flow, &flow_hops);
+    reference_flow::check(&flow, &flow_hops, reference_flow::Attach::Running);
     let inferred: Vec<String> = flow_hops
         .iter()
         .filter(|h| h["inferred"].as_array().is_some_and(|a| !a.is_empty()))
