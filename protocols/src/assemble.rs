@@ -47,6 +47,9 @@ pub struct Half {
     /// The `Message` of this half was already emitted (streaming response).
     pub emitted: bool,
     grpc_msgs: Vec<GrpcMessage>,
+    /// Containers this connection's CreateContainer calls returned that no
+    /// call has named since: a bare-id request naming one is its start.
+    created: Vec<String>,
 }
 
 /// Adds a header to a message, redacting credentials.
@@ -179,7 +182,15 @@ impl Half {
             streaming,
             emitted: false,
             grpc_msgs: Vec::new(),
+            created: Vec::new(),
         }
+    }
+
+    /// The containers created on this connection and not yet named by a call
+    /// (see `infer_grpc_call`).
+    pub fn with_created(mut self, created: &[String]) -> Self {
+        self.created = created.to_vec();
+        self
     }
 
     pub fn streaming(&self) -> bool {
@@ -478,11 +489,30 @@ impl Half {
         let Some(g) = infer::grpc_message(&self.body, self.cut) else {
             return false;
         };
-        if !infer_method(msg, &g) {
+        if !infer_method(msg, &g) && !self.infer_start(msg, &g) {
             return false;
         }
         apply_grpc_message(msg, &g, msg.part == Part::Request);
         msg.truncated |= g.cut;
+        true
+    }
+
+    /// A request of a bare container id that this connection's CreateContainer
+    /// returned, before any other call named it: the kubelet starts a
+    /// container right after creating it (kuberuntime's startContainer), so
+    /// this is its StartContainer. Alone, a bare id fits StopContainer,
+    /// RemoveContainer and ContainerStatus too; only the sequence tells.
+    fn infer_start(&self, msg: &mut Message, g: &GrpcMessage) -> bool {
+        if msg.part != Part::Request || g.compressed || g.cut {
+            return false;
+        }
+        let Some(id) = infer::bare_id(&g.data) else {
+            return false;
+        };
+        if !self.created.iter().any(|c| c == id) {
+            return false;
+        }
+        name_call(msg, infer::CRI_RUNTIME, "StartContainer");
         true
     }
 
@@ -514,12 +544,17 @@ fn infer_method(msg: &mut Message, g: &GrpcMessage) -> bool {
     let Some((service, method)) = call else {
         return false;
     };
+    name_call(msg, service, method);
+    true
+}
+
+/// Names the gRPC call of a message whose path was unknown, marked inferred.
+fn name_call(msg: &mut Message, service: &str, method: &str) {
     msg.protocol = Protocol::Grpc;
     msg.grpc_service = Some(service.to_owned());
     msg.grpc_method = Some(method.to_owned());
     msg.path = Some(format!("/{service}/{method}"));
     msg.inferred.push("path".to_owned());
-    true
 }
 
 /// Gunzips at most `max` bytes of `data` (which may be a cut prefix of a gzip

@@ -188,7 +188,13 @@ pub struct H2 {
     pub goaway: Option<(u32, u32)>,
     /// A header block was decoded (in either direction).
     headers_seen: bool,
+    /// Containers CreateContainer returned here that no call has named since
+    /// (newest last, at most `MAX_CREATED`): what tells a StartContainer
+    /// whose path this decoder never saw (`Half::infer_start`).
+    created: Vec<String>,
 }
+
+const MAX_CREATED: usize = 64;
 
 fn di(d: Direction) -> usize {
     match d {
@@ -207,6 +213,7 @@ impl H2 {
             cfg,
             goaway: None,
             headers_seen: false,
+            created: Vec::new(),
         }
     }
 
@@ -589,7 +596,7 @@ impl H2 {
             if s.req_done {
                 return;
             }
-            let half = Half::new(msg, None);
+            let half = Half::new(msg, None).with_created(&self.created);
             s.req_head = Some(half.msg.clone());
             s.req = Some(half);
         } else {
@@ -670,9 +677,9 @@ impl H2 {
         let Some(s) = self.streams.get_mut(&sid) else {
             return;
         };
+        let first = out.len();
         if d == Direction::ClientToServer {
             if let Some(h) = s.req.take() {
-                let first = out.len();
                 h.finish(complete, ts, &cfg, out);
                 // What its body told of an unknown path, the response decodes by.
                 let inferred = out
@@ -698,6 +705,26 @@ impl H2 {
         }
         if s.req_done && s.resp_done {
             self.streams.remove(&sid);
+        }
+        self.track_created(out.get(first..).unwrap_or_default());
+    }
+
+    /// Keeps the containers CreateContainer returned until a call names them.
+    fn track_created(&mut self, msgs: &[Message]) {
+        for m in msgs {
+            let Some(id) = m.cri.as_ref().and_then(|c| c.container_id.as_ref()) else {
+                continue;
+            };
+            match (m.part, m.grpc_method.as_deref()) {
+                (Part::Response, Some("CreateContainer")) => {
+                    if self.created.len() >= MAX_CREATED {
+                        self.created.remove(0);
+                    }
+                    self.created.push(id.clone());
+                }
+                (Part::Request, Some(_)) => self.created.retain(|c| c != id),
+                _ => {}
+            }
         }
     }
 
@@ -764,3 +791,6 @@ fn side(d: Direction) -> &'static str {
         Direction::ServerToClient => "server",
     }
 }
+
+#[cfg(test)]
+mod tests_created;

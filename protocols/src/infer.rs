@@ -244,6 +244,19 @@ pub fn etcd_response_method(msg: &[u8]) -> Option<&'static str> {
     range.then_some("Range")
 }
 
+/// The container id of a message that is nothing but one (field 1: 64 hex
+/// digits, as containerd makes them): StartContainerRequest's shape, and
+/// StopContainer's, RemoveContainer's, ContainerStatus's alike.
+pub fn bare_id(msg: &[u8]) -> Option<&str> {
+    match fields(msg)?.as_slice() {
+        [(1, v)] => {
+            let id = std::str::from_utf8(v.bytes()?).ok()?;
+            (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+        }
+        _ => None,
+    }
+}
+
 /// etcd's Watch service: a stream opened before the agents is inferred here.
 pub const ETCD_WATCH: &str = "etcdserverpb.Watch";
 
