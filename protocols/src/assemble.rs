@@ -320,8 +320,7 @@ impl Half {
         if !undecided {
             return None;
         }
-        let g = infer::grpc_message(data, false)?;
-        if g.compressed || !infer::etcd_watch_response(&g.data) {
+        if !infer::etcd_watch_data(data) {
             return None;
         }
         // The message starts this chunk: framing restarts here.

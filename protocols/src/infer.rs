@@ -181,6 +181,15 @@ fn is_response_header(b: &[u8]) -> bool {
     })
 }
 
+/// The fields after an etcd response's ResponseHeader (field 1, first), or
+/// `None` when the message does not start with one.
+fn after_response_header<'f, 'a>(f: &'f [(u32, Value<'a>)]) -> Option<&'f [(u32, Value<'a>)]> {
+    match f.split_first()? {
+        ((1, Value::Bytes(h)), rest) if is_response_header(h) => Some(rest),
+        _ => None,
+    }
+}
+
 /// etcd RequestOp / ResponseOp: a oneof of four messages (fields 1–4).
 fn is_op(b: &[u8]) -> bool {
     fields(b).is_some_and(|f| {
@@ -221,11 +230,7 @@ pub fn etcd_request_method(msg: &[u8]) -> Option<&'static str> {
 /// its count, which no other KV response has.
 pub fn etcd_response_method(msg: &[u8]) -> Option<&'static str> {
     let f = fields(msg)?;
-    let header = matches!(f.first(), Some((1, Value::Bytes(h))) if is_response_header(h));
-    if !header {
-        return None;
-    }
-    let rest = f.get(1..).unwrap_or_default();
+    let rest = after_response_header(&f)?;
     let txn = rest.iter().any(|(n, _)| *n == 3)
         && rest.iter().all(|(n, v)| match n {
             2 => v.varint().is_some(),
@@ -271,15 +276,16 @@ pub fn etcd_watch_response(msg: &[u8]) -> bool {
     let Some(f) = fields(msg) else {
         return false;
     };
-    let header = matches!(f.first(), Some((1, Value::Bytes(h))) if is_response_header(h));
-    let rest = f.get(1..).unwrap_or_default();
+    let Some(rest) = after_response_header(&f) else {
+        return false;
+    };
     let shaped = rest.iter().all(|(n, v)| match n {
         2..=5 | 7 => v.varint().is_some(),
         6 => is_text(v),
         11 => v.bytes().is_some_and(is_watch_event),
         _ => false,
     });
-    header && shaped && rest.iter().any(|(n, _)| *n == 11)
+    shaped && rest.iter().any(|(n, _)| *n == 11)
 }
 
 /// Whether a DATA frame's bytes are one whole gRPC message that is an etcd
