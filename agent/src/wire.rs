@@ -49,13 +49,7 @@ pub fn batch_message<'a>(
         .clone()
         .map(|(seq, bytes)| event_record_len(seq, bytes))
         .sum::<usize>()
-        + processes
-            .iter()
-            .map(|p| {
-                let n = p.encoded_len();
-                encoding::key_len(BATCH_PROCESSES) + encoding::encoded_len_varint(n as u64) + n
-            })
-            .sum::<usize>();
+        + encoding::message::encoded_len_repeated(BATCH_PROCESSES, processes);
     let mut buf = Vec::with_capacity(
         encoding::key_len(MESSAGE_BATCH)
             + encoding::encoded_len_varint(batch_len as u64)
