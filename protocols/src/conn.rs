@@ -142,10 +142,16 @@ impl ConnectionDecoder {
         if let Inner::Undetected(n) = self.inner {
             self.detect(dir, chunk, total_len, n);
         }
+        let d = self.map(dir);
         if let (Inner::Http2(h), false) = (&mut self.inner, self.directions_told) {
             // Joined in its middle: the first header block that names its
-            // pseudo-headers tells who sent it, before it is decoded.
-            if let Some(request) = h2::chunk_sends_request(chunk) {
+            // pseudo-headers tells who sent it, before it is decoded. Only
+            // read from a chunk that starts where a frame does: a read that
+            // goes on with a frame's payload (a client's buffered reads cut
+            // frames anywhere) parses as garbage frames, and a byte there
+            // can name `:method` or `:status` as well as not.
+            let aligned = h.at_frame_start(d, chunk, total_len);
+            if let Some(request) = aligned.then(|| h2::chunk_sends_request(chunk)).flatten() {
                 self.directions_told = true;
                 if request != ((dir == Direction::ClientToServer) != self.swapped) {
                     self.swapped = !self.swapped;

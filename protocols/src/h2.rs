@@ -97,6 +97,9 @@ pub fn looks_like_frames(b: &[u8], cut: bool) -> bool {
 pub fn chunk_sends_request(b: &[u8]) -> Option<bool> {
     let mut pos = 0usize;
     while let Some(h) = b.get(pos..).and_then(parse_head) {
+        if !plausible(&h) {
+            return None;
+        }
         let payload = b.get(pos + 9..)?;
         let payload = payload.get(..h.len.min(payload.len()))?;
         if h.typ == HEADERS {
@@ -247,6 +250,18 @@ impl H2 {
     pub fn swap_directions(&mut self) {
         self.dirs.swap(0, 1);
         self.streams.clear();
+    }
+
+    /// True if the next bytes of direction `d` start a frame: none is being
+    /// read, or sync was lost and `chunk` looks like whole frames (where
+    /// [`H2::feed`] resynchronises).
+    pub fn at_frame_start(&self, d: Direction, chunk: &[u8], total_len: u64) -> bool {
+        let dir = &self.dirs[di(d)];
+        if dir.lost {
+            looks_like_frames(chunk, total_len > chunk.len() as u64)
+        } else {
+            dir.cur.is_none() && dir.head.is_empty() && dir.preface_left == 0
+        }
     }
 
     pub fn table_known(&self, d: Direction) -> bool {

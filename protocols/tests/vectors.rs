@@ -1051,3 +1051,44 @@ fn late_attach_infers_an_etcd_watch_stream_from_its_events() {
         }
     }
 }
+
+/// A client's reads cut the server's frames anywhere (Go's transport reads
+/// through a 4 KiB buffer): a read that goes on with a frame's payload must
+/// not be taken for a header block. Here a read of kube-scheduler's that
+/// starts 679 bytes into a watch event reads, from there, as a HEADERS frame
+/// naming `:method` — a request going server → client, had the decoder
+/// believed it, and every direction after it swapped.
+#[test]
+fn late_attach_directions_are_told_only_by_a_frame_where_one_starts() {
+    let k = chunks("kube-scheduler.txt");
+    let mut d = ConnectionDecoder::new();
+    let mut out = Vec::new();
+    let mut feed = |d: &mut ConnectionDecoder, dir: Direction, b: &[u8]| {
+        out.extend(d.feed(dir, b, b.len() as u64, 1));
+    };
+    // The scheduler's binding body (a DATA frame, no headers): HTTP/2, joined
+    // in its middle, directions not told.
+    assert_eq!(k[98].dir, Direction::ClientToServer);
+    feed(&mut d, Direction::ClientToServer, &k[98].data);
+    // The watch event, read in two (cut inside its DATA frame's payload).
+    assert_eq!(k[99].dir, Direction::ServerToClient);
+    let (head, rest) = k[99].data.split_at(679);
+    feed(&mut d, Direction::ServerToClient, head);
+    feed(&mut d, Direction::ServerToClient, rest);
+    assert!(!d.directions_told() && !d.swapped());
+    // The binding's response headers (`:status` by its static name) tell.
+    for c in &k[100..106] {
+        feed(&mut d, c.dir, &c.data);
+    }
+    assert!(d.directions_told() && !d.swapped());
+    let event = out
+        .iter()
+        .find(|m| m.part == Part::Request && m.stream_id == Some(77))
+        .unwrap_or_else(|| panic!("{:#?}", summaries(&out)));
+    assert_eq!(event.direction, Direction::ClientToServer);
+    assert_eq!(event.method.as_deref(), Some("POST"));
+    assert_eq!(
+        event.path.as_deref(),
+        Some("/apis/events.k8s.io/v1/namespaces/default/events")
+    );
+}
