@@ -83,6 +83,20 @@ impl ConnectionDecoder {
         self.swapped
     }
 
+    /// The caller's directions are to be taken the other way round from now
+    /// on, while the bytes have not told them (its idea of who is the client
+    /// changed): the state kept for each direction follows its bytes.
+    /// Nothing changes once they were told.
+    pub fn reverse_directions(&mut self) {
+        if self.directions_told {
+            return;
+        }
+        self.swapped = !self.swapped;
+        if let Inner::Http2(h) = &mut self.inner {
+            h.swap_directions();
+        }
+    }
+
     /// True once the bytes told which way they went (then [`Self::swapped`]
     /// says whether the caller had it right); false while the caller's
     /// directions are only trusted (a connection joined in its middle that

@@ -93,7 +93,9 @@ pub fn looks_like_frames(b: &[u8], cut: bool) -> bool {
 
 /// Whether the first HEADERS frame of a chunk of whole frames carries a
 /// request (`Some(true)`) or a response (`Some(false)`), as far as its
-/// static pseudo-header references tell ([`hpack::block_is_request`]).
+/// static pseudo-header references tell ([`hpack::block_is_request`]) — or
+/// a DATA frame before it a watch event (`Some(false)`: only a server sends
+/// those, and on a watch joined in its middle they are all there is).
 pub fn chunk_sends_request(b: &[u8]) -> Option<bool> {
     let mut pos = 0usize;
     while let Some(h) = b.get(pos..).and_then(parse_head) {
@@ -102,6 +104,16 @@ pub fn chunk_sends_request(b: &[u8]) -> Option<bool> {
         }
         let payload = b.get(pos + 9..)?;
         let payload = payload.get(..h.len.min(payload.len()))?;
+        if h.typ == DATA {
+            let mut body = payload;
+            if h.flags & PADDED != 0 {
+                let pad = usize::from(*body.first()?);
+                body = body.get(1..body.len().saturating_sub(pad))?;
+            }
+            if crate::infer::watch_stream(body).is_some() || crate::infer::etcd_watch_data(body) {
+                return Some(false);
+            }
+        }
         if h.typ == HEADERS {
             let mut p = payload;
             if h.flags & PADDED != 0 {

@@ -1055,7 +1055,7 @@ fn late_attach_infers_an_etcd_watch_stream_from_its_events() {
 /// A client's reads cut the server's frames anywhere (Go's transport reads
 /// through a 4 KiB buffer): a read that goes on with a frame's payload must
 /// not be taken for a header block. Here a read of kube-scheduler's that
-/// starts 679 bytes into a watch event reads, from there, as a HEADERS frame
+/// starts 682 bytes into a watch event reads, from there, as a HEADERS frame
 /// naming `:method` — a request going server → client, had the decoder
 /// believed it, and every direction after it swapped.
 #[test]
@@ -1070,11 +1070,12 @@ fn late_attach_directions_are_told_only_by_a_frame_where_one_starts() {
     // in its middle, directions not told.
     assert_eq!(k[98].dir, Direction::ClientToServer);
     feed(&mut d, Direction::ClientToServer, &k[98].data);
-    // The watch event, read in two (cut inside its DATA frame's payload).
+    // The watch event, read in three (cut inside its DATA frame's payload;
+    // the first read too short to tell it is a watch event).
     assert_eq!(k[99].dir, Direction::ServerToClient);
-    let (head, rest) = k[99].data.split_at(679);
-    feed(&mut d, Direction::ServerToClient, head);
-    feed(&mut d, Direction::ServerToClient, rest);
+    for (from, to) in [(0, 13), (13, 682), (682, k[99].data.len())] {
+        feed(&mut d, Direction::ServerToClient, &k[99].data[from..to]);
+    }
     assert!(!d.directions_told() && !d.swapped());
     // The binding's response headers (`:status` by its static name) tell.
     for c in &k[100..106] {
@@ -1090,5 +1091,24 @@ fn late_attach_directions_are_told_only_by_a_frame_where_one_starts() {
     assert_eq!(
         event.path.as_deref(),
         Some("/apis/events.k8s.io/v1/namespaces/default/events")
+    );
+}
+
+/// Only a server sends watch events: on a watch joined in its middle, where
+/// the events are all that goes by, the first one tells the directions —
+/// here the caller took its sender, the first seen, for the client.
+#[test]
+fn late_attach_a_watch_event_tells_who_is_the_server() {
+    let k = chunks("kube-scheduler.txt");
+    let mut d = ConnectionDecoder::new();
+    let event = &k[99].data;
+    let out = d.feed(Direction::ClientToServer, event, event.len() as u64, 1);
+    assert!(d.directions_told() && d.swapped());
+    assert!(
+        out.iter().any(|m| m.direction == Direction::ServerToClient
+            && m.summary()
+                .contains("MODIFIED Pod default/mynginx-trace-test")),
+        "{:#?}",
+        summaries(&out)
     );
 }
