@@ -319,8 +319,14 @@ impl Connection {
 
     fn pick_sides(&self) -> (Option<usize>, Option<usize>) {
         let roles = roles::resolve(&self.sides, &self.hints);
-        let client = self.locked[0].or_else(|| roles::pick(&self.sides, &roles, Role::Client));
-        let server = self.locked[1].or_else(|| roles::pick(&self.sides, &roles, Role::Server));
+        // The sides of earlier hops, as long as they still have their role:
+        // bytes that tell otherwise (a connection joined in its middle, its
+        // first hop paired by the first sender) re-pair it from then on.
+        let kept = |role: Role| {
+            self.locked[role_index(role)].filter(|&i| roles.get(i).copied().flatten() == Some(role))
+        };
+        let client = kept(Role::Client).or_else(|| roles::pick(&self.sides, &roles, Role::Client));
+        let server = kept(Role::Server).or_else(|| roles::pick(&self.sides, &roles, Role::Server));
         match (client, server) {
             (Some(c), Some(s)) if c == s => (Some(c), None),
             other => other,

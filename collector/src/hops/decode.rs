@@ -26,9 +26,10 @@ const MAX_FRAMES_SCANNED: usize = 64;
 #[derive(Debug, Default)]
 pub struct SideDecoder {
     dec: ConnectionDecoder,
-    /// The role its directions were given by when the bytes told which way
-    /// they went; kept from then on, so that the decoder's own correction
-    /// (`swapped`) stays right.
+    /// The role its directions are given by (the side's role as known when
+    /// its first bytes came), kept so that each direction's state in the
+    /// decoder follows the same bytes; the decoder's own correction
+    /// (`swapped`) and [`SideDecoder::feed`]'s re-mapping say what it is.
     mapped_as: Option<Role>,
 }
 
@@ -39,12 +40,18 @@ impl SideDecoder {
         self.mapped_as = None;
     }
 
+    /// The role its directions stand for now.
+    fn effective(&self) -> Option<Role> {
+        self.mapped_as
+            .map(|r| if self.dec.swapped() { r.opposite() } else { r })
+    }
+
     /// The side's role as its bytes tell it (a request it sent, a response,
     /// a preface), whatever was assumed: on a connection joined in its
     /// middle the first to send may well be the server (a watch event).
+    /// `None` while its bytes told nothing.
     pub fn role(&self) -> Option<Role> {
-        self.mapped_as
-            .map(|r| if self.dec.swapped() { r.opposite() } else { r })
+        self.effective().filter(|_| self.dec.directions_told())
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -70,7 +77,15 @@ impl SideDecoder {
         bytes: u64,
         ts: u64,
     ) -> Vec<Message> {
-        let role = self.mapped_as.unwrap_or(role.unwrap_or(Role::Client));
+        let mapped = *self.mapped_as.get_or_insert(role.unwrap_or(Role::Client));
+        if let Some(now) = role.filter(|_| !self.dec.directions_told()) {
+            if self.effective() != Some(now) {
+                // Its role changed before its own bytes told it (another
+                // side's did): the decoder's state moves with the bytes.
+                self.dec.reverse_directions();
+            }
+        }
+        let role = mapped;
         let client_to_server = match (role, dir) {
             (Role::Client, Direction::Send) | (Role::Server, Direction::Recv) => true,
             (Role::Client, Direction::Recv) | (Role::Server, Direction::Send) => false,
@@ -81,11 +96,7 @@ impl SideDecoder {
             PDir::ServerToClient
         };
         let captured = usize::try_from(bytes).map_or(data.len(), |n| n.min(data.len()));
-        let msgs = self.dec.feed(d, &data[..captured], bytes, ts);
-        if self.mapped_as.is_none() && self.dec.directions_told() {
-            self.mapped_as = Some(role);
-        }
-        msgs
+        self.dec.feed(d, &data[..captured], bytes, ts)
     }
 
     /// The connection closed: what was still being assembled.

@@ -3,7 +3,8 @@
 //! In order of strength: what the side's decoded bytes tell (it sent a request or
 //! a response: on a connection joined in its middle the first to send may be a
 //! server delivering a watch event, so this overrides a role locked by that
-//! guess); a role already used in a hop; a hint for the side's own endpoint
+//! guess), or else what another side's bytes told (the opposite for the other
+//! endpoint); a role already used in a hop; a hint for the side's own endpoint
 //! (`connect` → client, `accept` → server, TCP `SYN_SENT`/`SYN_RECV` →
 //! `ESTABLISHED`); the opposite of a hint for another endpoint; and last, data: the endpoint seen sending first is the client, every other one the
 //! server (a lone side that only received so far is a server: its unseen peer
@@ -27,6 +28,13 @@ fn same_endpoint(side: &Side, node: &str, local_id: &LocalId) -> bool {
 
 /// The role of each side, `None` while nothing tells.
 pub fn resolve(sides: &[Side], hints: &[RoleHint]) -> Vec<Option<Role>> {
+    // The first side whose bytes told its role: the other endpoint's sides
+    // are the opposite, whatever an earlier guess locked them in.
+    let told = sides.iter().find_map(|s| {
+        s.decoder
+            .role()
+            .map(|r| (s.ident.node.as_str(), &s.local_id, r))
+    });
     let strong: Vec<Option<Role>> = sides
         .iter()
         .map(|side| {
@@ -34,6 +42,15 @@ pub fn resolve(sides: &[Side], hints: &[RoleHint]) -> Vec<Option<Role>> {
             // guess (the first sender of a connection joined in its middle).
             side.decoder
                 .role()
+                .or_else(|| {
+                    told.map(|(node, local_id, r)| {
+                        if same_endpoint(side, node, local_id) {
+                            r
+                        } else {
+                            r.opposite()
+                        }
+                    })
+                })
                 .or(side.locked_role)
                 .or_else(|| {
                     hints

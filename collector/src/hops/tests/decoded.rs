@@ -890,3 +890,80 @@ fn late_agents_get_the_etcd_txns_and_watch_events_with_what_was_inferred() {
         && o.watch_event_type == "MODIFIED"
         && o.node_name == "ktrail-worker"));
 }
+
+/// A TLS record of `len` bytes of ciphertext, as `write`/`read` see it.
+fn ciphertext(len: u16) -> Vec<u8> {
+    let [hi, lo] = len.to_be_bytes();
+    let mut rec = vec![0x17, 0x03, 0x03, hi, lo];
+    rec.extend((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(7)));
+    rec
+}
+
+/// A DaemonSet's agent sees the syscalls of a long-lived TLS connection
+/// before its Go TLS probes deliver plaintext. When the first record seen is
+/// the server's (kube-apiserver sending a watch event to kube-scheduler) and
+/// nothing else tells the roles, the ciphertext's hop goes out with the
+/// first sender as its client. The plaintext's header blocks then tell who
+/// is who, and every hop from then on has kube-scheduler as the client —
+/// not the pairing of that first guess.
+#[test]
+fn late_agents_take_roles_from_the_plaintext_over_a_ciphertext_guess() {
+    // Both ports in the ephemeral range: they tell nothing here.
+    let c = End::tcp(
+        4242,
+        "kube-scheduler",
+        ("192.168.56.10", 45818),
+        ("192.168.56.10", 46443),
+    );
+    let s = End::tcp(
+        777,
+        "kube-apiserver",
+        ("192.168.56.10", 46443),
+        ("192.168.56.10", 45818),
+    );
+    let mut sim = Sim::new();
+    // The watch event, then a Lease update and its response.
+    for (i, (from, to, len)) in [(&s, &c, 1004), (&c, &s, 436), (&s, &c, 436)]
+        .into_iter()
+        .enumerate()
+    {
+        let ts = T0 + i as u64 * MS;
+        let record = ciphertext(len + 22);
+        sim.feed(CLIENT_NODE, from.send(ts, &record));
+        sim.feed(CLIENT_NODE, to.recv(ts + MS / 10, &record));
+    }
+    sim.run_for(1_000);
+    let guessed = sim.take_hops();
+    assert!(!guessed.is_empty());
+    assert_eq!(end(&guessed[0], true).comm, "kube-apiserver", "the guess");
+
+    // The plaintext from the watch event on: the binding's response, the
+    // scheduler's Event POST and its response.
+    let chunks = &vector("kube-scheduler.txt")[99..];
+    let both: Vec<Option<capture::Chunk>> = chunks.iter().cloned().map(Some).collect();
+    let one_node = Replay {
+        one_node: true,
+        ..BOTH_TLS
+    };
+    transfers(&mut sim, &c, &s, chunks, &both, one_node);
+    let hops = sim.take_hops();
+    let all = describe(&hops);
+    assert!(!hops.is_empty());
+    for h in &hops {
+        assert_eq!(end(h, true).comm, "kube-scheduler", "{all}");
+        assert_eq!(end(h, false).comm, "kube-apiserver", "{all}");
+    }
+    assert!(
+        hops.iter().any(
+            |h| h.path == "/apis/events.k8s.io/v1/namespaces/default/events"
+                && h.method == "POST"
+                && h.status_code == 201
+        ),
+        "{all}"
+    );
+    assert!(
+        hops.iter().any(|h| h.kind == "watch-event"
+            && h.objects.iter().any(|o| o.watch_event_type == "MODIFIED")),
+        "{all}"
+    );
+}
