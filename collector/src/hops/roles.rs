@@ -6,7 +6,8 @@
 //! guess), or else what another side's bytes told (the opposite for the other
 //! endpoint); a role already used in a hop; a hint for the side's own endpoint
 //! (`connect` → client, `accept` → server, TCP `SYN_SENT`/`SYN_RECV` →
-//! `ESTABLISHED`); the opposite of a hint for another endpoint; and last, data: the endpoint seen sending first is the client, every other one the
+//! `ESTABLISHED`); the opposite of a hint for another endpoint; the ports (a
+//! listening port against an ephemeral one); and last, data: the endpoint seen sending first is the client, every other one the
 //! server (a lone side that only received so far is a server: its unseen peer
 //! spoke first).
 
@@ -24,6 +25,25 @@ pub struct RoleHint {
 
 fn same_endpoint(side: &Side, node: &str, local_id: &LocalId) -> bool {
     side.ident.node == node && &side.local_id == local_id
+}
+
+/// Where Linux picks a connecting socket's port unless told otherwise
+/// (`net.ipv4.ip_local_port_range`'s default starts here); listening ports
+/// — 6443, 2379, 10250, NodePorts up to 32767 — lie below.
+const EPHEMERAL_PORTS_FROM: u32 = 32768;
+
+/// A TCP side whose local port is below the ephemeral range while its
+/// peer's is in it is the server (and the other way round): what tells the
+/// roles of a connection joined in its middle before any byte does — its
+/// first records may be the server's, and a TLS record says nothing.
+fn by_ports(side: &Side) -> Option<Role> {
+    let (local, remote) = (side.ident.local.port, side.ident.remote.port);
+    let listening = |p: u32| p != 0 && p < EPHEMERAL_PORTS_FROM;
+    match (listening(local), listening(remote)) {
+        (true, false) if remote != 0 => Some(Role::Server),
+        (false, true) if local != 0 => Some(Role::Client),
+        _ => None,
+    }
 }
 
 /// The role of each side, `None` while nothing tells.
@@ -64,6 +84,7 @@ pub fn resolve(sides: &[Side], hints: &[RoleHint]) -> Vec<Option<Role>> {
                         .find(|h| !same_endpoint(side, &h.node, &h.local_id))
                         .map(|h| h.role.opposite())
                 })
+                .or_else(|| by_ports(side))
         })
         .collect();
     // A locked side tells the others what they are, like a hint.

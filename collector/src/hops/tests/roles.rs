@@ -100,3 +100,36 @@ fn a_reused_four_tuple_is_a_new_connection() {
         .all(|h| end(h, true).observed && end(h, false).observed));
     assert_eq!(hops[1].start_unix_ns, T0 + 101 * MS);
 }
+
+#[test]
+fn a_listening_port_tells_the_server_when_its_bytes_come_first() {
+    // Joined in its middle (no connect, accept or TCP state), TLS records that
+    // tell nothing, the server's first: kube-apiserver's port 6443 against
+    // the scheduler's ephemeral one says who is who.
+    let mut sim = Sim::new();
+    let c = End::tcp(
+        4242,
+        "kube-scheduler",
+        ("192.168.56.10", 45818),
+        ("192.168.56.10", 6443),
+    );
+    let s = End::tcp(
+        777,
+        "kube-apiserver",
+        ("192.168.56.10", 6443),
+        ("192.168.56.10", 45818),
+    );
+    let record = [0x17, 0x03, 0x03, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef];
+    for (i, (from, to)) in [(&s, &c), (&c, &s), (&s, &c)].into_iter().enumerate() {
+        let ts = T0 + i as u64 * MS;
+        sim.feed(SERVER_NODE, from.send(ts, &record));
+        sim.feed(SERVER_NODE, to.recv(ts + MS / 10, &record));
+    }
+    sim.run_for(1_000);
+    let hops = sim.take_hops();
+    assert!(!hops.is_empty());
+    for hop in &hops {
+        assert_eq!(end(hop, true).comm, "kube-scheduler", "{hops:#?}");
+        assert_eq!(end(hop, false).comm, "kube-apiserver", "{hops:#?}");
+    }
+}
