@@ -95,25 +95,11 @@ pub fn flow_hops(
     Ok(lines)
 }
 
-/// When the agents attached, which decides what of a long-lived HTTP/2 connection they
-/// can decode (docs/deploy.md "What a DaemonSet sees").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attach {
-    /// Before the cluster's first process (tests/tests/flows.rs): every header seen.
-    BeforeCluster,
-    /// On the running cluster, as the DaemonSet does (tests/tests/deploy.rs). One hop is
-    /// then not required decoded: the kubelet's StartContainer. Its request is a bare
-    /// container id, the same shape as StopContainer's, RemoveContainer's and the sandbox
-    /// calls', and its `:path` is an HPACK entry sent before the agents attached; nothing
-    /// in its own bytes names it. It is logged when it does decode.
-    Running,
-}
-
 /// Fails the test unless `flow` (settled, closed) and its `hops` are the reference flow:
 /// the 12 hops, causal order on each node's clock and across nodes within the clock
 /// correction's residual, the worker's watch event under the etcd write it delivers,
 /// settled within 2 s of the pod running.
-pub fn check(flow: &Value, hops: &[Value], attach: Attach) {
+pub fn check(flow: &Value, hops: &[Value]) {
     assert_eq!(
         flow["nodes"],
         serde_json::json!(["k8s-control", "k8s-worker"])
@@ -145,7 +131,10 @@ pub fn check(flow: &Value, hops: &[Value], attach: Attach) {
             && objects(h).any(|o| o["watch_event_type"] == "ADDED")
     });
     let h4 = has(hops, "4 binding → 201", |h| {
-        s(h, &["path"]).ends_with("/mynginx-trace-test/binding") && h["status_code"] == 201
+        s(h, &["path"]).ends_with("/mynginx-trace-test/binding")
+            && h["status_code"] == 201
+            && s(h, &["client", "comm"]) == "kube-scheduler"
+            && s(h, &["server", "comm"]) == "kube-apiserver"
     });
     let h5 = has(hops, "5 etcd put after the binding", |h| {
         put(h) && start_ns(h) > start_ns(&h4)
@@ -169,18 +158,7 @@ pub fn check(flow: &Value, hops: &[Value], attach: Attach) {
         s(h, &["client", "comm"]) == "containerd" && s(h, &["path"]).starts_with("/v2/")
     });
     let h9 = has(hops, "9 CreateContainer", |h| cri(h, "CreateContainer"));
-    let h9b = match attach {
-        Attach::BeforeCluster => has(hops, "9 StartContainer", |h| cri(h, "StartContainer")),
-        Attach::Running => {
-            let start = hops.iter().find(|h| cri(h, "StartContainer"));
-            eprintln!(
-                "[reference flow] 9 StartContainer decoded: {}",
-                start.is_some()
-            );
-            // Without it, the order below runs from CreateContainer.
-            start.cloned().unwrap_or_else(|| h9.clone())
-        }
-    };
+    let h9b = has(hops, "9 StartContainer", |h| cri(h, "StartContainer"));
     let nginx = has(hops, "9 nginx exec", |h| {
         h["kind"] == "exec" && s(h, &["server", "comm"]) == "nginx"
     });

@@ -81,7 +81,7 @@ fn kubectl_operations_become_flows_on_the_local_cluster() {
     ]);
     let flow = finished_flow(&traced, reference_flow::TITLE, "settled");
     let hops = flow_hops(&traced, &flow);
-    reference_flow::check(&flow, &hops, reference_flow::Attach::BeforeCluster);
+    reference_flow::check(&flow, &hops);
     let status = traced.status().unwrap_or_else(|e| panic!("{e:#}"));
     for a in status["agents"].as_array().into_iter().flatten() {
         eprintln!(
