@@ -909,18 +909,7 @@ fn ciphertext(len: u16) -> Vec<u8> {
 #[test]
 fn late_agents_take_roles_from_the_plaintext_over_a_ciphertext_guess() {
     // Both ports in the ephemeral range: they tell nothing here.
-    let c = End::tcp(
-        4242,
-        "kube-scheduler",
-        ("192.168.56.10", 45818),
-        ("192.168.56.10", 46443),
-    );
-    let s = End::tcp(
-        777,
-        "kube-apiserver",
-        ("192.168.56.10", 46443),
-        ("192.168.56.10", 45818),
-    );
+    let (c, s) = scheduler_apiserver(46443);
     let mut sim = Sim::new();
     // The watch event, then a Lease update and its response.
     for (i, (from, to, len)) in [(&s, &c, 1004), (&c, &s, 436), (&s, &c, 436)]

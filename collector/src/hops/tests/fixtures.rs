@@ -196,6 +196,25 @@ pub fn http_pair() -> (End, End) {
     )
 }
 
+/// kube-scheduler's connection to kube-apiserver listening on `port`, both on
+/// one node (port 45818 is the scheduler's).
+pub fn scheduler_apiserver(port: u32) -> (End, End) {
+    (
+        End::tcp(
+            4242,
+            "kube-scheduler",
+            ("192.168.56.10", 45818),
+            ("192.168.56.10", port),
+        ),
+        End::tcp(
+            777,
+            "kube-apiserver",
+            ("192.168.56.10", port),
+            ("192.168.56.10", 45818),
+        ),
+    )
+}
+
 pub const REQ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: cp\r\n\r\n";
 pub const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 

@@ -107,18 +107,7 @@ fn a_listening_port_tells_the_server_when_its_bytes_come_first() {
     // tell nothing, the server's first: kube-apiserver's port 6443 against
     // the scheduler's ephemeral one says who is who.
     let mut sim = Sim::new();
-    let c = End::tcp(
-        4242,
-        "kube-scheduler",
-        ("192.168.56.10", 45818),
-        ("192.168.56.10", 6443),
-    );
-    let s = End::tcp(
-        777,
-        "kube-apiserver",
-        ("192.168.56.10", 6443),
-        ("192.168.56.10", 45818),
-    );
+    let (c, s) = scheduler_apiserver(6443);
     let record = [0x17, 0x03, 0x03, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef];
     for (i, (from, to)) in [(&s, &c), (&c, &s), (&s, &c)].into_iter().enumerate() {
         let ts = T0 + i as u64 * MS;
