@@ -454,6 +454,16 @@ impl Half {
             }
             let objs = k8s::decode_body(&self.body, self.cut);
             msg.objects.extend(objs.into_iter().take(MAX_OBJECTS));
+            // A create's `:path` that was an unknown entry, told by the object
+            // it creates (the response decodes by it too).
+            if let (Part::Request, None, true, Some("POST")) =
+                (msg.part, &msg.path, msg.unknown, msg.method.as_deref())
+            {
+                if let Some(path) = infer::create_path(&msg.objects) {
+                    msg.path = Some(path);
+                    msg.inferred.push("path".to_owned());
+                }
+            }
             // A `:status` that was an unknown entry, answered by a metav1.Status
             // that carries its code (a binding's 201).
             let code = msg

@@ -9,6 +9,7 @@
 //! method that was an unknown entry (the kubelet's PATCH of a pod's status).
 
 use crate::grpc::GrpcMessage;
+use crate::message::ObjectRef;
 use crate::pb::{self, Fields, Value};
 
 /// etcd's KV service, whose methods are inferred here.
@@ -35,6 +36,29 @@ pub fn watch_stream(body: &[u8]) -> Option<bool> {
 }
 
 const WATCH_EVENT_TYPES: [&[u8]; 5] = [b"ADDED", b"MODIFIED", b"DELETED", b"BOOKMARK", b"ERROR"];
+
+/// The path of a create whose `:path` was an unknown HPACK entry — a client
+/// that sent the same path before the agent attached refers to it by its
+/// entry (kube-scheduler binding a pod of a name it bound minutes earlier,
+/// posting its second Event to a namespace) — told by the object its body
+/// holds, for the kinds whose create has one path only: a Binding (its
+/// pod's `…/binding`) and an Event (core v1 or `events.k8s.io/v1`: the
+/// namespace's `…/events`).
+pub fn create_path(objects: &[ObjectRef]) -> Option<String> {
+    let o = objects.first()?;
+    let ns = o.namespace.as_deref().filter(|n| !n.is_empty())?;
+    match (o.api_version.as_deref()?, o.kind.as_deref()?) {
+        ("v1", "Binding") => {
+            let pod = o.name.as_deref().filter(|n| !n.is_empty())?;
+            Some(format!("/api/v1/namespaces/{ns}/pods/{pod}/binding"))
+        }
+        ("v1", "Event") => Some(format!("/api/v1/namespaces/{ns}/events")),
+        ("events.k8s.io/v1", "Event") => {
+            Some(format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"))
+        }
+        _ => None,
+    }
+}
 
 /// Whether a request body is a strategic merge patch — the kubelet's status
 /// updates are: their directives (`"$setElementOrder/conditions"`, `"$patch"`,

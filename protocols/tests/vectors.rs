@@ -1112,3 +1112,36 @@ fn late_attach_a_watch_event_tells_who_is_the_server() {
         summaries(&out)
     );
 }
+
+/// kube-scheduler binding a pod of a name it bound before the agent attached
+/// refers to the binding's `:path` by its HPACK entry (here the capture's
+/// literal is replaced by such a reference): the Binding it sends names the
+/// path, for its response too.
+#[test]
+fn late_attach_infers_a_create_path_from_the_object_it_creates() {
+    let k = chunks("kube-scheduler.txt");
+    let mut headers = k[97].data.clone();
+    // :authority by an entry, POST, :path as a literal with the static name.
+    assert_eq!(headers[9..12], [0xc6, 0x83, 0x45]);
+    let literal = 2 + usize::from(headers[12] & 0x7f);
+    headers.splice(11..11 + literal, [0xc1]);
+    let payload = u32::try_from(headers.len() - 9).unwrap().to_be_bytes();
+    headers[..3].copy_from_slice(&payload[1..]);
+    let mut d = ConnectionDecoder::new();
+    let mut out = d.feed(Direction::ClientToServer, &headers, headers.len() as u64, 1);
+    for c in &k[98..102] {
+        out.extend(d.feed(c.dir, &c.data, c.total_len, 1));
+    }
+    for part in [Part::Request, Part::Response] {
+        let m = out
+            .iter()
+            .find(|m| m.part == part && m.stream_id == Some(75))
+            .unwrap_or_else(|| panic!("{:#?}", summaries(&out)));
+        assert_eq!(
+            m.path.as_deref(),
+            Some("/api/v1/namespaces/default/pods/mynginx-trace-test/binding"),
+            "{m:?}"
+        );
+        assert!(m.inferred.iter().any(|i| i == "path"), "{m:?}");
+    }
+}
