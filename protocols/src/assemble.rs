@@ -150,6 +150,7 @@ impl Half {
                 msg.grpc_method.clone_from(&r.grpc_method);
             }
             msg.inferred.clone_from(&r.inferred);
+            msg.patches_status = r.patches_status;
         }
         classify(&mut msg);
         let grpc_call = msg.protocol == Protocol::Grpc;
@@ -452,6 +453,11 @@ impl Half {
                 msg.method = Some("PATCH".to_owned());
                 msg.inferred.push("method".to_owned());
             }
+            if msg.part == Part::Request {
+                msg.patches_status = msg.path.is_none()
+                    && msg.method.as_deref() == Some("PATCH")
+                    && infer::status_only_patch(&self.body);
+            }
             let objs = k8s::decode_body(&self.body, self.cut);
             msg.objects.extend(objs.into_iter().take(MAX_OBJECTS));
             // A create's `:path` that was an unknown entry, told by the object
@@ -460,6 +466,13 @@ impl Half {
                 (msg.part, &msg.path, msg.unknown, msg.method.as_deref())
             {
                 if let Some(path) = infer::create_path(&msg.objects) {
+                    msg.path = Some(path);
+                    msg.inferred.push("path".to_owned());
+                }
+            }
+            // A status patch's unknown `:path`, told by the object it returns.
+            if let (Part::Response, None, true) = (msg.part, &msg.path, msg.patches_status) {
+                if let Some(path) = infer::status_path(&msg.objects) {
                     msg.path = Some(path);
                     msg.inferred.push("path".to_owned());
                 }

@@ -714,6 +714,14 @@ impl H2 {
                     .unwrap_or_default()
                     .iter()
                     .find(|m| m.part == Part::Request && !m.inferred.is_empty());
+                let patches_status = out
+                    .get(first..)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|m| m.part == Part::Request && m.patches_status);
+                if let Some(head) = s.req_head.as_mut() {
+                    head.patches_status |= patches_status;
+                }
                 if let (Some(head), Some(m)) = (s.req_head.as_mut(), inferred) {
                     head.protocol = m.protocol;
                     head.method.clone_from(&m.method);

@@ -60,6 +60,30 @@ pub fn create_path(objects: &[ObjectRef]) -> Option<String> {
     }
 }
 
+/// Whether a patch changes an object's status only: a JSON object whose
+/// keys are `status` and at most `metadata` (the kubelet sends its pod's uid
+/// there, as a precondition). Such a patch goes to the `status` subresource.
+pub fn status_only_patch(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body).is_ok_and(|m| {
+        m.contains_key("status") && m.keys().all(|k| k == "status" || k == "metadata")
+    })
+}
+
+/// The path of a status patch whose `:path` was unknown, from the object its
+/// response returns: a Pod's or a Node's `…/status`.
+pub fn status_path(objects: &[ObjectRef]) -> Option<String> {
+    let o = objects.first()?;
+    let name = o.name.as_deref().filter(|n| !n.is_empty())?;
+    match (o.api_version.as_deref()?, o.kind.as_deref()?) {
+        ("v1", "Pod") => {
+            let ns = o.namespace.as_deref().filter(|n| !n.is_empty())?;
+            Some(format!("/api/v1/namespaces/{ns}/pods/{name}/status"))
+        }
+        ("v1", "Node") => Some(format!("/api/v1/nodes/{name}/status")),
+        _ => None,
+    }
+}
+
 /// Whether a request body is a strategic merge patch — the kubelet's status
 /// updates are: their directives (`"$setElementOrder/conditions"`, `"$patch"`,
 /// `"$retainKeys"`, `"$deleteFromPrimitiveList/…"`) appear in no object a

@@ -256,6 +256,11 @@ pub struct Message {
     /// HPACK entries never seen): "path" (with the gRPC service and method
     /// it names). See `infer`.
     pub inferred: Vec<String>,
+    /// A request whose body patches an object's status only (a strategic
+    /// merge patch of `status`, as the kubelet's status updates are): when
+    /// its `:path` was unknown, the object its response returns names it.
+    #[serde(skip)]
+    pub patches_status: bool,
 }
 
 impl Message {
@@ -289,6 +294,7 @@ impl Message {
             unknown: false,
             redacted: Vec::new(),
             inferred: Vec::new(),
+            patches_status: false,
         }
     }
 

@@ -1145,3 +1145,38 @@ fn late_attach_infers_a_create_path_from_the_object_it_creates() {
         assert!(m.inferred.iter().any(|i| i == "path"), "{m:?}");
     }
 }
+
+/// The kubelet updating the status of a pod of a name it updated before the
+/// agent attached refers to both `:method` and `:path` by HPACK entries (the
+/// recording's `:path` literal is replaced by such a reference here): its
+/// body, a strategic merge patch of `status` only, says PATCH of a status
+/// subresource, and the Pod the response returns says whose.
+#[test]
+fn late_attach_infers_a_status_patch_path_from_the_object_it_returns() {
+    let k = chunks("late-kubelet-apiserver.txt");
+    // kube-apiserver's reads: the HEADERS frame's header, then its block.
+    let mut headers = [k[38].data.clone(), k[39].data.clone()].concat();
+    // :authority and :method by entries, :path as a literal with the static name.
+    assert_eq!(headers[9..12], [0xc5, 0xdd, 0x45]);
+    let literal = 2 + usize::from(headers[12] & 0x7f);
+    headers.splice(11..11 + literal, [0xc1]);
+    let payload = u32::try_from(headers.len() - 9).unwrap().to_be_bytes();
+    headers[..3].copy_from_slice(&payload[1..]);
+    let mut d = ConnectionDecoder::new();
+    let mut out = d.feed(Direction::ClientToServer, &headers, headers.len() as u64, 1);
+    for c in k[40..47]
+        .iter()
+        .filter(|c| c.dir == Direction::ClientToServer || c.data.len() > 9)
+    {
+        out.extend(d.feed(c.dir, &c.data, c.total_len, 1));
+    }
+    let response = out
+        .iter()
+        .find(|m| m.part == Part::Response && m.stream_id == Some(0x89))
+        .unwrap_or_else(|| panic!("{:#?}", summaries(&out)));
+    assert_eq!(
+        response.summary(),
+        "PATCH /api/v1/namespaces/default/pods/mynginx-trace-test/status → 200 [Pod default/mynginx-trace-test node=k8s-worker Pending]"
+    );
+    assert_eq!(response.inferred, ["method", "path"]);
+}
