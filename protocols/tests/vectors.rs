@@ -1113,6 +1113,19 @@ fn late_attach_a_watch_event_tells_who_is_the_server() {
     );
 }
 
+/// A HEADERS frame whose block's third field, a `:path` literal (its name
+/// by the static table), becomes a reference to a dynamic entry the decoder
+/// never saw — as a client that sent the same path before sends it.
+fn path_by_an_unseen_entry(frame: &[u8]) -> Vec<u8> {
+    let mut headers = frame.to_vec();
+    assert_eq!(headers[11], 0x45, "a :path literal, indexed");
+    let literal = 2 + usize::from(headers[12] & 0x7f);
+    headers.splice(11..11 + literal, [0xc1]);
+    let payload = u32::try_from(headers.len() - 9).unwrap().to_be_bytes();
+    headers[..3].copy_from_slice(&payload[1..]);
+    headers
+}
+
 /// kube-scheduler binding a pod of a name it bound before the agent attached
 /// refers to the binding's `:path` by its HPACK entry (here the capture's
 /// literal is replaced by such a reference): the Binding it sends names the
@@ -1120,13 +1133,9 @@ fn late_attach_a_watch_event_tells_who_is_the_server() {
 #[test]
 fn late_attach_infers_a_create_path_from_the_object_it_creates() {
     let k = chunks("kube-scheduler.txt");
-    let mut headers = k[97].data.clone();
     // :authority by an entry, POST, :path as a literal with the static name.
-    assert_eq!(headers[9..12], [0xc6, 0x83, 0x45]);
-    let literal = 2 + usize::from(headers[12] & 0x7f);
-    headers.splice(11..11 + literal, [0xc1]);
-    let payload = u32::try_from(headers.len() - 9).unwrap().to_be_bytes();
-    headers[..3].copy_from_slice(&payload[1..]);
+    assert_eq!(k[97].data[9..12], [0xc6, 0x83, 0x45]);
+    let headers = path_by_an_unseen_entry(&k[97].data);
     let mut d = ConnectionDecoder::new();
     let mut out = d.feed(Direction::ClientToServer, &headers, headers.len() as u64, 1);
     for c in &k[98..102] {
@@ -1155,19 +1164,13 @@ fn late_attach_infers_a_create_path_from_the_object_it_creates() {
 fn late_attach_infers_a_status_patch_path_from_the_object_it_returns() {
     let k = chunks("late-kubelet-apiserver.txt");
     // kube-apiserver's reads: the HEADERS frame's header, then its block.
-    let mut headers = [k[38].data.clone(), k[39].data.clone()].concat();
+    let frame = [k[38].data.clone(), k[39].data.clone()].concat();
     // :authority and :method by entries, :path as a literal with the static name.
-    assert_eq!(headers[9..12], [0xc5, 0xdd, 0x45]);
-    let literal = 2 + usize::from(headers[12] & 0x7f);
-    headers.splice(11..11 + literal, [0xc1]);
-    let payload = u32::try_from(headers.len() - 9).unwrap().to_be_bytes();
-    headers[..3].copy_from_slice(&payload[1..]);
+    assert_eq!(frame[9..12], [0xc5, 0xdd, 0x45]);
+    let headers = path_by_an_unseen_entry(&frame);
     let mut d = ConnectionDecoder::new();
     let mut out = d.feed(Direction::ClientToServer, &headers, headers.len() as u64, 1);
-    for c in k[40..47]
-        .iter()
-        .filter(|c| c.dir == Direction::ClientToServer || c.data.len() > 9)
-    {
+    for c in &k[40..47] {
         out.extend(d.feed(c.dir, &c.data, c.total_len, 1));
     }
     let response = out
