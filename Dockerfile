@@ -4,9 +4,10 @@
 #   docker build --target collector -t REGISTRY/ktrail/ktrail-collector:TAG .
 #
 # The same images as `cargo xtask image` assembles without a Docker engine (that is the
-# path this project's tests take; this file is not built in CI, there is no Docker
-# engine there): the binaries on Debian bookworm's libc. Point deploy/'s `images` at
-# what you pushed (docs/deploy.md).
+# path this project's tests take): the binaries on Debian bookworm's libc. Point
+# deploy/'s `images` at what you pushed (docs/deploy.md). No Docker engine runs where
+# this project is tested: scripts/dockerfile-check.sh builds this file with buildah and
+# deploys the result on the local cluster (docs/deploy.md, "The Dockerfile").
 
 FROM rust:1-bookworm AS build
 # The eBPF toolchain, as `cargo xtask setup` installs it (xtask/src/ebpf.rs): Debian's
@@ -20,7 +21,11 @@ RUN PATH=/usr/lib/llvm-22/bin:$PATH LLVM_PREFIX=/usr/lib/llvm-22 LLVM_SYS_221_PR
     cargo install bpf-linker --version ^0.13 --no-default-features --features llvm-22
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p ktrail-agent -p ktrail-collector -p ktrail-cli \
+# Cache mounts (BuildKit, buildah): a rebuild after a source change recompiles only what
+# changed, and the 4 GiB of target/ stay out of the image's layers.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release -p ktrail-agent -p ktrail-collector -p ktrail-cli \
  && mkdir /out \
  && for b in ktrail-agent ktrail-collector ktrail; do \
       objcopy --strip-debug target/release/$b /out/$b; \
