@@ -15,13 +15,8 @@ use prost::{
     DecodeError, Message,
 };
 
+use ktrail_proto::field::{BATCH_EVENTS, BATCH_PROCESSES, EVENT_SEQ, MESSAGE_BATCH};
 use ktrail_proto::v1::{AgentMessage, Event, ProcessInfo};
-
-/// `Event.seq`, `EventBatch.events`, `EventBatch.processes`, `AgentMessage.batch`.
-const EVENT_SEQ: u32 = 1;
-const BATCH_EVENTS: u32 = 1;
-const BATCH_PROCESSES: u32 = 2;
-const MESSAGE_BATCH: u32 = 2;
 
 /// An event's encoding without its `seq` (which must be 0 here: proto3 leaves it out).
 pub fn encode_unnumbered(event: &Event) -> Vec<u8> {

@@ -8,6 +8,7 @@ pub mod v1 {
 pub use v1::*;
 
 pub mod client_tls;
+pub mod field;
 
 impl v1::Socket {
     /// A connected IPv4/IPv6 socket as an agent reports it: local and remote

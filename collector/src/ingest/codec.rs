@@ -5,6 +5,7 @@
 //! for them up front (growing one event at a time reallocated ~600 KB per batch).
 
 use bytes::Buf;
+use ktrail_proto::field::{BATCH_EVENTS, BATCH_PROCESSES, MESSAGE_BATCH};
 use ktrail_proto::v1::agent_message::Body;
 use ktrail_proto::v1::{AgentMessage, Event, EventBatch, IngestAck, ProcessInfo};
 use prost::encoding::{decode_key, decode_varint, WireType};
@@ -83,11 +84,11 @@ pub fn decode_message(bytes: &[u8]) -> Result<Received, prost::DecodeError> {
     })
 }
 
-/// The bytes of the batch when `bytes` is one `batch` field (tag 2) and nothing else.
+/// The bytes of the batch when `bytes` is one `batch` field and nothing else.
 fn sole_batch(bytes: &[u8]) -> Option<&[u8]> {
     let mut rest = bytes;
     let (tag, wire) = decode_key(&mut rest).ok()?;
-    if tag != 2 || wire != WireType::LengthDelimited {
+    if tag != MESSAGE_BATCH || wire != WireType::LengthDelimited {
         return None;
     }
     let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
@@ -111,7 +112,7 @@ fn decode_batch(bytes: &[u8]) -> Result<Option<EventBatch>, prost::DecodeError> 
         let (field, tail) = rest.split_at(len);
         rest = tail;
         match tag {
-            1 => batch.events.push(Event::decode(field)?),
+            BATCH_EVENTS => batch.events.push(Event::decode(field)?),
             _ => batch.processes.push(ProcessInfo::decode(field)?),
         }
     }
@@ -131,8 +132,8 @@ fn count_fields(bytes: &[u8]) -> Option<(usize, usize)> {
         let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
         rest = rest.get(len..)?;
         match tag {
-            1 => events += 1,
-            2 => processes += 1,
+            BATCH_EVENTS => events += 1,
+            BATCH_PROCESSES => processes += 1,
             _ => return None,
         }
     }
