@@ -54,14 +54,7 @@ pub fn is_tracked(tgid: u32) -> bool {
 #[inline(always)]
 pub fn track(tgid: u32, entry: &TrackedProcess) -> Result<(), i64> {
     TRACKED.insert(&tgid, entry, 0)?;
-    if let Some(slot) = PROCS.get_ptr_mut(tgid) {
-        // SAFETY: a valid map value; the process is being created or exec'd, so no
-        // syscall of its own runs concurrently.
-        unsafe {
-            (*slot).state = PROC_TRACKED;
-            (*slot).fd_gen = (*slot).fd_gen.wrapping_add(1);
-        }
-    }
+    set_state(tgid, PROC_TRACKED);
     Ok(())
 }
 
@@ -69,13 +62,18 @@ pub fn track(tgid: u32, entry: &TrackedProcess) -> Result<(), i64> {
 #[inline(always)]
 pub fn untrack(tgid: u32) {
     let _ = TRACKED.remove(&tgid);
+    set_state(tgid, 0);
+}
+
+/// `tgid`'s `PROCS` state; its cached fds are stale from now on either way.
+#[inline(always)]
+fn set_state(tgid: u32, state: u32) {
     if let Some(slot) = PROCS.get_ptr_mut(tgid) {
-        // SAFETY: a valid map value.
-        unsafe {
-            (*slot).state = 0;
-            (*slot).fd_gen = (*slot).fd_gen.wrapping_add(1);
-        }
+        // SAFETY: a valid map value; the process is being created, exec'd or gone, so
+        // no syscall of its own runs concurrently.
+        unsafe { (*slot).state = state };
     }
+    forget_fds(tgid);
 }
 
 /// Every cached fd of `tgid` is stale from now on (exec, dup2, close_range).
