@@ -330,11 +330,7 @@ impl Half {
         self.msg.body_len = 0;
         self.streaming = true;
         self.grpc = Some(GrpcStream::default());
-        self.msg.protocol = Protocol::Grpc;
-        self.msg.grpc_service = Some(infer::ETCD_WATCH.to_owned());
-        self.msg.grpc_method = Some("Watch".to_owned());
-        self.msg.path = Some(format!("/{}/Watch", infer::ETCD_WATCH));
-        self.msg.inferred.push("path".to_owned());
+        name_call(&mut self.msg, infer::ETCD_WATCH, "Watch");
         self.emit_head(cfg)
     }
 

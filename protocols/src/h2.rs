@@ -110,7 +110,7 @@ pub fn chunk_sends_request(b: &[u8]) -> Option<bool> {
                 let pad = usize::from(*body.first()?);
                 body = body.get(1..body.len().saturating_sub(pad))?;
             }
-            if crate::infer::watch_stream(body).is_some() || crate::infer::etcd_watch_data(body) {
+            if crate::infer::watch_event_data(body) {
                 return Some(false);
             }
         }
@@ -649,7 +649,7 @@ impl H2 {
         let cfg = self.cfg;
         if d == Direction::ServerToClient
             && !self.streams.contains_key(&sid)
-            && (crate::infer::watch_stream(body).is_some() || crate::infer::etcd_watch_data(body))
+            && crate::infer::watch_event_data(body)
         {
             // A watch opened before the capture began (Kubernetes' or etcd's):
             // its headers were never seen; the events it delivers still decode.

@@ -342,6 +342,12 @@ pub fn etcd_watch_data(body: &[u8]) -> bool {
     grpc_message(body, false).is_some_and(|g| !g.compressed && etcd_watch_response(&g.data))
 }
 
+/// Whether a DATA frame's bytes are a watch's event, Kubernetes' ([`watch_stream`])
+/// or etcd's ([`etcd_watch_data`]): only a server sends those.
+pub fn watch_event_data(body: &[u8]) -> bool {
+    watch_stream(body).is_some() || etcd_watch_data(body)
+}
+
 /// etcd mvccpb.Event {type = 1, kv = 2, prev_kv = 3} whose kv has a key.
 fn is_watch_event(b: &[u8]) -> bool {
     let Some(f) = fields(b) else {
