@@ -107,9 +107,13 @@ impl Pending {
             .collect()
     }
 
+    /// Where hop number `id` is (or was) in `slots`.
+    fn slot(&self, id: u64) -> Option<usize> {
+        usize::try_from(id.checked_sub(self.first)?).ok()
+    }
+
     fn entry(&self, id: u64) -> Option<&Entry> {
-        let i = usize::try_from(id.checked_sub(self.first)?).ok()?;
-        self.slots.get(i)?.as_deref()
+        self.slots.get(self.slot(id)?)?.as_deref()
     }
 
     /// Forgets hops older than the ttl.
@@ -143,7 +147,7 @@ impl Pending {
     /// The hop stays shared: expiry and eviction only drop it (copying it out of an
     /// `Arc` the live window still holds was 9 % of a saturated collector's CPU).
     fn remove(&mut self, id: u64) -> Option<(Arc<Hop>, HopKeys)> {
-        let i = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        let i = self.slot(id)?;
         let e = *self.slots.get_mut(i)?.take()?;
         self.held -= 1;
         for k in &e.keys.lookup {

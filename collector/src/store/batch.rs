@@ -58,7 +58,8 @@ pub fn compressor(level: i32) -> Option<Compressor> {
 }
 
 /// The stored row for an encoded batch, compressed when a compressor is given and
-/// that makes it smaller.
+/// that makes it smaller (the writer uses [`frame_into`] with its kept buffer).
+#[cfg(test)]
 pub fn frame(
     encoded: &[u8],
     count: u32,

@@ -115,6 +115,8 @@ impl StoreWriter {
         self.send(WriteOp::Agent(status)).await
     }
 
+    /// One hop (the collector writes a round of them with [`Self::write_hops`]).
+    #[cfg(test)]
     pub async fn write_hop(&self, hop: &Hop) -> Result<(), WriterClosed> {
         let mut hops = EncodedHops::default();
         hops.push(hop);
