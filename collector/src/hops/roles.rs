@@ -7,9 +7,9 @@
 //! endpoint); a role already used in a hop; a hint for the side's own endpoint
 //! (`connect` → client, `accept` → server, TCP `SYN_SENT`/`SYN_RECV` →
 //! `ESTABLISHED`); the opposite of a hint for another endpoint; the ports (a
-//! listening port against an ephemeral one); and last, data: the endpoint seen sending first is the client, every other one the
-//! server (a lone side that only received so far is a server: its unseen peer
-//! spoke first).
+//! listening port against an ephemeral one); and last, data: the endpoint seen
+//! sending first is the client, every other one the server (a lone side that
+//! only received so far is a server: its unseen peer spoke first).
 
 use super::endpoint::LocalId;
 use super::run::Direction;

@@ -29,6 +29,21 @@ struct Replay {
     one_node: bool,
 }
 
+impl Replay {
+    fn server_node(self) -> &'static str {
+        if self.one_node {
+            CLIENT_NODE
+        } else {
+            SERVER_NODE
+        }
+    }
+}
+
+/// The client's agent reported every chunk as it came.
+fn whole_view(chunks: &[capture::Chunk]) -> Vec<Option<capture::Chunk>> {
+    chunks.iter().cloned().map(Some).collect()
+}
+
 const BOTH_TLS: Replay = Replay {
     client: true,
     server: true,
@@ -57,15 +72,13 @@ fn pair(client_comm: &'static str, server_comm: &'static str) -> (End, End) {
 /// behind the client's view of the wire), delivering each node's events as
 /// its agent would, ticking the collector as it goes.
 fn replay(sim: &mut Sim, c: &End, s: &End, chunks: &[capture::Chunk], r: Replay) {
-    let client_view: Vec<Option<capture::Chunk>> = chunks.iter().cloned().map(Some).collect();
-    replay_views(sim, c, s, chunks, &client_view, r);
+    replay_views(sim, c, s, chunks, &whole_view(chunks), r);
 }
 
 /// [`replay`] of agents attached while the connection ran: no connect or
 /// accept, its bytes from the middle.
 fn replay_joined(sim: &mut Sim, c: &End, s: &End, chunks: &[capture::Chunk], r: Replay) {
-    let client_view: Vec<Option<capture::Chunk>> = chunks.iter().cloned().map(Some).collect();
-    transfers(sim, c, s, chunks, &client_view, r);
+    transfers(sim, c, s, chunks, &whole_view(chunks), r);
 }
 
 /// [`replay`], with the client's own view of the chunks: `None` where the
@@ -83,8 +96,7 @@ fn replay_views(
         sim.feed(CLIENT_NODE, c.connect(T0));
     }
     if r.server {
-        let server_node = if r.one_node { CLIENT_NODE } else { SERVER_NODE };
-        sim.feed(server_node, s.accept(T0));
+        sim.feed(r.server_node(), s.accept(T0));
     }
     transfers(sim, c, s, chunks, client_view, r);
 }
@@ -103,7 +115,7 @@ fn transfers(
     } else {
         ("write", "read")
     };
-    let server_node = if r.one_node { CLIENT_NODE } else { SERVER_NODE };
+    let server_node = r.server_node();
     for (i, ch) in chunks.iter().enumerate() {
         let ts = T0 + (i as u64 + 1) * MS;
         let data = &ch.data[..ch.data.len().min(CAPTURE)];
@@ -696,7 +708,7 @@ fn a_client_that_lost_sync_yields_to_the_servers_copy_of_the_streams() {
         hops.sort();
         hops
     };
-    let whole: Vec<Option<capture::Chunk>> = chunks.iter().cloned().map(Some).collect();
+    let whole = whole_view(&chunks);
     let want = hops_of(&whole);
     assert!(
         want.iter().any(|h| h.contains("watch-event")),
@@ -929,7 +941,7 @@ fn late_agents_take_roles_from_the_plaintext_over_a_ciphertext_guess() {
     // The plaintext from the watch event on: the binding's response, the
     // scheduler's Event POST and its response.
     let chunks = &vector("kube-scheduler.txt")[99..];
-    let both: Vec<Option<capture::Chunk>> = chunks.iter().cloned().map(Some).collect();
+    let both = whole_view(chunks);
     let one_node = Replay {
         one_node: true,
         ..BOTH_TLS
