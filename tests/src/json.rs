@@ -22,6 +22,14 @@ pub fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Every line of a finished command's output as JSON; a line that is not is an error.
+pub fn output_json_lines(text: &str) -> anyhow::Result<Vec<Value>> {
+    use anyhow::Context as _;
+    text.lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
+        .collect()
+}
+
 /// `value` as u64 whether it is a JSON number or a decimal string; 0 when absent.
 pub fn u64_of(value: Option<&Value>) -> u64 {
     match value {

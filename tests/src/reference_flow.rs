@@ -27,16 +27,18 @@ pub fn has(hops: &[Value], what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     })
 }
 
-/// One line per hop: kind, client node/comm → server comm, summary.
+/// One line per hop: kind, client node/comm[pid] → server comm[pid], summary.
 pub fn summaries(hops: &[Value]) -> String {
     hops.iter()
         .map(|h| {
             format!(
-                "{} {}/{} → {} {}",
+                "{} {}/{}[{}] → {}[{}] {}",
                 h["kind"],
                 s(h, &["client", "node"]),
                 s(h, &["client", "comm"]),
+                h["client"]["pid"],
                 s(h, &["server", "comm"]),
+                h["server"]["pid"],
                 s(h, &["summary"])
             )
         })

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::json::output_json_lines;
 use crate::kubectl::KUBECONFIG;
 use crate::reference_flow;
 use crate::{run_with_timeout, workspace_bin, workspace_root, CLI_BIN};
@@ -123,10 +124,7 @@ impl Traced {
 
     /// `ktrail ARGS` printing JSON lines: one value per line.
     pub fn cli_json(&self, args: &[&str]) -> Result<Vec<Value>> {
-        self.cli_text(args)?
-            .lines()
-            .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
-            .collect()
+        output_json_lines(&self.cli_text(args)?)
     }
 
     /// `ktrail status --output json`.

@@ -26,6 +26,7 @@ use ktrail_tests::{
 };
 use serde_json::Value;
 
+use ktrail_tests::json::output_json_lines;
 use ktrail_tests::kubectl::KUBECONFIG;
 use ktrail_tests::reference_flow::{self, POD};
 const NS: &str = "ktrail-system";
@@ -463,10 +464,7 @@ fn deployed_ktrail_traces_kubectl_run_and_leaves_nothing_behind() {
             "ktrail {args:?}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(|l| Ok(serde_json::from_str(l)?))
-            .collect()
+        output_json_lines(&String::from_utf8_lossy(&o.stdout))
     };
     let t0 = Instant::now();
     let flow =

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use ktrail_tests::jaeger::Jaeger;
+use ktrail_tests::reference_flow::summaries;
 use ktrail_tests::traced::{kubectl_control_ok, s, Traced};
 use ktrail_tests::{
     run_with_timeout, skip_unless_root, target_dir, wait_for, workspace_bin, workspace_root, Check,
@@ -307,24 +308,9 @@ fn pod_flow(traced: &Traced, name: &str) -> Result<Vec<Value>> {
 }
 
 fn find<'a>(hops: &'a [Value], what: &str, pred: impl Fn(&Value) -> bool) -> Result<&'a Value> {
-    hops.iter().find(|h| pred(h)).with_context(|| {
-        let all: Vec<String> = hops
-            .iter()
-            .map(|h| {
-                format!(
-                    "{} {}/{}[{}] → {}[{}] {}",
-                    h["kind"],
-                    s(h, &["client", "node"]),
-                    s(h, &["client", "comm"]),
-                    h["client"]["pid"],
-                    s(h, &["server", "comm"]),
-                    h["server"]["pid"],
-                    s(h, &["summary"])
-                )
-            })
-            .collect();
-        format!("no hop {what} in the flow; it has:\n{}", all.join("\n"))
-    })
+    hops.iter()
+        .find(|h| pred(h))
+        .with_context(|| format!("no hop {what} in the flow; it has:\n{}", summaries(hops)))
 }
 
 fn pid_of(end: &Value) -> u64 {
