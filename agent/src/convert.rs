@@ -127,7 +127,7 @@ pub fn to_proto(record: KernelRecord, clock: &WallClock) -> pb::Event {
             // and shown as captured (`ktrail trace`, `ktrail show --syscalls`).
             data: {
                 ktrail_protocols::raw_redact::buffer(&mut s.payload);
-                s.payload
+                s.payload.into()
             },
         }),
         KernelRecord::Exec(p) => Body::Exec(pb::ProcessExec {

@@ -235,7 +235,7 @@ mod tests {
             body: Some(ktrail_proto::v1::event::Body::Syscall(
                 ktrail_proto::v1::SyscallEvent {
                     name: "write".into(),
-                    data: vec![7; 256],
+                    data: vec![7; 256].into(),
                     ..Default::default()
                 },
             )),
@@ -269,7 +269,7 @@ mod tests {
             let mut e = ev();
             e.body = Some(ktrail_proto::v1::event::Body::Syscall(
                 ktrail_proto::v1::SyscallEvent {
-                    data: vec![0; 4096],
+                    data: vec![0; 4096].into(),
                     ..Default::default()
                 },
             ));

@@ -116,7 +116,7 @@ mod tests {
                 name: "write".into(),
                 fd: 7,
                 ret: 256,
-                data: vec![i as u8; 256],
+                data: vec![i as u8; 256].into(),
                 ..Default::default()
             })),
         }

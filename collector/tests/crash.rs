@@ -61,7 +61,7 @@ fn event(seq: u64) -> Event {
             name: "write".into(),
             fd: 3,
             ret: 64,
-            data: vec![(seq % 251) as u8; 64],
+            data: vec![(seq % 251) as u8; 64].into(),
             ..SyscallEvent::default()
         })),
         ..Event::default()

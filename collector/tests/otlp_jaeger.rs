@@ -353,7 +353,7 @@ fn syscall(seq: u64, pid: u32, comm: &str, name: &str, data: &[u8], s: &Socket) 
             duration_ns: 10_000,
             requested: data.len() as u64,
             socket: Some(s.clone()),
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             ..SyscallEvent::default()
         })),
     }

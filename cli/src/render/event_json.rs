@@ -197,7 +197,7 @@ mod tests {
                     name: "write".into(),
                     fd: 3,
                     ret: 5,
-                    data: b"hello".to_vec(),
+                    data: b"hello".to_vec().into(),
                     socket: Some(Socket {
                         kind: FdKind::Socket as i32,
                         family: "inet".into(),

@@ -1,10 +1,13 @@
 //! Decoding of what agents send, for the `Ingest` stream: the same
 //! `AgentMessage`s as prost's codec gives, plus, for an event batch, its received
-//! bytes laid out as a stored row, so storing the batch copies them once instead of
-//! encoding every event again; and the batch's events decoded into a vector sized
-//! for them up front (growing one event at a time reallocated ~600 KB per batch).
+//! bytes for its stored row, so storing the batch neither encodes every event again
+//! nor copies the batch; and the batch's events decoded into a vector sized for
+//! them up front (growing one event at a time reallocated ~600 KB per batch).
+//!
+//! The message is taken from tonic's buffer as `Bytes` (split off, not copied):
+//! the stored row and every event's payload (`SyscallEvent.data`) are slices of it.
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use ktrail_proto::field::{BATCH_EVENTS, BATCH_PROCESSES, MESSAGE_BATCH};
 use ktrail_proto::v1::agent_message::Body;
 use ktrail_proto::v1::{AgentMessage, Event, EventBatch, IngestAck, ProcessInfo};
@@ -13,15 +16,13 @@ use prost::Message;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, ProstCodec};
 use tonic::Status;
 
-use crate::store::batch;
-
 /// One message from an agent.
 #[derive(Debug, Default)]
 pub struct Received {
     pub message: AgentMessage,
-    /// For a batch: its received bytes as the start of a stored row body
-    /// ([`batch::raw_body`]), to be finished with the node.
-    pub stored: Option<Vec<u8>>,
+    /// For a batch: its `EventBatch` encoding as received, for its stored row
+    /// ([`crate::store::batch::RowBody::Received`]).
+    pub stored: Option<Bytes>,
 }
 
 /// The `Ingest` codec: acks encoded by prost; agent messages by [`IngestDecoder`].
@@ -51,15 +52,10 @@ impl Decoder for IngestDecoder {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Received>, Status> {
-        // The buffer holds exactly one message, contiguous (tonic's BytesMut).
+        // The buffer holds exactly one message, contiguous in tonic's `BytesMut`:
+        // split off as `Bytes`, without a copy.
         let len = buf.remaining();
-        let received = if buf.chunk().len() == len {
-            decode_message(buf.chunk())
-        } else {
-            decode_message(&buf.copy_to_bytes(len))
-        };
-        buf.advance(buf.remaining());
-        received
+        decode_message(buf.copy_to_bytes(len))
             .map(Some)
             .map_err(|e| Status::internal(e.to_string()))
     }
@@ -67,14 +63,15 @@ impl Decoder for IngestDecoder {
 
 /// Decodes an `AgentMessage`; a message that is exactly one event batch takes the
 /// fast path, anything else prost's generic one.
-pub fn decode_message(bytes: &[u8]) -> Result<Received, prost::DecodeError> {
-    if let Some(batch) = sole_batch(bytes) {
-        if let Some(events) = decode_batch(batch)? {
+pub fn decode_message(bytes: Bytes) -> Result<Received, prost::DecodeError> {
+    if let Some(start) = sole_batch(&bytes) {
+        let batch = bytes.slice(start..);
+        if let Some(events) = decode_batch(&batch)? {
             return Ok(Received {
                 message: AgentMessage {
                     body: Some(Body::Batch(events)),
                 },
-                stored: Some(batch::raw_body(batch)),
+                stored: Some(batch),
             });
         }
     }
@@ -84,20 +81,21 @@ pub fn decode_message(bytes: &[u8]) -> Result<Received, prost::DecodeError> {
     })
 }
 
-/// The bytes of the batch when `bytes` is one `batch` field and nothing else.
-fn sole_batch(bytes: &[u8]) -> Option<&[u8]> {
+/// Where the batch starts when `bytes` is one `batch` field and nothing else.
+fn sole_batch(bytes: &[u8]) -> Option<usize> {
     let mut rest = bytes;
     let (tag, wire) = decode_key(&mut rest).ok()?;
     if tag != MESSAGE_BATCH || wire != WireType::LengthDelimited {
         return None;
     }
     let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
-    (rest.len() == len).then_some(rest)
+    (rest.len() == len).then(|| bytes.len() - len)
 }
 
 /// Decodes an `EventBatch` whose fields are only events and processes (as agents
-/// send it), with its vectors allocated once; `None` for anything else.
-fn decode_batch(bytes: &[u8]) -> Result<Option<EventBatch>, prost::DecodeError> {
+/// send it), with its vectors allocated once; `None` for anything else. Events are
+/// decoded from slices of `bytes`, so their payloads are too.
+fn decode_batch(bytes: &Bytes) -> Result<Option<EventBatch>, prost::DecodeError> {
     let Some((events, processes)) = count_fields(bytes) else {
         return Ok(None);
     };
@@ -105,12 +103,13 @@ fn decode_batch(bytes: &[u8]) -> Result<Option<EventBatch>, prost::DecodeError> 
         events: Vec::with_capacity(events),
         processes: Vec::with_capacity(processes),
     };
-    let mut rest = bytes;
+    let mut rest = &bytes[..];
     while !rest.is_empty() {
         let (tag, _) = decode_key(&mut rest)?;
         let len = decode_varint(&mut rest)? as usize;
-        let (field, tail) = rest.split_at(len);
-        rest = tail;
+        let start = bytes.len() - rest.len();
+        rest = &rest[len..];
+        let field = bytes.slice(start..start + len);
         match tag {
             BATCH_EVENTS => batch.events.push(Event::decode(field)?),
             _ => batch.processes.push(ProcessInfo::decode(field)?),
@@ -143,6 +142,7 @@ fn count_fields(bytes: &[u8]) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::batch::{self, RowBody};
     use ktrail_proto::v1::event::Body as EventBody;
     use ktrail_proto::v1::{Hello, LossReport, SyscallEvent};
 
@@ -153,7 +153,7 @@ mod tests {
                 comm: "kubelet".into(),
                 body: Some(EventBody::Syscall(SyscallEvent {
                     name: "write".into(),
-                    data: vec![seq as u8; 100],
+                    data: vec![seq as u8; 100].into(),
                     ..SyscallEvent::default()
                 })),
                 ..Event::default()
@@ -174,16 +174,36 @@ mod tests {
     #[test]
     fn a_batch_decodes_as_prost_does_and_keeps_its_bytes_for_the_store() {
         let message = batch_message();
-        let received = decode_message(&message.encode_to_vec()).expect("decodes");
+        let received = decode_message(message.encode_to_vec().into()).expect("decodes");
         assert_eq!(received.message, message);
         let Some(Body::Batch(sent)) = &message.body else {
             unreachable!("built as a batch")
         };
-        let mut body = received.stored.expect("a batch keeps its bytes");
-        batch::finish_raw_body(&mut body, "n1");
-        let row = batch::frame(&body, 5, 5, None);
-        let stored = batch::decode(&row).expect("stored row decodes");
-        assert_eq!((stored.node.as_str(), &stored.events), ("n1", &sent.events));
+        let body = RowBody::Received {
+            node: "n1".into(),
+            batch: received.stored.expect("a batch keeps its bytes"),
+        };
+        for level in [0, 1] {
+            let mut row = Vec::new();
+            let mut compressor = batch::compressor(level);
+            body.frame_into(5, 5, compressor.as_mut(), &mut Vec::new(), &mut row);
+            let stored = batch::decode(&row).expect("stored row decodes");
+            assert_eq!((stored.node.as_str(), &stored.events), ("n1", &sent.events));
+        }
+        // The payloads are slices of the received batch, not copies.
+        let RowBody::Received { batch: kept, .. } = &body else {
+            unreachable!("built as received")
+        };
+        let Some(Body::Batch(decoded)) = &received.message.body else {
+            unreachable!("decoded as a batch")
+        };
+        let within = kept.as_ptr_range();
+        for event in &decoded.events {
+            let Some(EventBody::Syscall(sc)) = &event.body else {
+                unreachable!("built as syscalls")
+            };
+            assert!(within.contains(&sc.data.as_ptr()), "payload copied");
+        }
     }
 
     #[test]
@@ -204,7 +224,7 @@ mod tests {
             },
             AgentMessage::default(),
         ] {
-            let received = decode_message(&message.encode_to_vec()).expect("decodes");
+            let received = decode_message(message.encode_to_vec().into()).expect("decodes");
             assert_eq!(received.message, message);
             assert!(received.stored.is_none());
         }
@@ -214,7 +234,7 @@ mod tests {
             body: Some(Body::Hello(Hello::default())),
         };
         bytes.extend(hello.encode_to_vec());
-        let received = decode_message(&bytes).expect("decodes");
+        let received = decode_message(bytes.clone().into()).expect("decodes");
         assert_eq!(
             received.message,
             AgentMessage::decode(&bytes[..]).expect("prost")
@@ -224,9 +244,9 @@ mod tests {
 
     #[test]
     fn malformed_input_is_an_error_not_a_panic() {
-        let bytes = batch_message().encode_to_vec();
+        let bytes = Bytes::from(batch_message().encode_to_vec());
         for cut in [1, 3, 10, bytes.len() / 2, bytes.len() - 1] {
-            assert!(decode_message(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_message(bytes.slice(..cut)).is_err(), "cut at {cut}");
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use ktrail_proto::v1::agent_message::Body;
 use ktrail_proto::v1::event::Body as EventBody;
 use ktrail_proto::v1::{Event, EventBatch, Hello, IngestAck, LossReport, TracedEvent};
@@ -18,7 +19,7 @@ use crate::flows::LossWindow;
 use crate::hops::is_relevant;
 use crate::hops::task::HopInput;
 use crate::shutdown;
-use crate::store::batch;
+use crate::store::batch::{self, RowBody};
 use crate::store::writer::{AckTarget, EncodedEvents, EventsWrite, WriterClosed};
 
 type AckSender = mpsc::UnboundedSender<Result<IngestAck, Status>>;
@@ -172,7 +173,7 @@ impl AgentStream {
     async fn accept_batch(
         &self,
         batch: EventBatch,
-        stored: Option<Vec<u8>>,
+        stored: Option<Bytes>,
     ) -> Result<(), StreamEnd> {
         let received = batch.events.len();
         let mut accepted = Vec::with_capacity(received);
@@ -210,19 +211,19 @@ impl AgentStream {
             }
             state.status.last_seen_unix_ns = unix_now_ns();
             // One row for the batch's accepted events: the received bytes when
-            // they all were, else encoded here without copying them (they go on
-            // to hop assembly); compressed by the writer.
+            // they all were (not copied), else encoded here without copying the
+            // events (they go on to hop assembly); framed by the writer.
             let events = match (accepted.first(), accepted.last()) {
                 (Some(first), Some(last)) => Some(EncodedEvents {
                     first_seq: first.seq,
                     last_seq: last.seq,
                     count: u32::try_from(accepted.len()).unwrap_or(u32::MAX),
-                    bytes: match stored {
-                        Some(mut body) if accepted.len() == received => {
-                            batch::finish_raw_body(&mut body, &self.node);
-                            body
-                        }
-                        _ => batch::encode(&self.node, &accepted),
+                    body: match stored {
+                        Some(batch) if accepted.len() == received => RowBody::Received {
+                            node: self.node.clone(),
+                            batch,
+                        },
+                        _ => RowBody::Encoded(batch::encode(&self.node, &accepted)),
                     },
                 }),
                 _ => None,

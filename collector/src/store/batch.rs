@@ -4,6 +4,9 @@
 //!
 //! Layout: `codec: u8`, `count: u32 LE`, `last_seq: u64 LE`, then the body.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use ktrail_proto::v1::{Event, Hop};
 use prost::Message;
 
@@ -29,24 +32,57 @@ pub fn encode(node: &str, events: &[Event]) -> Vec<u8> {
     buf
 }
 
-/// Room [`raw_body`] leaves for the node [`finish_raw_body`] adds.
-const NODE_ROOM: usize = 128;
-
-/// The start of a `StoredBatch` encoding holding a received `EventBatch`'s bytes as
-/// its `batch` field (one copy, no re-encoding); [`finish_raw_body`] adds the node.
-pub fn raw_body(event_batch: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(event_batch.len() + 16 + NODE_ROOM);
-    prost::encoding::encode_key(3, prost::encoding::WireType::LengthDelimited, &mut buf);
-    prost::encoding::encode_varint(event_batch.len() as u64, &mut buf);
-    buf.extend_from_slice(event_batch);
-    buf
+/// A batch row's body before it is framed.
+#[derive(Debug)]
+pub enum RowBody {
+    /// A `StoredBatch` encoding ([`encode`]).
+    Encoded(Vec<u8>),
+    /// A received `EventBatch` encoding, as it arrived (a slice of the received
+    /// message, not a copy), stored as `StoredBatch { node, batch }`: framed in two
+    /// parts (the node with the batch field's key, then the batch) without joining
+    /// them first.
+    Received { node: Arc<str>, batch: Bytes },
 }
 
-/// Appends the node to a [`raw_body`] (fields may come in any order).
-pub fn finish_raw_body(body: &mut Vec<u8>, node: &str) {
-    prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, body);
-    prost::encoding::encode_varint(node.len() as u64, body);
-    body.extend_from_slice(node.as_bytes());
+impl RowBody {
+    /// Bytes of the `StoredBatch` encoding.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Self::Encoded(bytes) => bytes.len(),
+            Self::Received { node, batch } => received_head_len(node, batch.len()) + batch.len(),
+        }
+    }
+
+    /// Frames the body as a stored row into `row` (see [`frame_parts_into`]);
+    /// `head` is a scratch buffer for the received batch's leading fields.
+    pub fn frame_into(
+        &self,
+        count: u32,
+        last_seq: u64,
+        compressor: Option<&mut Compressor>,
+        head: &mut Vec<u8>,
+        row: &mut Vec<u8>,
+    ) {
+        match self {
+            Self::Encoded(bytes) => frame_into(bytes, count, last_seq, compressor, row),
+            Self::Received { node, batch } => {
+                head.clear();
+                let string = prost::encoding::WireType::LengthDelimited;
+                prost::encoding::encode_key(1, string, head);
+                prost::encoding::encode_varint(node.len() as u64, head);
+                head.extend_from_slice(node.as_bytes());
+                prost::encoding::encode_key(3, string, head);
+                prost::encoding::encode_varint(batch.len() as u64, head);
+                frame_parts_into(&[head, batch], count, last_seq, compressor, row);
+            }
+        }
+    }
+}
+
+/// Bytes before the batch in a [`RowBody::Received`]'s encoding.
+fn received_head_len(node: &str, batch_len: usize) -> usize {
+    let field = |len: usize| 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+    field(node.len()) + field(batch_len) - batch_len
 }
 
 /// A zstd compressor kept across rows (a context is costly to set up).
@@ -80,30 +116,56 @@ pub fn frame_into(
     compressor: Option<&mut Compressor>,
     row: &mut Vec<u8>,
 ) {
+    frame_parts_into(&[encoded], count, last_seq, compressor, row);
+}
+
+/// [`frame_into`] for an encoding given in parts, as if they were joined. Each
+/// part is compressed as a zstd frame of its own, one after the other (zstd
+/// decompresses concatenated frames as one), so the parts are never copied into
+/// one buffer first.
+pub fn frame_parts_into(
+    parts: &[&[u8]],
+    count: u32,
+    last_seq: u64,
+    compressor: Option<&mut Compressor>,
+    row: &mut Vec<u8>,
+) {
     // Codec, count and last seq, then for zstd the decompressed size, so reading
     // allocates once.
     const ZSTD_HEADER: usize = HEADER + 4;
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     row.clear();
     if let Some(c) = compressor {
         row.resize(ZSTD_HEADER, 0);
-        row.reserve(zstd::zstd_safe::compress_bound(encoded.len()));
-        let mut body = std::io::Cursor::new(&mut *row);
-        body.set_position(ZSTD_HEADER as u64);
-        let compressed = c.compress_to_buffer(encoded, &mut body).ok();
-        if compressed.is_some_and(|n| n < encoded.len()) {
+        let bound: usize = parts
+            .iter()
+            .map(|p| zstd::zstd_safe::compress_bound(p.len()))
+            .sum();
+        row.reserve(bound);
+        let mut compressed = Some(0);
+        for part in parts.iter().filter(|p| !p.is_empty()) {
+            let mut body = std::io::Cursor::new(&mut *row);
+            body.set_position(body.get_ref().len() as u64);
+            compressed = compressed
+                .zip(c.compress_to_buffer(part, &mut body).ok())
+                .map(|(a, b)| a + b);
+        }
+        if compressed.is_some_and(|n| n < len) {
             row[0] = CODEC_ZSTD;
             row[1..5].copy_from_slice(&count.to_le_bytes());
             row[5..13].copy_from_slice(&last_seq.to_le_bytes());
-            row[13..17].copy_from_slice(&(encoded.len() as u32).to_le_bytes());
+            row[13..17].copy_from_slice(&(len as u32).to_le_bytes());
             return;
         }
         row.clear();
     }
-    row.reserve(HEADER + encoded.len());
+    row.reserve(HEADER + len);
     row.push(CODEC_PROST);
     row.extend_from_slice(&count.to_le_bytes());
     row.extend_from_slice(&last_seq.to_le_bytes());
-    row.extend_from_slice(encoded);
+    for part in parts {
+        row.extend_from_slice(part);
+    }
 }
 
 /// Appends one hop to the encoding of a [`StoredHops`].
@@ -209,6 +271,39 @@ mod tests {
         }
         let row = frame(&encoded, 5, 7, compressor(1).as_mut());
         assert_eq!(row[0], CODEC_ZSTD, "repetitive: compressed");
+    }
+
+    #[test]
+    fn a_received_batch_is_stored_as_the_wrapper_message_in_parts() {
+        let evs = events(1..=200);
+        let received = ktrail_proto::v1::EventBatch {
+            events: evs.clone(),
+            processes: Vec::new(),
+        };
+        let body = RowBody::Received {
+            node: "n1".into(),
+            batch: received.encode_to_vec().into(),
+        };
+        let wrapper = StoredBatch {
+            node: "n1".into(),
+            events: Vec::new(),
+            batch: Some(received),
+        };
+        assert_eq!(body.encoded_len(), wrapper.encoded_len());
+        for level in [0, 1] {
+            let mut row = Vec::new();
+            body.frame_into(
+                200,
+                200,
+                compressor(level).as_mut(),
+                &mut Vec::new(),
+                &mut row,
+            );
+            assert_eq!(row[0], [CODEC_PROST, CODEC_ZSTD][level as usize]);
+            assert_eq!(header(&row).expect("header"), (200, 200));
+            let stored = decode(&row).expect("decodes");
+            assert_eq!((stored.node.as_str(), stored.events), ("n1", evs.clone()));
+        }
     }
 
     #[test]

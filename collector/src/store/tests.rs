@@ -8,21 +8,25 @@ use super::writer::{self, AckTarget, EncodedEvents, EventsWrite, WriterConfig};
 use super::Store;
 use crate::error::StoreError;
 
+/// Events `seqs` of node `node`.
+fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<Event> {
+    seqs.map(|seq| Event {
+        seq,
+        comm: "curl".into(),
+        pid: seq as u32,
+        ..Event::default()
+    })
+    .collect()
+}
+
 /// Events `seqs` of node `node`, as ingest encodes one received batch.
 fn stored(node: &str, seqs: std::ops::RangeInclusive<u64>) -> Option<EncodedEvents> {
-    let events: Vec<Event> = seqs
-        .map(|seq| Event {
-            seq,
-            comm: "curl".into(),
-            pid: seq as u32,
-            ..Event::default()
-        })
-        .collect();
+    let events = events(seqs);
     Some(EncodedEvents {
         first_seq: events[0].seq,
         last_seq: events[events.len() - 1].seq,
         count: events.len() as u32,
-        bytes: batch::encode(node, &events),
+        body: batch::RowBody::Encoded(batch::encode(node, &events)),
     })
 }
 
@@ -236,7 +240,7 @@ async fn retention_deletes_the_oldest_batches_and_counts_them() {
         ..WriterConfig::default()
     };
     // One batch's row size, to set the limit at about three batches.
-    let row = batch::frame(&stored("n", 1..=10).expect("events").bytes, 10, 10, None).len() as u64;
+    let row = batch::frame(&batch::encode("n", &events(1..=10)), 10, 10, None).len() as u64;
     let cfg = WriterConfig {
         max_store_bytes: 3 * row + row / 2,
         ..cfg

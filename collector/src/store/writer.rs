@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tonic::Status;
 use tracing::{debug, error, warn};
 
-use super::batch::{self, Compressor};
+use super::batch::{self, Compressor, RowBody};
 use super::tables::{
     AGENTS, BATCH_AGE, EVENT_BATCHES, FLOWS, HOP_GROUPS, HOP_INDEX, META, META_EVENT_BYTES,
     META_EVICTED_BATCHES, META_EVICTED_EVENTS, META_EVICTED_HOPS, META_HOP_BYTES, META_NEXT_BATCH,
@@ -38,13 +38,13 @@ pub struct AckTarget {
     pub tx: mpsc::UnboundedSender<Result<IngestAck, Status>>,
 }
 
-/// Accepted events of one received batch, encoded by [`batch::encode`].
+/// Accepted events of one received batch, as the body of their row.
 #[derive(Debug)]
 pub struct EncodedEvents {
     pub first_seq: u64,
     pub last_seq: u64,
     pub count: u32,
-    pub bytes: Vec<u8>,
+    pub body: RowBody,
 }
 
 /// Accepted events of one agent, with its status after them (stored in the
@@ -218,7 +218,7 @@ impl Batch {
         match op {
             WriteOp::Events(w) => {
                 if let Some(events) = w.events {
-                    self.bytes += events.bytes.len();
+                    self.bytes += events.body.encoded_len();
                     self.data.events.push((w.agent_id.clone(), events));
                 }
                 self.data.agents.insert(w.agent_id, w.status);
@@ -260,6 +260,8 @@ struct Scratch {
     compressor: Option<Compressor>,
     /// The commit's hops, joined.
     group: Vec<u8>,
+    /// A received batch's leading fields ([`RowBody::frame_into`]).
+    head: Vec<u8>,
     /// The row being inserted (redb copies it).
     row: Vec<u8>,
 }
@@ -286,6 +288,7 @@ pub fn spawn(
         scratch: Mutex::new(Scratch {
             compressor: batch::compressor(cfg.compression_level),
             group: Vec::new(),
+            head: Vec::new(),
             row: Vec::new(),
         }),
         max_bytes: cfg.max_store_bytes,
@@ -446,16 +449,17 @@ fn commit(ctx: &CommitCtx, data: &BatchData) -> Result<Committed, StoreError> {
             let Scratch {
                 compressor,
                 group,
+                head,
                 row,
             } = &mut *scratch;
             let mut events = txn.open_table(EVENT_BATCHES)?;
             let mut age = txn.open_table(BATCH_AGE)?;
             for (agent_id, encoded) in &data.events {
-                batch::frame_into(
-                    &encoded.bytes,
+                encoded.body.frame_into(
                     encoded.count,
                     encoded.last_seq,
                     compressor.as_mut(),
+                    head,
                     row,
                 );
                 let key = (agent_id.as_ref(), encoded.first_seq);

@@ -150,7 +150,7 @@ pub fn syscall(
             duration_ns: 20_000,
             requested: data.len() as u64,
             socket: Some(socket.clone()),
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             truncated: false,
         })),
     }

@@ -43,7 +43,7 @@ fn write_like_strace() {
         duration_ns: 12_000,
         requested: 78,
         socket: Some(tcp()),
-        data: b"GET / HTTP/1.1\r\n".to_vec(),
+        data: b"GET / HTTP/1.1\r\n".to_vec().into(),
         truncated: true,
         ..SyscallEvent::default()
     }));
@@ -123,7 +123,7 @@ fn openat_shows_the_path() {
         name: "openat".into(),
         fd: -100,
         ret: 3,
-        data: b"/etc/hosts".to_vec(),
+        data: b"/etc/hosts".to_vec().into(),
         ..SyscallEvent::default()
     }));
     assert_eq!(l, r#"openat(AT_FDCWD, "/etc/hosts") = 3 <0.000000>"#);

@@ -117,7 +117,7 @@ impl End {
                 duration_ns: 10_000,
                 requested: data.len() as u64,
                 socket: Some(self.socket.clone()),
-                data: data.to_vec(),
+                data: data.to_vec().into(),
                 truncated: false,
             })),
         }
