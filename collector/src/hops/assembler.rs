@@ -7,11 +7,12 @@ use ktrail_proto::v1::{event::Body, Event, EventRef, Hop, SyscallEvent, TcpState
 use super::build::build_hops;
 use super::classify::{classify, is_tls_plaintext, SyscallClass};
 use super::connection::{Connection, DataIn, PairReady, PairTiming};
-use super::endpoint::{socket_view, tcp_state_view, ConnectionKey};
+use super::endpoint::{tcp_state_view, ConnectionKey};
 use super::exchange::Completion;
 use super::ids::IdGen;
 use super::run::{Direction, Transfer};
 use super::side::{Role, Side, SideIdentity};
+use super::view_cache::ViewCache;
 use super::HopConfig;
 
 /// Counters of the assembler's work, for logs and tests.
@@ -48,6 +49,8 @@ pub struct HopAssembler {
     cfg: HopConfig,
     conns: HashMap<u64, Connection>,
     by_key: HashMap<ConnectionKey, u64>,
+    /// The views of the sockets events name.
+    views: ViewCache,
     /// Connections that may have something to emit or evict on a tick.
     active: HashSet<u64>,
     next_conn: u64,
@@ -71,6 +74,7 @@ impl HopAssembler {
             cfg,
             conns: HashMap::new(),
             by_key: HashMap::new(),
+            views: ViewCache::default(),
             active: HashSet::new(),
             next_conn: 0,
             arrival: 0,
@@ -126,7 +130,7 @@ impl HopAssembler {
         out: &mut Vec<Hop>,
     ) {
         let class = classify(&sc.name);
-        let Some(view) = sc.socket.as_ref().and_then(|s| socket_view(node, s)) else {
+        let Some(view) = sc.socket.as_ref().and_then(|s| self.views.get(node, s)) else {
             return;
         };
         let moves_data = matches!(class, SyscallClass::Send | SyscallClass::Recv);

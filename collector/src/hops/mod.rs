@@ -19,6 +19,7 @@ mod side;
 pub(crate) mod stream;
 mod summary;
 pub mod task;
+mod view_cache;
 
 #[cfg(test)]
 mod tests;
