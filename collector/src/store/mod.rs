@@ -3,6 +3,7 @@
 
 pub mod batch;
 mod flows;
+mod retention;
 mod tables;
 pub mod writer;
 
@@ -115,6 +116,17 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A counter of [`tables::META`]; None when never written.
+    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(meta.get(key)?.map(|v| v.value()))
     }
 
     pub(crate) fn db(&self) -> &Arc<Database> {
