@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use ktrail_proto::v1::{AgentStatus, Event, Hop};
+use ktrail_proto::v1::{AgentStatus, Event, Hop, IngestAck};
 use tokio::sync::mpsc;
 
 use super::batch;
@@ -167,26 +167,41 @@ async fn write_batches(w: &writer::StoreWriter, batches: &[std::ops::RangeInclus
     let mut contiguous = 0;
     for seqs in batches {
         contiguous = *seqs.end();
-        w.write_events(EventsWrite {
-            agent_id: "a".into(),
-            events: stored("n", seqs.clone()),
-            status: AgentStatus {
-                agent_id: "a".into(),
-                contiguous_seq: contiguous,
-                ..AgentStatus::default()
-            },
-            ack: Some(AckTarget {
-                conn_id: 1,
-                acked_seq: contiguous,
-                tx: tx.clone(),
-            }),
-        })
-        .await
-        .expect("queued");
+        w.write_events(acked_write(stored("n", seqs.clone()), contiguous, &tx))
+            .await
+            .expect("queued");
     }
+    wait_acked(&mut rx, contiguous).await
+}
+
+type AckSender = mpsc::UnboundedSender<Result<IngestAck, tonic::Status>>;
+
+/// Agent `a`'s `events`, acked up to `contiguous` on `tx`.
+fn acked_write(events: Option<EncodedEvents>, contiguous: u64, tx: &AckSender) -> EventsWrite {
+    EventsWrite {
+        agent_id: "a".into(),
+        events,
+        status: AgentStatus {
+            agent_id: "a".into(),
+            contiguous_seq: contiguous,
+            ..AgentStatus::default()
+        },
+        ack: Some(AckTarget {
+            conn_id: 1,
+            acked_seq: contiguous,
+            tx: tx.clone(),
+        }),
+    }
+}
+
+/// Waits for the ack of `seq`, and returns it.
+async fn wait_acked(
+    rx: &mut mpsc::UnboundedReceiver<Result<IngestAck, tonic::Status>>,
+    seq: u64,
+) -> u64 {
     let mut last = 0;
-    while last < contiguous {
-        last = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+    while last < seq {
+        last = tokio::time::timeout(Duration::from_secs(60), rx.recv())
             .await
             .expect("acks in time")
             .expect("ack")
@@ -318,38 +333,18 @@ async fn the_file_on_disk_stays_within_the_cap() {
             .await
             .expect("queued");
         }
-        w.write_events(EventsWrite {
-            agent_id: "a".into(),
-            events: Some(EncodedEvents {
-                first_seq: *seqs.start(),
-                last_seq: *seqs.end(),
-                count: per_batch as u32,
-                bytes: batch::encode("n", &events),
-            }),
-            status: AgentStatus {
-                agent_id: "a".into(),
-                contiguous_seq: *seqs.end(),
-                ..AgentStatus::default()
-            },
-            ack: Some(AckTarget {
-                conn_id: 1,
-                acked_seq: *seqs.end(),
-                tx: tx.clone(),
-            }),
-        })
-        .await
-        .expect("queued");
+        let encoded = EncodedEvents {
+            first_seq: *seqs.start(),
+            last_seq: *seqs.end(),
+            count: per_batch as u32,
+            bytes: batch::encode("n", &events),
+        };
+        w.write_events(acked_write(Some(encoded), *seqs.end(), &tx))
+            .await
+            .expect("queued");
     }
     let last = batches * per_batch;
-    let mut acked = 0;
-    while acked < last {
-        acked = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-            .await
-            .expect("acks in time")
-            .expect("ack")
-            .expect("ok")
-            .acked_seq;
-    }
+    wait_acked(&mut rx, last).await;
     drop(w);
     let stats = task.await.expect("join").expect("ok");
     use std::os::unix::fs::MetadataExt;
