@@ -132,6 +132,12 @@ async fn status_lists_agents() {
         text.contains("hops waiting for a flow: 1") && text.contains("collector drops:"),
         "{text}"
     );
+    // The collector's store: its file on disk holds what was written.
+    assert!(text.contains("on disk (no cap)"), "{text}");
+    let store = &status["store"];
+    assert!(store["file_bytes"].as_u64().unwrap_or(0) > 0, "{status}");
+    assert_eq!(store["max_bytes"], 0);
+    assert_eq!(store["evicted_events"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

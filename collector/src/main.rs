@@ -99,8 +99,10 @@ struct Args {
           value_parser = clap::value_parser!(i32).range(-7..=19))]
     store_compression: i32,
 
-    /// Keep at most this many GiB of stored events and hops (as stored, compressed):
-    /// beyond it the oldest are deleted, counted and logged. 0 keeps everything.
+    /// Keep the store's file within this many GiB on disk: the oldest events and hops
+    /// are deleted to make room, counted and logged. The file holds more than its
+    /// rows (B-tree pages, pages freed for reuse), so fewer rows fit than the cap
+    /// says; the collector measures the file and keeps that many. 0 keeps everything.
     #[arg(long, value_name = "GIB", default_value_t = 0.0)]
     store_max_gib: f64,
 

@@ -144,6 +144,7 @@ impl Collector {
             loaded.hops_total,
             stored_flows,
         ));
+        let max_store_bytes = cfg.writer.max_store_bytes;
         let (store_writer, writer_task) = writer::spawn(store.clone(), cfg.writer);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let cluster = kube.map(|client| {
@@ -178,8 +179,8 @@ impl Collector {
             }
             None => None,
         };
-        let query =
-            QueryService::new(registry, live, shutdown_rx.clone()).with_store(store.clone());
+        let query = QueryService::new(registry, live, shutdown_rx.clone())
+            .with_store(store.clone(), max_store_bytes);
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))

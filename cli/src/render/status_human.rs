@@ -1,6 +1,6 @@
 //! `ktrail status`: an agents table and totals.
 
-use ktrail_proto::v1::{AgentStatus, PipelineCounters, StatusReply};
+use ktrail_proto::v1::{AgentStatus, PipelineCounters, StatusReply, StoreCounters};
 
 use crate::style::{Color, Style};
 use crate::time::local_time_s;
@@ -106,7 +106,48 @@ pub fn status_lines(reply: &StatusReply, now_ns: u64, style: &Style) -> Vec<Stri
     if let Some(p) = &reply.pipeline {
         lines.extend(pipeline_lines(p, style));
     }
+    if let Some(s) = &reply.store {
+        lines.push(store_line(s, style));
+    }
     lines
+}
+
+/// Binary units, one decimal: `1.9 GiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The store on disk against its cap, and what retention deleted to stay there
+/// (deleted on purpose, so not painted as a drop).
+fn store_line(s: &StoreCounters, style: &Style) -> String {
+    let cap = match s.max_bytes {
+        0 => "no cap".to_owned(),
+        cap => format!("cap {}", bytes(cap)),
+    };
+    let file = if s.max_bytes > 0 && s.file_bytes > s.max_bytes {
+        style.paint(Color::Yellow, &bytes(s.file_bytes))
+    } else {
+        bytes(s.file_bytes)
+    };
+    format!(
+        "store: {file} on disk ({cap}), {} of events and hops   deleted by retention: {} events \
+         in {} batches, {} hops",
+        bytes(s.row_bytes),
+        s.evicted_events,
+        s.evicted_batches,
+        s.evicted_hops,
+    )
 }
 
 /// The collector's own work and what it dropped at its bounds; a non-zero
@@ -174,6 +215,7 @@ mod tests {
             hops_total: 3,
             events_total: 12345,
             pipeline: None,
+            store: None,
         };
         let lines = status_lines(&reply, 1_005_000_000_000, &Style::plain());
         assert!(
@@ -230,6 +272,42 @@ mod tests {
             lines[n - 1].contains("flows closed early 0"),
             "{}",
             lines[n - 1]
+        );
+    }
+
+    #[test]
+    fn the_store_against_its_cap_comes_last() {
+        let reply = StatusReply {
+            store: Some(StoreCounters {
+                file_bytes: 1_932_735_283,
+                max_bytes: 2 << 30,
+                row_bytes: 700 << 20,
+                evicted_batches: 46_316,
+                evicted_events: 8_950_079,
+                evicted_hops: 2_370_346,
+            }),
+            ..StatusReply::default()
+        };
+        let lines = status_lines(&reply, 0, &Style::plain());
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(
+                "store: 1.8 GiB on disk (cap 2.0 GiB), 700.0 MiB of events and hops   deleted by \
+                 retention: 8950079 events in 46316 batches, 2370346 hops"
+            )
+        );
+        let uncapped = StatusReply {
+            store: Some(StoreCounters {
+                file_bytes: 900,
+                ..StoreCounters::default()
+            }),
+            ..StatusReply::default()
+        };
+        let line = status_lines(&uncapped, 0, &Style::plain()).pop();
+        assert!(
+            line.as_deref()
+                .is_some_and(|l| l.starts_with("store: 900 B on disk (no cap)")),
+            "{line:?}"
         );
     }
 }

@@ -1,6 +1,6 @@
 //! `ktrail status --output json` (see docs/json.md).
 
-use ktrail_proto::v1::{AgentStatus, LossReport, PipelineCounters, StatusReply};
+use ktrail_proto::v1::{AgentStatus, LossReport, PipelineCounters, StatusReply, StoreCounters};
 use serde::Serialize;
 
 use crate::time::rfc3339_utc;
@@ -50,6 +50,17 @@ struct PipelineJson {
     hops_pending_evicted: u64,
 }
 
+/// The collector's store on disk and what retention deleted (docs/json.md).
+#[derive(Serialize)]
+struct StoreJson {
+    file_bytes: u64,
+    max_bytes: u64,
+    row_bytes: u64,
+    evicted_batches: u64,
+    evicted_events: u64,
+    evicted_hops: u64,
+}
+
 #[derive(Serialize)]
 struct StatusJson<'a> {
     r#type: &'static str,
@@ -57,6 +68,18 @@ struct StatusJson<'a> {
     hops_total: u64,
     events_total: u64,
     pipeline: Option<PipelineJson>,
+    store: Option<StoreJson>,
+}
+
+fn store(s: &StoreCounters) -> StoreJson {
+    StoreJson {
+        file_bytes: s.file_bytes,
+        max_bytes: s.max_bytes,
+        row_bytes: s.row_bytes,
+        evicted_batches: s.evicted_batches,
+        evicted_events: s.evicted_events,
+        evicted_hops: s.evicted_hops,
+    }
 }
 
 fn pipeline(p: &PipelineCounters) -> PipelineJson {
@@ -121,6 +144,7 @@ pub fn status_json(reply: &StatusReply) -> Result<String, serde_json::Error> {
         hops_total: reply.hops_total,
         events_total: reply.events_total,
         pipeline: reply.pipeline.as_ref().map(pipeline),
+        store: reply.store.as_ref().map(store),
     })
 }
 
@@ -155,6 +179,13 @@ mod tests {
                 hops_unplaced: 6,
                 ..PipelineCounters::default()
             }),
+            store: Some(StoreCounters {
+                file_bytes: 2 << 30,
+                max_bytes: 2 << 30,
+                row_bytes: 700 << 20,
+                evicted_events: 9,
+                ..StoreCounters::default()
+            }),
         };
         let v: Value = serde_json::from_str(&status_json(&reply).expect("json")).expect("parses");
         let a = &v["agents"][0];
@@ -168,5 +199,9 @@ mod tests {
         assert_eq!(v["pipeline"]["stream_items_dropped"], 5);
         assert_eq!(v["pipeline"]["hops_unplaced"], 6);
         assert_eq!(v["pipeline"]["flows_evicted"], 0);
+        assert_eq!(v["store"]["file_bytes"], 2u64 << 30);
+        assert_eq!(v["store"]["row_bytes"], 700u64 << 20);
+        assert_eq!(v["store"]["evicted_events"], 9);
+        assert_eq!(v["store"]["evicted_hops"], 0);
     }
 }

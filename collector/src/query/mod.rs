@@ -39,6 +39,8 @@ pub struct QueryService {
     registry: Arc<AgentRegistry>,
     live: Arc<LiveHub>,
     store: Option<Store>,
+    /// The store's cap (`--store-max-gib`), for `Status`.
+    store_max_bytes: u64,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -52,13 +54,16 @@ impl QueryService {
             registry,
             live,
             store: None,
+            store_max_bytes: 0,
             shutdown,
         }
     }
 
-    /// Flows and events older than the live windows come from `store`.
-    pub fn with_store(mut self, store: Store) -> Self {
+    /// Flows and events older than the live windows come from `store`, kept within
+    /// `max_bytes` on disk (0: no limit).
+    pub fn with_store(mut self, store: Store, max_bytes: u64) -> Self {
         self.store = Some(store);
+        self.store_max_bytes = max_bytes;
         self
     }
 }
@@ -133,11 +138,25 @@ impl Query for QueryService {
             a.clock_correction_ns = self.live.clocks().correction_ns(&a.node);
         }
         let events_total = agents.iter().map(|a| a.events_received).sum();
+        let store = match &self.store {
+            Some(store) => {
+                let store = store.clone();
+                let max_bytes = self.store_max_bytes;
+                // A read transaction and a stat: off the async workers.
+                let counters = tokio::task::spawn_blocking(move || store.counters(max_bytes))
+                    .await
+                    .map_err(|e| Status::internal(format!("store status task: {e}")))?
+                    .map_err(|e| Status::internal(format!("store status: {e}")))?;
+                Some(counters)
+            }
+            None => None,
+        };
         Ok(Response::new(StatusReply {
             agents,
             hops_total: self.live.hops_total(),
             events_total,
             pipeline: Some(self.live.pipeline()),
+            store,
         }))
     }
 

@@ -3,14 +3,16 @@
 
 pub mod batch;
 mod flows;
+mod retention;
 mod tables;
 pub mod writer;
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ktrail_proto::v1::{AgentStatus, Hop};
+use ktrail_proto::v1::{AgentStatus, Hop, StoreCounters};
 use prost::Message;
 use redb::{Database, ReadableTable, ReadableTableMetadata};
 
@@ -115,6 +117,17 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A counter of [`tables::META`]; None when never written.
+    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(meta.get(key)?.map(|v| v.value()))
     }
 
     pub(crate) fn db(&self) -> &Arc<Database> {
@@ -237,6 +250,20 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         Ok(n)
+    }
+
+    /// The store as `ktrail status` shows it, under a cap of `max_bytes` (0: none).
+    pub fn counters(&self, max_bytes: u64) -> Result<StoreCounters, StoreError> {
+        let r = self.retention()?;
+        Ok(StoreCounters {
+            // Unreadable only if the file was removed under us: nothing on disk then.
+            file_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.blocks() * 512),
+            max_bytes,
+            row_bytes: r.event_bytes + r.hop_bytes,
+            evicted_batches: r.evicted_batches,
+            evicted_events: r.evicted_events,
+            evicted_hops: r.evicted_hops,
+        })
     }
 
     /// Bytes of event and hop rows held, and what retention has deleted.

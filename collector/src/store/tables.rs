@@ -61,6 +61,9 @@ pub const META_NEXT_HOP_GROUP: &str = "next_hop_group";
 pub const META_EVICTED_BATCHES: &str = "evicted_batches";
 pub const META_EVICTED_EVENTS: &str = "evicted_events";
 pub const META_EVICTED_HOPS: &str = "evicted_hops";
+/// The rows' budget under a cap on the file ([`super::retention::DiskCap`]), as
+/// lowered when the file neared the cap.
+pub const META_ROW_BUDGET: &str = "row_budget";
 
 /// The hops of one commit (field 1 repeated, so the prost encodings of single hops
 /// are concatenated into it without decoding them).

@@ -6,7 +6,8 @@
 //! Events are stored one row per received batch ([`super::batch`]), zstd-compressed
 //! in the commit's blocking thread, and so are hops. With `max_store_bytes` set, the
 //! oldest batches and hops are deleted in the same transaction once the rows exceed
-//! it (counted, logged).
+//! their budget, which keeps the file within it on disk ([`super::retention`];
+//! counted, logged).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,17 +15,18 @@ use std::time::{Duration, Instant};
 
 use ktrail_proto::v1::{AgentStatus, Hop, IngestAck};
 use prost::Message;
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::Status;
 use tracing::{debug, error, warn};
 
 use super::batch::{self, Compressor, RowBody};
+use super::retention::{evict_oldest, BudgetLowered, DiskCap, Held};
 use super::tables::{
     AGENTS, BATCH_AGE, EVENT_BATCHES, FLOWS, HOP_GROUPS, HOP_INDEX, META, META_EVENT_BYTES,
     META_EVICTED_BATCHES, META_EVICTED_EVENTS, META_EVICTED_HOPS, META_HOP_BYTES, META_NEXT_BATCH,
-    META_NEXT_HOP_GROUP,
+    META_NEXT_HOP_GROUP, META_ROW_BUDGET,
 };
 use super::Store;
 use crate::error::StoreError;
@@ -164,8 +166,8 @@ pub struct WriterConfig {
     pub max_batch_bytes: usize,
     /// zstd level of event rows; 0 stores them uncompressed.
     pub compression_level: i32,
-    /// Event and hop rows kept, in bytes as stored; beyond it the oldest event
-    /// batches and hops are deleted. 0: no limit.
+    /// The store's file on disk is kept within this many bytes: the oldest event
+    /// batches and hops are deleted to make room. 0: no limit.
     pub max_store_bytes: u64,
 }
 
@@ -250,7 +252,8 @@ impl Batch {
 struct CommitCtx {
     db: Arc<Database>,
     scratch: Mutex<Scratch>,
-    max_bytes: u64,
+    /// None: no limit.
+    disk_cap: Option<Mutex<DiskCap>>,
 }
 
 /// Kept from one commit to the next (commits run one at a time): a zstd context is
@@ -275,6 +278,7 @@ struct Committed {
     evicted_events: u64,
     evicted_hops: u64,
     held_bytes: u64,
+    budget_lowered: Option<BudgetLowered>,
 }
 
 /// Starts the writer task.
@@ -283,6 +287,19 @@ pub fn spawn(
     cfg: WriterConfig,
 ) -> (StoreWriter, JoinHandle<Result<WriterStats, StoreError>>) {
     let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+    let disk_cap = (cfg.max_store_bytes > 0).then(|| {
+        // Unreadable means a fresh store: the budget starts at the cap.
+        let stored = store.meta(META_ROW_BUDGET).ok().flatten();
+        // The file grows on for a few commits after rows are deleted, each up to
+        // one full transaction in pages rounded up to powers of two.
+        let margin = 8 * cfg.max_batch_bytes as u64;
+        Mutex::new(DiskCap::new(
+            store.path().to_owned(),
+            cfg.max_store_bytes,
+            margin,
+            stored,
+        ))
+    });
     let ctx = Arc::new(CommitCtx {
         db: store.db().clone(),
         scratch: Mutex::new(Scratch {
@@ -291,7 +308,7 @@ pub fn spawn(
             head: Vec::new(),
             row: Vec::new(),
         }),
-        max_bytes: cfg.max_store_bytes,
+        disk_cap,
     });
     let task = tokio::spawn(run(ctx, rx, cfg));
     (StoreWriter { tx }, task)
@@ -361,8 +378,17 @@ async fn run(
                         evicted_events_total = stats.evicted_events,
                         evicted_hops_total = stats.evicted_hops,
                         held_bytes = committed.held_bytes,
-                        max_store_bytes = ctx.max_bytes,
+                        max_store_bytes = cfg.max_store_bytes,
                         "store retention: the oldest events and hops were deleted"
+                    );
+                }
+                if let Some(lowered) = committed.budget_lowered {
+                    warn!(
+                        file_bytes = lowered.file_bytes,
+                        row_budget_bytes = lowered.row_budget,
+                        max_store_bytes = cfg.max_store_bytes,
+                        "store retention: the store's file nears its cap on disk; \
+                         keeping fewer events and hops from now on"
                     );
                 }
                 release(acks, flushes);
@@ -445,7 +471,7 @@ fn commit(ctx: &CommitCtx, data: &BatchData) -> Result<Committed, StoreError> {
         };
         let mut next_batch = get(&meta, META_NEXT_BATCH)?;
         {
-            let mut scratch = ctx.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut scratch = lock(&ctx.scratch);
             let Scratch {
                 compressor,
                 group,
@@ -497,8 +523,10 @@ fn commit(ctx: &CommitCtx, data: &BatchData) -> Result<Committed, StoreError> {
                 flows.insert(id.as_str(), bytes.as_slice())?;
             }
         }
-        if ctx.max_bytes > 0 && held.total() > ctx.max_bytes {
-            let evicted = evict_oldest(&txn, &mut held, ctx.max_bytes)?;
+        let budget = ctx.disk_cap.as_ref().map(|cap| lock(cap).row_budget());
+        if let Some(budget) = budget.filter(|b| held.total() > *b) {
+            meta.insert(META_ROW_BUDGET, budget)?;
+            let evicted = evict_oldest(&txn, &mut held, budget)?;
             done.evicted_batches = evicted.batches;
             done.evicted_events = evicted.events;
             done.evicted_hops = evicted.hops;
@@ -522,82 +550,14 @@ fn commit(ctx: &CommitCtx, data: &BatchData) -> Result<Committed, StoreError> {
         }
     }
     txn.commit()?;
+    if let Some(cap) = &ctx.disk_cap {
+        done.budget_lowered = lock(cap).after_commit(done.held_bytes);
+    }
     Ok(done)
 }
 
-/// Bytes of the event and hop rows held.
-struct Held {
-    event_bytes: u64,
-    hop_bytes: u64,
-}
-
-impl Held {
-    fn total(&self) -> u64 {
-        self.event_bytes + self.hop_bytes
-    }
-}
-
-#[derive(Default)]
-struct Evicted {
-    batches: u64,
-    events: u64,
-    hops: u64,
-}
-
-/// Deletes the oldest event batches and hops, whichever is older first (batches by
-/// commit time, hops by start time), until the rows held fit in `max_bytes`.
-fn evict_oldest(
-    txn: &WriteTransaction,
-    held: &mut Held,
-    max_bytes: u64,
-) -> Result<Evicted, StoreError> {
-    let mut age = txn.open_table(BATCH_AGE)?;
-    let mut events = txn.open_table(EVENT_BATCHES)?;
-    let mut groups = txn.open_table(HOP_GROUPS)?;
-    let mut index = txn.open_table(HOP_INDEX)?;
-    let mut evicted = Evicted::default();
-    while held.total() > max_bytes {
-        // Both in commit order: compare the oldest batch's commit with the oldest
-        // hop group's (its number against the groups committed before that batch
-        // is not known, so by the hops' start time).
-        let batch_time = age.first()?.map(|(_, v)| v.value().4);
-        let hop_time = index.first()?.map(|(k, _)| k.value().0);
-        let take_batch = match (batch_time, hop_time) {
-            (Some(b), Some(h)) => b <= h,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        if take_batch {
-            let Some((_, value)) = age.pop_first()? else {
-                break;
-            };
-            let (agent_id, first_seq, size, count, _) = value.value();
-            events.remove((agent_id, first_seq))?;
-            held.event_bytes = held.event_bytes.saturating_sub(size);
-            evicted.batches += 1;
-            evicted.events += count;
-        } else {
-            let Some((_, value)) = groups.pop_first()? else {
-                break;
-            };
-            let row = value.value();
-            let (count, _) = batch::header(row)?;
-            held.hop_bytes = held.hop_bytes.saturating_sub(row.len() as u64);
-            evicted.hops += u64::from(count);
-            // Their index entries: the group's hops, decoded for their keys.
-            for hop in batch::decode_hops(row)? {
-                index.remove((hop.start_unix_ns, hop.id.as_str()))?;
-            }
-        }
-    }
-    if evicted.batches + evicted.hops > 0 {
-        debug!(
-            batches = evicted.batches,
-            events = evicted.events,
-            hops = evicted.hops,
-            "store retention"
-        );
-    }
-    Ok(evicted)
+/// Commits run one at a time, so these locks are never contended; a commit that
+/// panicked left nothing half-done in them.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -368,6 +368,7 @@ pub fn memory(
     })
 }
 
+/// Bytes a directory takes on disk.
 fn dir_size(path: &Path) -> u64 {
     std::fs::read_dir(path)
         .map(|d| {
@@ -376,7 +377,8 @@ fn dir_size(path: &Path) -> u64 {
                     let m = e.metadata();
                     match m {
                         Ok(m) if m.is_dir() => dir_size(&e.path()),
-                        Ok(m) => m.len(),
+                        // Blocks, not length: redb's file is sparse ahead of use.
+                        Ok(m) => std::os::unix::fs::MetadataExt::blocks(&m) * 512,
                         Err(_) => 0,
                     }
                 })
