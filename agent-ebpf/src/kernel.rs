@@ -8,7 +8,9 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, gen},
 };
-use ktrail_agent_common::{FdKind, KernelOffsets, SocketInfo, AF_INET, AF_INET6, AF_UNIX};
+use ktrail_agent_common::{
+    FdKind, KernelOffsets, SocketInfo, AF_INET, AF_INET6, AF_UNIX, COMM_LEN,
+};
 
 use crate::{fd_cache::FdSlot, maps::SPAN_BUF};
 
@@ -151,19 +153,59 @@ fn hi2(a: u32, b: u32) -> u32 {
     }
 }
 
-/// The `struct file *` behind fd `fd` of the current task: four reads (task → files →
-/// fdtable → fd array).
+/// The current task's `struct files_struct *`.
 #[inline(always)]
-unsafe fn file_of_fd(off: &KernelOffsets, fd: i64) -> Result<*const u8, i64> {
-    let task = bpf_get_current_task() as *const u8;
-    let files = ptr_at(task, off.task_files)?;
-    let fdt = ptr_at(files, off.files_fdt)?;
-    let t = Span::fields(fdt, (off.fdtable_max_fds, 4), (off.fdtable_fd, 8))?;
-    let max_fds: u32 = t.get(off.fdtable_max_fds)?;
+pub fn current_files(off: &KernelOffsets) -> Result<*const u8, i64> {
+    unsafe { ptr_at(bpf_get_current_task() as *const u8, off.task_files) }
+}
+
+/// The current task's `struct files_struct *`, copying its name into `comm` on the way:
+/// `comm` lies 72 bytes before `files` in `task_struct` on 6.x, so one span read covers
+/// both and the event needs no `bpf_get_current_comm` call (a helper call, a `strscpy`
+/// and a `strnlen`: ~3 % of a traced write's CPU). The kernel keeps `comm`
+/// NUL-terminated and NUL-padded (`__set_task_comm` uses `strscpy_pad`), so the bytes are
+/// the ones the helper would copy. When the span cannot be read, the helper fills `comm`.
+#[inline(always)]
+pub fn current_files_and_comm(
+    off: &KernelOffsets,
+    comm: &mut [u8; COMM_LEN],
+) -> Result<*const u8, i64> {
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let t = Span::fields(task, (off.task_comm, COMM_LEN as u32), (off.task_files, 8));
+        match t.as_ref().map(|t| t.get::<[u8; COMM_LEN]>(off.task_comm)) {
+            Ok(Ok(name)) => *comm = name,
+            _ => {
+                gen::bpf_get_current_comm(comm.as_mut_ptr() as *mut c_void, COMM_LEN as u32);
+            }
+        }
+        t?.ptr(off.task_files)
+    }
+}
+
+/// The `struct file *` behind fd `fd` in the fd table `files`. One span of `files`
+/// holds its `fdt` pointer and the fdtable embedded in it (`fdtab`), which `fdt` points
+/// to while the process has at most 64 fds: then two reads (span, fd array slot);
+/// otherwise the fdtable `fdt` points to is read too.
+#[inline(always)]
+unsafe fn file_of_fd(off: &KernelOffsets, files: *const u8, fd: i64) -> Result<*const u8, i64> {
+    let fdtab_max_fds = off.files_fdtab + off.fdtable_max_fds;
+    let fdtab_fd = off.files_fdtab + off.fdtable_fd;
+    let s = Span::read(
+        files,
+        lo2(off.files_fdt, lo2(fdtab_max_fds, fdtab_fd)),
+        hi2(off.files_fdt + 8, hi2(fdtab_max_fds + 4, fdtab_fd + 8)),
+    )?;
+    let fdt = s.ptr(off.files_fdt)?;
+    let (max_fds, fd_array) = if fdt as u64 == files as u64 + off.files_fdtab as u64 {
+        (s.get::<u32>(fdtab_max_fds)?, s.ptr(fdtab_fd)?)
+    } else {
+        let t = Span::fields(fdt, (off.fdtable_max_fds, 4), (off.fdtable_fd, 8))?;
+        (t.get::<u32>(off.fdtable_max_fds)?, t.ptr(off.fdtable_fd)?)
+    };
     if fd as u64 >= max_fds as u64 {
         return Err(-1);
     }
-    let fd_array = t.ptr(off.fdtable_fd)?;
     let file: *const u8 = bpf_probe_read_kernel((fd_array as *const *const u8).add(fd as usize))?;
     if file.is_null() {
         return Err(-1);
@@ -171,9 +213,7 @@ unsafe fn file_of_fd(off: &KernelOffsets, fd: i64) -> Result<*const u8, i64> {
     Ok(file)
 }
 
-/// Resolves a file descriptor of the current task (of process `tgid`) to the socket (or
-/// file) behind it. Returns the `struct sock *` for sockets (0 for files). What lies
-/// between the file and the socket is cached per fd (fd_cache.rs).
+/// [`socket_of_fd_in`] the current task's fd table.
 #[inline(always)]
 pub fn socket_of_fd(
     off: &KernelOffsets,
@@ -184,8 +224,26 @@ pub fn socket_of_fd(
     if fd < 0 {
         return Err(-1);
     }
+    socket_of_fd_in(off, current_files(off), tgid, fd, out)
+}
+
+/// Resolves a file descriptor of the current task (of process `tgid`, fd table `files`,
+/// as `current_files` or `current_files_and_comm` found it) to the socket (or file)
+/// behind it. Returns the `struct sock *` for sockets (0 for
+/// files). What lies between the file and the socket is cached per fd (fd_cache.rs).
+#[inline(always)]
+pub fn socket_of_fd_in(
+    off: &KernelOffsets,
+    files: Result<*const u8, i64>,
+    tgid: u32,
+    fd: i64,
+    out: &mut SocketInfo,
+) -> Result<u64, i64> {
+    if fd < 0 {
+        return Err(-1);
+    }
     unsafe {
-        let file = file_of_fd(off, fd)?;
+        let file = file_of_fd(off, files?, fd)?;
         let slot = FdSlot::of(tgid, fd);
         if let Some(hit) = slot.as_ref().and_then(|s| s.get(file as u64)) {
             out.inode = hit.inode;

@@ -270,6 +270,8 @@ impl Btf {
             sk_type: self.offset_of("sock", "sk_type")?,
             unix_peer: self.offset_of("unix_sock", "peer")?,
             socket_alloc_vfs_inode: self.offset_of("socket_alloc", "vfs_inode")?,
+            task_comm: self.offset_of("task_struct", "comm")?,
+            files_fdtab: self.offset_of("files_struct", "fdtab")?,
         })
     }
 }

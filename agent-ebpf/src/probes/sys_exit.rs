@@ -19,7 +19,7 @@ use ktrail_agent_common::{
 use crate::{
     emit::{capture_payload, config, send_syscall_event, start_syscall_event},
     fd_cache,
-    kernel::{socket_of_fd, syscall_args},
+    kernel::{current_files_and_comm, socket_of_fd_in, syscall_args},
     maps::{CLOSING, ENTERED, SCRATCH, SOCK_OWNERS},
 };
 
@@ -103,6 +103,8 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
     let ev = &mut scratch.event;
     start_syscall_event(ev, pid_tgid, syscall as u32, args[0] as i32, ret, enter_ns);
+    // After an exec, the new image's name and fd table, as `bpf_get_current_comm` gives.
+    let files = current_files_and_comm(&cfg.offsets, &mut ev.header.comm);
 
     match syscall {
         Syscall::Close => {
@@ -121,7 +123,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             } else {
                 ret
             };
-            if let Ok(sk) = socket_of_fd(&cfg.offsets, tgid, fd, &mut ev.socket) {
+            if let Ok(sk) = socket_of_fd_in(&cfg.offsets, files, tgid, fd, &mut ev.socket) {
                 if sk != 0 && ev.socket.family != AF_UNIX {
                     // Later TCP state changes on this socket may run in softirq.
                     let _ = SOCK_OWNERS.insert(&sk, &ev.header.tgid, 0);
@@ -129,7 +131,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
         }
         Syscall::Openat => {
-            let _ = socket_of_fd(&cfg.offsets, tgid, ret, &mut ev.socket);
+            let _ = socket_of_fd_in(&cfg.offsets, files, tgid, ret, &mut ev.socket);
             read_path(ev, args[1]);
         }
         Syscall::Execve => {
@@ -140,7 +142,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
         }
         _ => {
-            let _ = socket_of_fd(&cfg.offsets, tgid, args[0] as i32 as i64, &mut ev.socket);
+            let _ = socket_of_fd_in(&cfg.offsets, files, tgid, args[0] as i32 as i64, &mut ev.socket);
         }
     }
 
