@@ -242,43 +242,53 @@ pub fn socket_of_fd_in(
     if fd < 0 {
         return Err(-1);
     }
-    unsafe {
-        let file = file_of_fd(off, files?, fd)?;
-        let slot = FdSlot::of(tgid, fd);
-        if let Some(hit) = slot.as_ref().and_then(|s| s.get(file as u64)) {
-            out.inode = hit.inode;
-            out.fd_kind = hit.fd_kind;
-            if hit.sk == 0 {
-                return Ok(0);
-            }
-            sock_endpoints(off, hit.sk as *const u8, out)?;
-            return Ok(hit.sk);
-        }
-        let f = Span::fields(file, (off.file_f_inode, 8), (off.file_private_data, 8))?;
-        let inode = f.ptr(off.file_f_inode)?;
-        // Before the next span: every span shares one buffer.
-        let private_data: *const u8 = f.get(off.file_private_data)?;
-        let i = Span::fields(inode, (off.inode_i_mode, 2), (off.inode_i_ino, 8))?;
-        let mode: u16 = i.get(off.inode_i_mode)?;
-        out.inode = i.get::<u64>(off.inode_i_ino)?;
-        if mode & S_IFMT != S_IFSOCK {
-            out.fd_kind = FdKind::File as u16;
-            if let Some(s) = &slot {
-                s.put(file as u64, 0, out.inode, out.fd_kind);
-            }
+    unsafe { socket_of_file(off, tgid, fd, file_of_fd(off, files?, fd)?, out) }
+}
+
+/// What is behind `file`, the `struct file *` of fd `fd` of process `tgid`: the
+/// `struct sock *` for a socket (0 for a file), with `out` filled.
+#[inline(always)]
+pub unsafe fn socket_of_file(
+    off: &KernelOffsets,
+    tgid: u32,
+    fd: i64,
+    file: *const u8,
+    out: &mut SocketInfo,
+) -> Result<u64, i64> {
+    let slot = FdSlot::of(tgid, fd);
+    if let Some(hit) = slot.as_ref().and_then(|s| s.get(file as u64)) {
+        out.inode = hit.inode;
+        out.fd_kind = hit.fd_kind;
+        if hit.sk == 0 {
             return Ok(0);
         }
-        out.fd_kind = FdKind::Socket as u16;
-        if private_data.is_null() {
-            return Err(-1);
-        }
-        let sk = ptr_at(private_data, off.socket_sk)?;
-        if let Some(s) = &slot {
-            s.put(file as u64, sk as u64, out.inode, out.fd_kind);
-        }
-        sock_endpoints(off, sk, out)?;
-        Ok(sk as u64)
+        sock_endpoints(off, hit.sk as *const u8, out)?;
+        return Ok(hit.sk);
     }
+    let f = Span::fields(file, (off.file_f_inode, 8), (off.file_private_data, 8))?;
+    let inode = f.ptr(off.file_f_inode)?;
+    // Before the next span: every span shares one buffer.
+    let private_data: *const u8 = f.get(off.file_private_data)?;
+    let i = Span::fields(inode, (off.inode_i_mode, 2), (off.inode_i_ino, 8))?;
+    let mode: u16 = i.get(off.inode_i_mode)?;
+    out.inode = i.get::<u64>(off.inode_i_ino)?;
+    if mode & S_IFMT != S_IFSOCK {
+        out.fd_kind = FdKind::File as u16;
+        if let Some(s) = &slot {
+            s.put(file as u64, 0, out.inode, out.fd_kind);
+        }
+        return Ok(0);
+    }
+    out.fd_kind = FdKind::Socket as u16;
+    if private_data.is_null() {
+        return Err(-1);
+    }
+    let sk = ptr_at(private_data, off.socket_sk)?;
+    if let Some(s) = &slot {
+        s.put(file as u64, sk as u64, out.inode, out.fd_kind);
+    }
+    sock_endpoints(off, sk, out)?;
+    Ok(sk as u64)
 }
 
 /// Family, addresses and ports of a `struct sock` (or the unix peer's inode).

@@ -1,5 +1,7 @@
-//! `raw_syscalls:sys_exit`, as a raw tracepoint (see sys_enter.rs for why): runs at
-//! every syscall exit of every process. A thread with no traced syscall in flight costs
+//! `raw_syscalls:sys_exit`, as a BTF-typed raw tracepoint (`tp_btf`; a raw tracepoint
+//! for the reasons in sys_enter.rs, BTF-typed so that the registers, the task and its fd
+//! table are read with plain loads: kernel_btf.rs): runs at every syscall exit of every
+//! process. A thread with no traced syscall in flight costs
 //! one inlined array read (its `ENTERED` slot). Otherwise: pair the exit with its entry
 //! and send one event with the duration, return value, the socket behind the fd and the
 //! first bytes of the data. Arguments come from the registers saved at entry.
@@ -7,9 +9,8 @@
 use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, gen},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
-    EbpfContext,
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
 };
 use ktrail_agent_common::{
     FdKind, Syscall, SyscallEvent, AF_UNIX, ENTERED_TAG_SHIFT, ENTERED_TIME_MASK, FLAG_PAYLOAD_READ_FAILED,
@@ -19,7 +20,7 @@ use ktrail_agent_common::{
 use crate::{
     emit::{capture_payload, config, send_syscall_event, start_syscall_event},
     fd_cache,
-    kernel::{current_files_and_comm, socket_of_fd_in, syscall_args},
+    kernel_btf::{current_files_and_comm, socket_of_fd, syscall_args},
     maps::{CLOSING, ENTERED, SCRATCH, SOCK_OWNERS},
 };
 
@@ -34,8 +35,8 @@ struct IoVec {
 // struct user_msghdr: msg_iov sits after msg_name (8) and msg_namelen (4 + 4 padding).
 const MSGHDR_IOV: u64 = 16;
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let _ = try_sys_exit(&ctx);
     0
 }
@@ -70,7 +71,7 @@ fn data_buffer(syscall: Syscall, args: &[u64; 3], ret: i64) -> Option<(u64, u64)
     }
 }
 
-fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let slot = ENTERED.get_ptr_mut(pid_tgid as u32).ok_or(-1i64)?;
     // SAFETY: the slot belongs to this thread.
@@ -90,9 +91,8 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     } else {
         None
     };
-    let args = ctx.as_ptr() as *const u64;
-    // SAFETY: a raw tracepoint's context is its arguments, (regs, ret) for sys_exit.
-    let (regs, ret) = unsafe { (*args as *const u8, *args.add(1) as i64) };
+    // SAFETY: sys_exit's arguments are (struct pt_regs *regs, long ret).
+    let (regs, ret) = unsafe { (ctx.arg::<*const u8>(0), ctx.arg::<i64>(1)) };
     let Ok(args) = syscall_args(regs) else {
         // A 32-bit syscall whose number matched a traced 64-bit one at entry.
         return Ok(());
@@ -104,7 +104,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let ev = &mut scratch.event;
     start_syscall_event(ev, pid_tgid, syscall as u32, args[0] as i32, ret, enter_ns);
     // After an exec, the new image's name and fd table, as `bpf_get_current_comm` gives.
-    let files = current_files_and_comm(&cfg.offsets, &mut ev.header.comm);
+    let files = current_files_and_comm(&mut ev.header.comm);
 
     match syscall {
         Syscall::Close => {
@@ -123,7 +123,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             } else {
                 ret
             };
-            if let Ok(sk) = socket_of_fd_in(&cfg.offsets, files, tgid, fd, &mut ev.socket) {
+            if let Ok(sk) = socket_of_fd(&cfg.offsets, files, tgid, fd, &mut ev.socket) {
                 if sk != 0 && ev.socket.family != AF_UNIX {
                     // Later TCP state changes on this socket may run in softirq.
                     let _ = SOCK_OWNERS.insert(&sk, &ev.header.tgid, 0);
@@ -131,7 +131,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
         }
         Syscall::Openat => {
-            let _ = socket_of_fd_in(&cfg.offsets, files, tgid, ret, &mut ev.socket);
+            let _ = socket_of_fd(&cfg.offsets, files, tgid, ret, &mut ev.socket);
             read_path(ev, args[1]);
         }
         Syscall::Execve => {
@@ -142,7 +142,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
         }
         _ => {
-            let _ = socket_of_fd_in(&cfg.offsets, files, tgid, args[0] as i32 as i64, &mut ev.socket);
+            let _ = socket_of_fd(&cfg.offsets, files, tgid, args[0] as i32 as i64, &mut ev.socket);
         }
     }
 
