@@ -91,6 +91,12 @@ pub fn forget_fds(tgid: u32) {
 #[inline(always)]
 pub fn fill_header(header: &mut EventHeader, kind: u32, ktime_ns: u64, pid_tgid: u64) {
     fill_header_but_comm(header, kind, ktime_ns, pid_tgid);
+    fill_comm(header);
+}
+
+/// `header.comm` by the helper.
+#[inline(always)]
+pub fn fill_comm(header: &mut EventHeader) {
     // Straight into the header. aya's `bpf_get_current_comm()` fills a stack buffer
     // that it zeroes first, and both that and the copy into the header compile to
     // byte-at-a-time BPF (a memset subprogram call): ~7 % of a traced write's CPU.
@@ -105,7 +111,7 @@ pub fn fill_header(header: &mut EventHeader, kind: u32, ktime_ns: u64, pid_tgid:
 }
 
 /// The header without `comm`, for events whose program reads `comm` together with
-/// other fields of the task (kernel.rs `current_files_and_comm`).
+/// other fields of the task (kernel_btf.rs `current_files_and_comm`).
 #[inline(always)]
 fn fill_header_but_comm(header: &mut EventHeader, kind: u32, ktime_ns: u64, pid_tgid: u64) {
     header.kind = kind;
@@ -121,7 +127,8 @@ fn fill_header_but_comm(header: &mut EventHeader, kind: u32, ktime_ns: u64, pid_
 
 /// Starts a data event in the scratch map: header, syscall tag, fd, return value and
 /// duration since `enter_ns`; payload, socket, flags and `requested` start empty. The
-/// caller fills `header.comm`, with `current_files_and_comm`.
+/// caller fills `header.comm`: with [`fill_comm`], or, in sys_exit, with the task's
+/// other fields (kernel_btf.rs `current_files_and_comm`).
 #[inline(always)]
 pub fn start_syscall_event(
     ev: &mut SyscallEvent,

@@ -8,9 +8,7 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, gen},
 };
-use ktrail_agent_common::{
-    FdKind, KernelOffsets, SocketInfo, AF_INET, AF_INET6, AF_UNIX, COMM_LEN,
-};
+use ktrail_agent_common::{FdKind, KernelOffsets, SocketInfo, AF_INET, AF_INET6, AF_UNIX};
 
 use crate::{fd_cache::FdSlot, maps::SPAN_BUF};
 
@@ -159,36 +157,15 @@ pub fn current_files(off: &KernelOffsets) -> Result<*const u8, i64> {
     unsafe { ptr_at(bpf_get_current_task() as *const u8, off.task_files) }
 }
 
-/// The current task's `struct files_struct *`, copying its name into `comm` on the way:
-/// `comm` lies 72 bytes before `files` in `task_struct` on 6.x, so one span read covers
-/// both and the event needs no `bpf_get_current_comm` call (a helper call, a `strscpy`
-/// and a `strnlen`: ~3 % of a traced write's CPU). The kernel keeps `comm`
-/// NUL-terminated and NUL-padded (`__set_task_comm` uses `strscpy_pad`), so the bytes are
-/// the ones the helper would copy. When the span cannot be read, the helper fills `comm`.
-#[inline(always)]
-pub fn current_files_and_comm(
-    off: &KernelOffsets,
-    comm: &mut [u8; COMM_LEN],
-) -> Result<*const u8, i64> {
-    unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let t = Span::fields(task, (off.task_comm, COMM_LEN as u32), (off.task_files, 8));
-        match t.as_ref().map(|t| t.get::<[u8; COMM_LEN]>(off.task_comm)) {
-            Ok(Ok(name)) => *comm = name,
-            _ => {
-                gen::bpf_get_current_comm(comm.as_mut_ptr() as *mut c_void, COMM_LEN as u32);
-            }
-        }
-        t?.ptr(off.task_files)
-    }
-}
-
 /// The `struct file *` behind fd `fd` in the fd table `files`. One span of `files`
 /// holds its `fdt` pointer and the fdtable embedded in it (`fdtab`), which `fdt` points
 /// to while the process has at most 64 fds: then two reads (span, fd array slot);
 /// otherwise the fdtable `fdt` points to is read too.
 #[inline(always)]
 unsafe fn file_of_fd(off: &KernelOffsets, files: *const u8, fd: i64) -> Result<*const u8, i64> {
+    if fd < 0 {
+        return Err(-1);
+    }
     let fdtab_max_fds = off.files_fdtab + off.fdtable_max_fds;
     let fdtab_fd = off.files_fdtab + off.fdtable_fd;
     let s = Span::read(
@@ -213,7 +190,7 @@ unsafe fn file_of_fd(off: &KernelOffsets, files: *const u8, fd: i64) -> Result<*
     Ok(file)
 }
 
-/// [`socket_of_fd_in`] the current task's fd table.
+/// [`socket_of_file`] for fd `fd` of the current task.
 #[inline(always)]
 pub fn socket_of_fd(
     off: &KernelOffsets,
@@ -221,34 +198,28 @@ pub fn socket_of_fd(
     fd: i64,
     out: &mut SocketInfo,
 ) -> Result<u64, i64> {
-    if fd < 0 {
-        return Err(-1);
-    }
-    socket_of_fd_in(off, current_files(off), tgid, fd, out)
+    let file = current_files(off).and_then(|files| unsafe { file_of_fd(off, files, fd) });
+    socket_of_file(off, tgid, fd, file, out)
 }
 
-/// Resolves a file descriptor of the current task (of process `tgid`, fd table `files`,
-/// as `current_files` or `current_files_and_comm` found it) to the socket (or file)
-/// behind it. Returns the `struct sock *` for sockets (0 for
-/// files). What lies between the file and the socket is cached per fd (fd_cache.rs).
+/// What is behind `file`, the `struct file *` of fd `fd` of the current task (of
+/// process `tgid`), as [`file_of_fd`] or kernel_btf.rs `file_of_fd` found it: the
+/// `struct sock *` for a socket (0 for a file), with `out` filled. What lies between
+/// the file and the socket is cached per fd (fd_cache.rs).
 #[inline(always)]
-pub fn socket_of_fd_in(
+pub fn socket_of_file(
     off: &KernelOffsets,
-    files: Result<*const u8, i64>,
     tgid: u32,
     fd: i64,
+    file: Result<*const u8, i64>,
     out: &mut SocketInfo,
 ) -> Result<u64, i64> {
-    if fd < 0 {
-        return Err(-1);
-    }
-    unsafe { socket_of_file(off, tgid, fd, file_of_fd(off, files?, fd)?, out) }
+    let file = file?;
+    unsafe { socket_behind(off, tgid, fd, file, out) }
 }
 
-/// What is behind `file`, the `struct file *` of fd `fd` of process `tgid`: the
-/// `struct sock *` for a socket (0 for a file), with `out` filled.
 #[inline(always)]
-pub unsafe fn socket_of_file(
+unsafe fn socket_behind(
     off: &KernelOffsets,
     tgid: u32,
     fd: i64,

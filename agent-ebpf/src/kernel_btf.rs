@@ -12,9 +12,7 @@
 //! same BTF offsets it puts in `CONFIG` (agent/src/ebpf.rs).
 
 use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
-use ktrail_agent_common::{SocketInfo, COMM_LEN};
-
-use crate::kernel::socket_of_file;
+use ktrail_agent_common::COMM_LEN;
 
 #[no_mangle]
 static KTRAIL_TASK_COMM: u32 = 0;
@@ -85,15 +83,10 @@ pub fn current_files_and_comm(comm: &mut [u8; COMM_LEN]) -> Result<*const u8, i6
     }
 }
 
-/// [`socket_of_file`] for fd `fd` in the fd table `files` ([`current_files_and_comm`]).
+/// The `struct file *` behind fd `fd` in the fd table `files`
+/// ([`current_files_and_comm`]), for kernel.rs `socket_of_file`.
 #[inline(always)]
-pub fn socket_of_fd(
-    off: &ktrail_agent_common::KernelOffsets,
-    files: Result<*const u8, i64>,
-    tgid: u32,
-    fd: i64,
-    out: &mut SocketInfo,
-) -> Result<u64, i64> {
+pub fn file_of_fd(files: Result<*const u8, i64>, fd: i64) -> Result<*const u8, i64> {
     if fd < 0 {
         return Err(-1);
     }
@@ -111,6 +104,6 @@ pub fn socket_of_fd(
         if file.is_null() {
             return Err(-1);
         }
-        socket_of_file(off, tgid, fd, file, out)
+        Ok(file)
     }
 }

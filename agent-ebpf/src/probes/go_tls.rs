@@ -17,9 +17,10 @@ use ktrail_agent_common::{FdKind, GoCall, GoCallKey, GoConnTypeKey, SocketInfo, 
 
 use crate::{
     emit::{
-        capture_payload, config, current_tgid, is_tracked, send_syscall_event, start_syscall_event,
+        capture_payload, config, current_tgid, fill_comm, is_tracked, send_syscall_event,
+        start_syscall_event,
     },
-    kernel::{current_files_and_comm, socket_of_fd, socket_of_fd_in},
+    kernel::socket_of_fd,
     maps::{GO_CONN_TYPES, GO_TLS_CALLS, SCRATCH},
 };
 
@@ -200,10 +201,10 @@ fn emit(
     let ev = &mut scratch.event;
     let pid_tgid = bpf_get_current_pid_tgid();
     start_syscall_event(ev, pid_tgid, syscall as u32, fd, n, enter_ns);
-    let files = current_files_and_comm(&cfg.offsets, &mut ev.header.comm);
+    fill_comm(&mut ev.header);
     ev.requested = requested;
     let tgid = (pid_tgid >> 32) as u32;
-    let _ = socket_of_fd_in(&cfg.offsets, files, tgid, fd as i64, &mut ev.socket);
+    let _ = socket_of_fd(&cfg.offsets, tgid, fd as i64, &mut ev.socket);
     capture_payload(ev, cfg, buf, n as u64);
     send_syscall_event(scratch);
     Ok(())

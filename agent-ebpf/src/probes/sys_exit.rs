@@ -13,14 +13,15 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use ktrail_agent_common::{
-    FdKind, Syscall, SyscallEvent, AF_UNIX, ENTERED_TAG_SHIFT, ENTERED_TIME_MASK, FLAG_PAYLOAD_READ_FAILED,
+    AgentConfig, FdKind, SocketInfo, Syscall, SyscallEvent, AF_UNIX, ENTERED_TAG_SHIFT, ENTERED_TIME_MASK, FLAG_PAYLOAD_READ_FAILED,
     FLAG_SOCKET_AT_ENTRY,
 };
 
 use crate::{
     emit::{capture_payload, config, send_syscall_event, start_syscall_event},
     fd_cache,
-    kernel_btf::{current_files_and_comm, socket_of_fd, syscall_args},
+    kernel::socket_of_file,
+    kernel_btf::{current_files_and_comm, file_of_fd, syscall_args},
     maps::{CLOSING, ENTERED, SCRATCH, SOCK_OWNERS},
 };
 
@@ -123,7 +124,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
             } else {
                 ret
             };
-            if let Ok(sk) = socket_of_fd(&cfg.offsets, files, tgid, fd, &mut ev.socket) {
+            if let Ok(sk) = socket_of_fd(cfg, files, tgid, fd, &mut ev.socket) {
                 if sk != 0 && ev.socket.family != AF_UNIX {
                     // Later TCP state changes on this socket may run in softirq.
                     let _ = SOCK_OWNERS.insert(&sk, &ev.header.tgid, 0);
@@ -131,7 +132,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
             }
         }
         Syscall::Openat => {
-            let _ = socket_of_fd(&cfg.offsets, files, tgid, ret, &mut ev.socket);
+            let _ = socket_of_fd(cfg, files, tgid, ret, &mut ev.socket);
             read_path(ev, args[1]);
         }
         Syscall::Execve => {
@@ -142,7 +143,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
             }
         }
         _ => {
-            let _ = socket_of_fd(&cfg.offsets, files, tgid, args[0] as i32 as i64, &mut ev.socket);
+            let _ = socket_of_fd(cfg, files, tgid, args[0] as i32 as i64, &mut ev.socket);
         }
     }
 
@@ -162,6 +163,18 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     send_syscall_event(scratch);
     Ok(())
+}
+
+/// The socket (or file) behind fd `fd` of the current task, whose fd table is `files`.
+#[inline(always)]
+fn socket_of_fd(
+    cfg: &AgentConfig,
+    files: Result<*const u8, i64>,
+    tgid: u32,
+    fd: i64,
+    out: &mut SocketInfo,
+) -> Result<u64, i64> {
+    socket_of_file(&cfg.offsets, tgid, fd, file_of_fd(files, fd), out)
 }
 
 fn read_path(ev: &mut SyscallEvent, ptr: u64) {
