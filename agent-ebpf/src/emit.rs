@@ -111,7 +111,7 @@ pub fn fill_comm(header: &mut EventHeader) {
 }
 
 /// The header without `comm`, for events whose program reads `comm` together with
-/// other fields of the task (kernel_btf.rs `current_files_and_comm`).
+/// other fields of the task (kernel_btf.rs `files_and_comm`).
 #[inline(always)]
 fn fill_header_but_comm(header: &mut EventHeader, kind: u32, ktime_ns: u64, pid_tgid: u64) {
     header.kind = kind;
@@ -128,7 +128,7 @@ fn fill_header_but_comm(header: &mut EventHeader, kind: u32, ktime_ns: u64, pid_
 /// Starts a data event in the scratch map: header, syscall tag, fd, return value and
 /// duration since `enter_ns`; payload, socket, flags and `requested` start empty. The
 /// caller fills `header.comm`: with [`fill_comm`], or, in sys_exit, with the task's
-/// other fields (kernel_btf.rs `current_files_and_comm`).
+/// other fields (kernel_btf.rs `files_and_comm`).
 #[inline(always)]
 pub fn start_syscall_event(
     ev: &mut SyscallEvent,

@@ -15,6 +15,10 @@ use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
 use ktrail_agent_common::COMM_LEN;
 
 #[no_mangle]
+static KTRAIL_TASK_PID: u32 = 0;
+#[no_mangle]
+static KTRAIL_TASK_TGID: u32 = 0;
+#[no_mangle]
 static KTRAIL_TASK_COMM: u32 = 0;
 #[no_mangle]
 static KTRAIL_TASK_FILES: u32 = 0;
@@ -65,13 +69,29 @@ pub fn syscall_args(regs: *const u8) -> Result<[u64; 3], i64> {
     }
 }
 
-/// The current task's `struct files_struct *`, copying its name into `comm` (the
-/// bytes `bpf_get_current_comm` would copy: the kernel keeps `comm` NUL-terminated and
-/// NUL-padded, `__set_task_comm` uses `strscpy_pad`).
+/// The current task, BTF-typed: the base of the loads below.
 #[inline(always)]
-pub fn current_files_and_comm(comm: &mut [u8; COMM_LEN]) -> Result<*const u8, i64> {
+pub fn current_task() -> *const u8 {
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// What `bpf_get_current_pid_tgid` returns (`tgid << 32 | pid`, in the initial pid
+/// namespace), by two loads from `task` ([`current_task`]) instead of a helper call.
+#[inline(always)]
+pub fn pid_tgid(task: *const u8) -> u64 {
     unsafe {
-        let task = bpf_get_current_task_btf() as *const u8;
+        let pid: u32 = load(task, offset(&KTRAIL_TASK_PID));
+        let tgid: u32 = load(task, offset(&KTRAIL_TASK_TGID));
+        ((tgid as u64) << 32) | pid as u64
+    }
+}
+
+/// The `struct files_struct *` of `task` ([`current_task`]), copying its name into
+/// `comm` (the bytes `bpf_get_current_comm` would copy: the kernel keeps `comm`
+/// NUL-terminated and NUL-padded, `__set_task_comm` uses `strscpy_pad`).
+#[inline(always)]
+pub fn files_and_comm(task: *const u8, comm: &mut [u8; COMM_LEN]) -> Result<*const u8, i64> {
+    unsafe {
         let at = offset(&KTRAIL_TASK_COMM);
         let name: [u64; 2] = [load(task, at), load(task, at + 8)];
         *comm = core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(name);
@@ -84,7 +104,7 @@ pub fn current_files_and_comm(comm: &mut [u8; COMM_LEN]) -> Result<*const u8, i6
 }
 
 /// The `struct file *` behind fd `fd` in the fd table `files`
-/// ([`current_files_and_comm`]), for kernel.rs `socket_of_file`.
+/// ([`files_and_comm`]), for kernel.rs `socket_of_file`.
 #[inline(always)]
 pub fn file_of_fd(files: Result<*const u8, i64>, fd: i64) -> Result<*const u8, i64> {
     if fd < 0 {

@@ -272,6 +272,8 @@ impl Btf {
             socket_alloc_vfs_inode: self.offset_of("socket_alloc", "vfs_inode")?,
             task_comm: self.offset_of("task_struct", "comm")?,
             files_fdtab: self.offset_of("files_struct", "fdtab")?,
+            task_pid: self.offset_of("task_struct", "pid")?,
+            task_tgid: self.offset_of("task_struct", "tgid")?,
         })
     }
 }

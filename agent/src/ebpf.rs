@@ -88,6 +88,8 @@ impl Programs {
             .set_max_entries(names::PROCS, pid_max())
             // The offsets sys_exit loads at through BTF-typed pointers: constants the
             // verifier checks against the kernel's BTF (agent-ebpf/src/kernel_btf.rs).
+            .set_global("KTRAIL_TASK_PID", &off.task_pid, true)
+            .set_global("KTRAIL_TASK_TGID", &off.task_tgid, true)
             .set_global("KTRAIL_TASK_COMM", &off.task_comm, true)
             .set_global("KTRAIL_TASK_FILES", &off.task_files, true)
             .set_global("KTRAIL_FILES_FDT", &off.files_fdt, true)

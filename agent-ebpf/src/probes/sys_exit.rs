@@ -8,7 +8,7 @@
 
 use aya_ebpf::{
     cty::c_void,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, gen},
+    helpers::{bpf_probe_read_user, gen},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
@@ -21,7 +21,7 @@ use crate::{
     emit::{capture_payload, config, send_syscall_event, start_syscall_event},
     fd_cache,
     kernel::socket_of_file,
-    kernel_btf::{current_files_and_comm, file_of_fd, syscall_args},
+    kernel_btf::{current_task, file_of_fd, files_and_comm, pid_tgid, syscall_args},
     maps::{CLOSING, ENTERED, SCRATCH, SOCK_OWNERS},
 };
 
@@ -73,7 +73,8 @@ fn data_buffer(syscall: Syscall, args: &[u64; 3], ret: i64) -> Option<(u64, u64)
 }
 
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let task = current_task();
+    let pid_tgid = pid_tgid(task);
     let slot = ENTERED.get_ptr_mut(pid_tgid as u32).ok_or(-1i64)?;
     // SAFETY: the slot belongs to this thread.
     let entered = unsafe { *slot };
@@ -105,7 +106,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let ev = &mut scratch.event;
     start_syscall_event(ev, pid_tgid, syscall as u32, args[0] as i32, ret, enter_ns);
     // After an exec, the new image's name and fd table, as `bpf_get_current_comm` gives.
-    let files = current_files_and_comm(&mut ev.header.comm);
+    let files = files_and_comm(task, &mut ev.header.comm);
 
     match syscall {
         Syscall::Close => {
