@@ -94,6 +94,15 @@ pub struct KernelOffsets {
     pub unix_peer: u32,
     /// `struct socket_alloc` → `vfs_inode`: from a `struct socket *` to its inode.
     pub socket_alloc_vfs_inode: u32,
+    /// `task_struct.comm`: read in the same span as `task_files` (kernel.rs).
+    pub task_comm: u32,
+    /// `files_struct.fdtab`, the fdtable embedded in it, which `fdt` points to while the
+    /// process has at most 64 fds: read in the same span as `files_fdt`.
+    pub files_fdtab: u32,
+    /// `task_struct.pid` and `.tgid`: what `bpf_get_current_pid_tgid` returns, read by
+    /// the tp_btf exit program through the task pointer it has anyway.
+    pub task_pid: u32,
+    pub task_tgid: u32,
 }
 
 /// The single entry of the `CONFIG` array.

@@ -151,19 +151,38 @@ fn hi2(a: u32, b: u32) -> u32 {
     }
 }
 
-/// The `struct file *` behind fd `fd` of the current task: four reads (task → files →
-/// fdtable → fd array).
+/// The current task's `struct files_struct *`.
 #[inline(always)]
-unsafe fn file_of_fd(off: &KernelOffsets, fd: i64) -> Result<*const u8, i64> {
-    let task = bpf_get_current_task() as *const u8;
-    let files = ptr_at(task, off.task_files)?;
-    let fdt = ptr_at(files, off.files_fdt)?;
-    let t = Span::fields(fdt, (off.fdtable_max_fds, 4), (off.fdtable_fd, 8))?;
-    let max_fds: u32 = t.get(off.fdtable_max_fds)?;
+pub fn current_files(off: &KernelOffsets) -> Result<*const u8, i64> {
+    unsafe { ptr_at(bpf_get_current_task() as *const u8, off.task_files) }
+}
+
+/// The `struct file *` behind fd `fd` in the fd table `files`. One span of `files`
+/// holds its `fdt` pointer and the fdtable embedded in it (`fdtab`), which `fdt` points
+/// to while the process has at most 64 fds: then two reads (span, fd array slot);
+/// otherwise the fdtable `fdt` points to is read too.
+#[inline(always)]
+unsafe fn file_of_fd(off: &KernelOffsets, files: *const u8, fd: i64) -> Result<*const u8, i64> {
+    if fd < 0 {
+        return Err(-1);
+    }
+    let fdtab_max_fds = off.files_fdtab + off.fdtable_max_fds;
+    let fdtab_fd = off.files_fdtab + off.fdtable_fd;
+    let s = Span::read(
+        files,
+        lo2(off.files_fdt, lo2(fdtab_max_fds, fdtab_fd)),
+        hi2(off.files_fdt + 8, hi2(fdtab_max_fds + 4, fdtab_fd + 8)),
+    )?;
+    let fdt = s.ptr(off.files_fdt)?;
+    let (max_fds, fd_array) = if fdt as u64 == files as u64 + off.files_fdtab as u64 {
+        (s.get::<u32>(fdtab_max_fds)?, s.ptr(fdtab_fd)?)
+    } else {
+        let t = Span::fields(fdt, (off.fdtable_max_fds, 4), (off.fdtable_fd, 8))?;
+        (t.get::<u32>(off.fdtable_max_fds)?, t.ptr(off.fdtable_fd)?)
+    };
     if fd as u64 >= max_fds as u64 {
         return Err(-1);
     }
-    let fd_array = t.ptr(off.fdtable_fd)?;
     let file: *const u8 = bpf_probe_read_kernel((fd_array as *const *const u8).add(fd as usize))?;
     if file.is_null() {
         return Err(-1);
@@ -171,9 +190,7 @@ unsafe fn file_of_fd(off: &KernelOffsets, fd: i64) -> Result<*const u8, i64> {
     Ok(file)
 }
 
-/// Resolves a file descriptor of the current task (of process `tgid`) to the socket (or
-/// file) behind it. Returns the `struct sock *` for sockets (0 for files). What lies
-/// between the file and the socket is cached per fd (fd_cache.rs).
+/// [`socket_of_file`] for fd `fd` of the current task.
 #[inline(always)]
 pub fn socket_of_fd(
     off: &KernelOffsets,
@@ -181,46 +198,68 @@ pub fn socket_of_fd(
     fd: i64,
     out: &mut SocketInfo,
 ) -> Result<u64, i64> {
-    if fd < 0 {
-        return Err(-1);
-    }
-    unsafe {
-        let file = file_of_fd(off, fd)?;
-        let slot = FdSlot::of(tgid, fd);
-        if let Some(hit) = slot.as_ref().and_then(|s| s.get(file as u64)) {
-            out.inode = hit.inode;
-            out.fd_kind = hit.fd_kind;
-            if hit.sk == 0 {
-                return Ok(0);
-            }
-            sock_endpoints(off, hit.sk as *const u8, out)?;
-            return Ok(hit.sk);
-        }
-        let f = Span::fields(file, (off.file_f_inode, 8), (off.file_private_data, 8))?;
-        let inode = f.ptr(off.file_f_inode)?;
-        // Before the next span: every span shares one buffer.
-        let private_data: *const u8 = f.get(off.file_private_data)?;
-        let i = Span::fields(inode, (off.inode_i_mode, 2), (off.inode_i_ino, 8))?;
-        let mode: u16 = i.get(off.inode_i_mode)?;
-        out.inode = i.get::<u64>(off.inode_i_ino)?;
-        if mode & S_IFMT != S_IFSOCK {
-            out.fd_kind = FdKind::File as u16;
-            if let Some(s) = &slot {
-                s.put(file as u64, 0, out.inode, out.fd_kind);
-            }
+    let file = current_files(off).and_then(|files| unsafe { file_of_fd(off, files, fd) });
+    socket_of_file(off, tgid, fd, file, out)
+}
+
+/// What is behind `file`, the `struct file *` of fd `fd` of the current task (of
+/// process `tgid`), as [`file_of_fd`] or kernel_btf.rs `file_of_fd` found it: the
+/// `struct sock *` for a socket (0 for a file), with `out` filled. What lies between
+/// the file and the socket is cached per fd (fd_cache.rs).
+#[inline(always)]
+pub fn socket_of_file(
+    off: &KernelOffsets,
+    tgid: u32,
+    fd: i64,
+    file: Result<*const u8, i64>,
+    out: &mut SocketInfo,
+) -> Result<u64, i64> {
+    let file = file?;
+    unsafe { socket_behind(off, tgid, fd, file, out) }
+}
+
+#[inline(always)]
+unsafe fn socket_behind(
+    off: &KernelOffsets,
+    tgid: u32,
+    fd: i64,
+    file: *const u8,
+    out: &mut SocketInfo,
+) -> Result<u64, i64> {
+    let slot = FdSlot::of(tgid, fd);
+    if let Some(hit) = slot.as_ref().and_then(|s| s.get(file as u64)) {
+        out.inode = hit.inode;
+        out.fd_kind = hit.fd_kind;
+        if hit.sk == 0 {
             return Ok(0);
         }
-        out.fd_kind = FdKind::Socket as u16;
-        if private_data.is_null() {
-            return Err(-1);
-        }
-        let sk = ptr_at(private_data, off.socket_sk)?;
-        if let Some(s) = &slot {
-            s.put(file as u64, sk as u64, out.inode, out.fd_kind);
-        }
-        sock_endpoints(off, sk, out)?;
-        Ok(sk as u64)
+        sock_endpoints(off, hit.sk as *const u8, out)?;
+        return Ok(hit.sk);
     }
+    let f = Span::fields(file, (off.file_f_inode, 8), (off.file_private_data, 8))?;
+    let inode = f.ptr(off.file_f_inode)?;
+    // Before the next span: every span shares one buffer.
+    let private_data: *const u8 = f.get(off.file_private_data)?;
+    let i = Span::fields(inode, (off.inode_i_mode, 2), (off.inode_i_ino, 8))?;
+    let mode: u16 = i.get(off.inode_i_mode)?;
+    out.inode = i.get::<u64>(off.inode_i_ino)?;
+    if mode & S_IFMT != S_IFSOCK {
+        out.fd_kind = FdKind::File as u16;
+        if let Some(s) = &slot {
+            s.put(file as u64, 0, out.inode, out.fd_kind);
+        }
+        return Ok(0);
+    }
+    out.fd_kind = FdKind::Socket as u16;
+    if private_data.is_null() {
+        return Err(-1);
+    }
+    let sk = ptr_at(private_data, off.socket_sk)?;
+    if let Some(s) = &slot {
+        s.put(file as u64, sk as u64, out.inode, out.fd_kind);
+    }
+    sock_endpoints(off, sk, out)?;
+    Ok(sk as u64)
 }
 
 /// Family, addresses and ports of a `struct sock` (or the unix peer's inode).

@@ -6,6 +6,7 @@
 mod emit;
 mod fd_cache;
 mod kernel;
+mod kernel_btf;
 mod maps;
 mod probes;
 

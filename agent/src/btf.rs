@@ -270,6 +270,10 @@ impl Btf {
             sk_type: self.offset_of("sock", "sk_type")?,
             unix_peer: self.offset_of("unix_sock", "peer")?,
             socket_alloc_vfs_inode: self.offset_of("socket_alloc", "vfs_inode")?,
+            task_comm: self.offset_of("task_struct", "comm")?,
+            files_fdtab: self.offset_of("files_struct", "fdtab")?,
+            task_pid: self.offset_of("task_struct", "pid")?,
+            task_tgid: self.offset_of("task_struct", "tgid")?,
         })
     }
 }
@@ -297,6 +301,11 @@ mod tests {
         assert_eq!(off.skc_rcv_saddr, 4);
         assert_eq!(off.skc_num, off.skc_dport + 2);
         assert!(off.task_nsproxy > 0 && off.task_files > 0);
+        // One span read each (agent-ebpf/src/kernel.rs `Span`, 128 bytes) covers comm
+        // and files, and fdt and the embedded fdtab; if not, each field is read alone.
+        assert!(off.task_comm < off.task_files && off.task_files + 8 - off.task_comm <= 128);
+        assert!(off.files_fdt < off.files_fdtab);
+        assert!(off.files_fdtab + off.fdtable_fd + 8 - off.files_fdt <= 128);
         assert!(btf.offset_of("sock", "no_such_member").is_err());
         assert!(btf.offset_of("no_such_struct", "x").is_err());
     }

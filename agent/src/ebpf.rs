@@ -2,8 +2,8 @@
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{RawTracePoint, TracePoint},
-    Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
 };
 use ktrail_agent_common::{
     maps::{
@@ -48,6 +48,8 @@ pub enum LoadError {
     },
     #[error("more than {MAX_TARGETS} target patterns")]
     TooManyTargets,
+    #[error("reading the kernel's BTF for the sys_exit program: {0}")]
+    Btf(#[source] Box<aya::BtfError>),
 }
 
 pub struct Programs {
@@ -79,10 +81,20 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
 impl Programs {
     pub fn load(config: &AgentConfig, targets: &[TargetPattern]) -> Result<Self, LoadError> {
         raise_memlock();
+        let off = &config.offsets;
         let mut ebpf = EbpfLoader::new()
             // One ENTERED slot per possible thread id, one PROCS slot per process id.
             .set_max_entries(names::ENTERED, pid_max())
             .set_max_entries(names::PROCS, pid_max())
+            // The offsets sys_exit loads at through BTF-typed pointers: constants the
+            // verifier checks against the kernel's BTF (agent-ebpf/src/kernel_btf.rs).
+            .set_global("KTRAIL_TASK_PID", &off.task_pid, true)
+            .set_global("KTRAIL_TASK_TGID", &off.task_tgid, true)
+            .set_global("KTRAIL_TASK_COMM", &off.task_comm, true)
+            .set_global("KTRAIL_TASK_FILES", &off.task_files, true)
+            .set_global("KTRAIL_FILES_FDT", &off.files_fdt, true)
+            .set_global("KTRAIL_FDTABLE_MAX_FDS", &off.fdtable_max_fds, true)
+            .set_global("KTRAIL_FDTABLE_FD", &off.fdtable_fd, true)
             .load(OBJECT)
             .map_err(|e| LoadError::Load {
                 source: Box::new(e),
@@ -175,6 +187,16 @@ impl Programs {
             [("sys_exit", "sys_exit"), ("sys_enter", "sys_enter")]
         };
         for (program, tracepoint) in programs {
+            if program == "sys_exit" {
+                // BTF-typed (tp_btf): see agent-ebpf/src/probes/sys_exit.rs.
+                let btf = Btf::from_sys_fs().map_err(|e| LoadError::Btf(Box::new(e)))?;
+                let p: &mut BtfTracePoint = self.program(program)?;
+                p.load(tracepoint, &btf)
+                    .map_err(program_err(program, "raw_syscalls", "(load)"))?;
+                p.attach()
+                    .map_err(program_err(program, "raw_syscalls", tracepoint))?;
+                continue;
+            }
             let p: &mut RawTracePoint = self.program(program)?;
             p.load()
                 .map_err(program_err(program, "raw_syscalls", "(load)"))?;

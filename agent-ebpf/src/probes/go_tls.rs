@@ -17,7 +17,8 @@ use ktrail_agent_common::{FdKind, GoCall, GoCallKey, GoConnTypeKey, SocketInfo, 
 
 use crate::{
     emit::{
-        capture_payload, config, current_tgid, is_tracked, send_syscall_event, start_syscall_event,
+        capture_payload, config, current_tgid, fill_comm, is_tracked, send_syscall_event,
+        start_syscall_event,
     },
     kernel::socket_of_fd,
     maps::{GO_CONN_TYPES, GO_TLS_CALLS, SCRATCH},
@@ -200,6 +201,7 @@ fn emit(
     let ev = &mut scratch.event;
     let pid_tgid = bpf_get_current_pid_tgid();
     start_syscall_event(ev, pid_tgid, syscall as u32, fd, n, enter_ns);
+    fill_comm(&mut ev.header);
     ev.requested = requested;
     let tgid = (pid_tgid >> 32) as u32;
     let _ = socket_of_fd(&cfg.offsets, tgid, fd as i64, &mut ev.socket);

@@ -1,25 +1,27 @@
-//! `raw_syscalls:sys_exit`, as a raw tracepoint (see sys_enter.rs for why): runs at
-//! every syscall exit of every process. A thread with no traced syscall in flight costs
+//! `raw_syscalls:sys_exit`, as a BTF-typed raw tracepoint (`tp_btf`; a raw tracepoint
+//! for the reasons in sys_enter.rs, BTF-typed so that the registers, the task and its fd
+//! table are read with plain loads: kernel_btf.rs): runs at every syscall exit of every
+//! process. A thread with no traced syscall in flight costs
 //! one inlined array read (its `ENTERED` slot). Otherwise: pair the exit with its entry
 //! and send one event with the duration, return value, the socket behind the fd and the
 //! first bytes of the data. Arguments come from the registers saved at entry.
 
 use aya_ebpf::{
     cty::c_void,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, gen},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
-    EbpfContext,
+    helpers::{bpf_probe_read_user, gen},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
 };
 use ktrail_agent_common::{
-    FdKind, Syscall, SyscallEvent, AF_UNIX, ENTERED_TAG_SHIFT, ENTERED_TIME_MASK, FLAG_PAYLOAD_READ_FAILED,
+    AgentConfig, FdKind, SocketInfo, Syscall, SyscallEvent, AF_UNIX, ENTERED_TAG_SHIFT, ENTERED_TIME_MASK, FLAG_PAYLOAD_READ_FAILED,
     FLAG_SOCKET_AT_ENTRY,
 };
 
 use crate::{
     emit::{capture_payload, config, send_syscall_event, start_syscall_event},
     fd_cache,
-    kernel::{socket_of_fd, syscall_args},
+    kernel::socket_of_file,
+    kernel_btf::{current_task, file_of_fd, files_and_comm, pid_tgid, syscall_args},
     maps::{CLOSING, ENTERED, SCRATCH, SOCK_OWNERS},
 };
 
@@ -34,8 +36,8 @@ struct IoVec {
 // struct user_msghdr: msg_iov sits after msg_name (8) and msg_namelen (4 + 4 padding).
 const MSGHDR_IOV: u64 = 16;
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let _ = try_sys_exit(&ctx);
     0
 }
@@ -70,8 +72,9 @@ fn data_buffer(syscall: Syscall, args: &[u64; 3], ret: i64) -> Option<(u64, u64)
     }
 }
 
-fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let task = current_task();
+    let pid_tgid = pid_tgid(task);
     let slot = ENTERED.get_ptr_mut(pid_tgid as u32).ok_or(-1i64)?;
     // SAFETY: the slot belongs to this thread.
     let entered = unsafe { *slot };
@@ -90,9 +93,8 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     } else {
         None
     };
-    let args = ctx.as_ptr() as *const u64;
-    // SAFETY: a raw tracepoint's context is its arguments, (regs, ret) for sys_exit.
-    let (regs, ret) = unsafe { (*args as *const u8, *args.add(1) as i64) };
+    // SAFETY: sys_exit's arguments are (struct pt_regs *regs, long ret).
+    let (regs, ret) = unsafe { (ctx.arg::<*const u8>(0), ctx.arg::<i64>(1)) };
     let Ok(args) = syscall_args(regs) else {
         // A 32-bit syscall whose number matched a traced 64-bit one at entry.
         return Ok(());
@@ -103,6 +105,8 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(-1i64)? };
     let ev = &mut scratch.event;
     start_syscall_event(ev, pid_tgid, syscall as u32, args[0] as i32, ret, enter_ns);
+    // After an exec, the new image's name and fd table, as `bpf_get_current_comm` gives.
+    let files = files_and_comm(task, &mut ev.header.comm);
 
     match syscall {
         Syscall::Close => {
@@ -121,7 +125,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             } else {
                 ret
             };
-            if let Ok(sk) = socket_of_fd(&cfg.offsets, tgid, fd, &mut ev.socket) {
+            if let Ok(sk) = socket_of_fd(cfg, files, tgid, fd, &mut ev.socket) {
                 if sk != 0 && ev.socket.family != AF_UNIX {
                     // Later TCP state changes on this socket may run in softirq.
                     let _ = SOCK_OWNERS.insert(&sk, &ev.header.tgid, 0);
@@ -129,7 +133,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
         }
         Syscall::Openat => {
-            let _ = socket_of_fd(&cfg.offsets, tgid, ret, &mut ev.socket);
+            let _ = socket_of_fd(cfg, files, tgid, ret, &mut ev.socket);
             read_path(ev, args[1]);
         }
         Syscall::Execve => {
@@ -140,7 +144,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             }
         }
         _ => {
-            let _ = socket_of_fd(&cfg.offsets, tgid, args[0] as i32 as i64, &mut ev.socket);
+            let _ = socket_of_fd(cfg, files, tgid, args[0] as i32 as i64, &mut ev.socket);
         }
     }
 
@@ -160,6 +164,18 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     send_syscall_event(scratch);
     Ok(())
+}
+
+/// The socket (or file) behind fd `fd` of the current task, whose fd table is `files`.
+#[inline(always)]
+fn socket_of_fd(
+    cfg: &AgentConfig,
+    files: Result<*const u8, i64>,
+    tgid: u32,
+    fd: i64,
+    out: &mut SocketInfo,
+) -> Result<u64, i64> {
+    socket_of_file(&cfg.offsets, tgid, fd, file_of_fd(files, fd), out)
 }
 
 fn read_path(ev: &mut SyscallEvent, ptr: u64) {
