@@ -94,7 +94,7 @@ pub struct KernelOffsets {
     pub unix_peer: u32,
     /// `struct socket_alloc` → `vfs_inode`: from a `struct socket *` to its inode.
     pub socket_alloc_vfs_inode: u32,
-    /// `task_struct.comm`: read in the same span as `task_files` (kernel.rs).
+    /// `task_struct.comm`: loaded by the tp_btf exit program (agent-ebpf kernel_btf.rs).
     pub task_comm: u32,
     /// `files_struct.fdtab`, the fdtable embedded in it, which `fdt` points to while the
     /// process has at most 64 fds: read in the same span as `files_fdt`.

@@ -31,10 +31,10 @@ unsafe fn ptr_at(base: *const u8, offset: u32) -> Result<*const u8, i64> {
 
 /// Offsets in x86_64's `struct pt_regs` (the ptrace layout, stable): rdx, rsi, rdi are
 /// adjacent, then orig_rax, rip, cs.
-const PT_REGS_RDX: usize = 96;
+pub const PT_REGS_RDX: usize = 96;
 /// The 64-bit user code segment; a 32-bit (compat) syscall has `__USER32_CS` and its
 /// own numbers and argument registers.
-const USER64_CS: u64 = 0x33;
+pub const USER64_CS: u64 = 0x33;
 
 /// The first three arguments of the current 64-bit syscall, from the registers saved at
 /// entry (unchanged at exit: the handlers take them from `pt_regs`, only rax is

@@ -14,6 +14,8 @@
 use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
 use ktrail_agent_common::COMM_LEN;
 
+use crate::kernel::{PT_REGS_RDX, USER64_CS};
+
 #[no_mangle]
 static KTRAIL_TASK_PID: u32 = 0;
 #[no_mangle]
@@ -42,15 +44,11 @@ unsafe fn load<T: Copy>(base: *const u8, off: usize) -> T {
     core::ptr::read_volatile(base.add(off) as *const T)
 }
 
-/// x86_64 `struct pt_regs` (the ptrace layout, stable): rdx, rsi, rdi, then orig_rax,
-/// rip and the 8-byte `cs` slot (`csx`).
-const PT_REGS_RDX: usize = 96;
-const PT_REGS_RSI: usize = 104;
-const PT_REGS_RDI: usize = 112;
-const PT_REGS_CS: usize = 136;
-/// The 64-bit user code segment; a 32-bit (compat) syscall has `__USER32_CS` and its
-/// own numbers and argument registers.
-const USER64_CS: u64 = 0x33;
+/// `struct pt_regs` slots after rdx (kernel.rs): rsi, rdi, then orig_rax, rip and the
+/// 8-byte `cs` slot (`csx`).
+const PT_REGS_RSI: usize = PT_REGS_RDX + 8;
+const PT_REGS_RDI: usize = PT_REGS_RDX + 16;
+const PT_REGS_CS: usize = PT_REGS_RDX + 40;
 
 /// The first three arguments of the current 64-bit syscall from `regs`, the
 /// tracepoint's `struct pt_regs *` (the registers saved at entry; at exit only rax has

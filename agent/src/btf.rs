@@ -301,9 +301,9 @@ mod tests {
         assert_eq!(off.skc_rcv_saddr, 4);
         assert_eq!(off.skc_num, off.skc_dport + 2);
         assert!(off.task_nsproxy > 0 && off.task_files > 0);
-        // One span read each (agent-ebpf/src/kernel.rs `Span`, 128 bytes) covers comm
-        // and files, and fdt and the embedded fdtab; if not, each field is read alone.
-        assert!(off.task_comm < off.task_files && off.task_files + 8 - off.task_comm <= 128);
+        // One span read (agent-ebpf/src/kernel.rs `Span`, 128 bytes) covers fdt and the
+        // embedded fdtab; if not, each field is read alone.
+        assert!(off.task_comm > 0);
         assert!(off.files_fdt < off.files_fdtab);
         assert!(off.files_fdtab + off.fdtable_fd + 8 - off.files_fdt <= 128);
         assert!(btf.offset_of("sock", "no_such_member").is_err());
