@@ -320,6 +320,14 @@ impl HopAssembler {
         }
     }
 
+    /// An agent connected: connections that stopped waiting for a missing side
+    /// wait for it again (Connection::forget_absences).
+    pub fn agent_connected(&mut self) {
+        for conn in self.conns.values_mut() {
+            conn.forget_absences();
+        }
+    }
+
     /// An agent is gone: every connection it saw a side of can get no more of
     /// that side's events, so what they hold is emitted now, marked
     /// incomplete with `why`, rather than waiting for timeouts (or, for a

@@ -333,6 +333,13 @@ impl Connection {
         }
     }
 
+    /// An agent connected: a side that never showed up may be on its node (an agent
+    /// that starts after its peer's sees a long-lived connection's next exchange),
+    /// so the next exchange waits for it again.
+    pub fn forget_absences(&mut self) {
+        self.absent_confirmed = [false; 2];
+    }
+
     /// Emits every hop that is ready at `now`.
     pub fn poll(&mut self, now: u64, t: &PairTiming, out: &mut Vec<PairReady>) {
         self.poll_connection_hop(now, t, false, out);

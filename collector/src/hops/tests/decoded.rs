@@ -821,6 +821,42 @@ fn a_client_agent_later_than_the_wait_does_not_duplicate_hops() {
     }
 }
 
+/// A DaemonSet's agents start one after the other. The client's node's agent sees a
+/// long-lived connection's exchanges while the server's node has no agent yet, so
+/// the server's end is confirmed absent and hops stop waiting for it; once the
+/// server's agent connects, the next exchanges wait for its end again (the deploy
+/// test's worker watch events, unobserved on apiserver's end, failed on this).
+#[test]
+fn an_agent_connecting_later_gets_its_end_of_the_next_exchanges() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kube-apiserver", "etcd");
+    let chunks = vector("apiserver-etcd-pods.txt");
+    let client = side_events(&c, &chunks, true);
+    let server = side_events(&s, &chunks, false);
+    let half = client.len() / 2;
+    sim.feed_all(CLIENT_NODE, client[..half].to_vec());
+    sim.run_for(1_000);
+    let early = sim.take_hops();
+    assert!(!early.is_empty());
+    assert!(early.iter().all(|h| !end(h, false).observed));
+    sim.asm.agent_connected();
+    // The server's agent reports 200 ms after the client's.
+    sim.feed_all(CLIENT_NODE, client[half..].to_vec());
+    sim.run_for(200);
+    sim.feed_all(SERVER_NODE, server[half..].to_vec());
+    sim.run_for(2_000);
+    let late = sim.take_hops();
+    let all = describe(&late);
+    let paired = late.iter().filter(|h| end(h, false).observed).count();
+    assert!(paired > 0, "{all}");
+    assert!(
+        late.iter()
+            .filter(|h| h.kind != "connection")
+            .all(|h| end(h, false).observed),
+        "{all}"
+    );
+}
+
 /// Agents attached to running components (a DaemonSet) see long-lived
 /// connections from their middle: the headers of kube-apiserver's etcd calls
 /// and of the scheduler's pod watch refer to HPACK entries they never saw.
