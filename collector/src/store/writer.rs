@@ -22,7 +22,7 @@ use tonic::Status;
 use tracing::{debug, error, warn};
 
 use super::batch::{self, Compressor, RowBody};
-use super::retention::{evict_oldest, BudgetLowered, DiskCap, Held};
+use super::retention::{evict_oldest, eviction_target, BudgetLowered, DiskCap, Held};
 use super::tables::{
     AGENTS, BATCH_AGE, EVENT_BATCHES, FLOWS, HOP_GROUPS, HOP_INDEX, META, META_EVENT_BYTES,
     META_EVICTED_BATCHES, META_EVICTED_EVENTS, META_EVICTED_HOPS, META_HOP_BYTES, META_NEXT_BATCH,
@@ -470,6 +470,7 @@ fn commit(ctx: &CommitCtx, data: &BatchData) -> Result<Committed, StoreError> {
             hop_bytes: get(&meta, META_HOP_BYTES)?,
         };
         let mut next_batch = get(&meta, META_NEXT_BATCH)?;
+        let held_before = held.total();
         {
             let mut scratch = lock(&ctx.scratch);
             let Scratch {
@@ -526,7 +527,8 @@ fn commit(ctx: &CommitCtx, data: &BatchData) -> Result<Committed, StoreError> {
         let budget = ctx.disk_cap.as_ref().map(|cap| lock(cap).row_budget());
         if let Some(budget) = budget.filter(|b| held.total() > *b) {
             meta.insert(META_ROW_BUDGET, budget)?;
-            let evicted = evict_oldest(&txn, &mut held, budget)?;
+            let target = eviction_target(held.total(), held.total() - held_before, budget);
+            let evicted = evict_oldest(&txn, &mut held, target)?;
             done.evicted_batches = evicted.batches;
             done.evicted_events = evicted.events;
             done.evicted_hops = evicted.hops;
