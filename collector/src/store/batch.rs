@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ktrail_proto::v1::{Event, Hop};
 use prost::Message;
 
-use super::tables::{StoredBatch, StoredHops};
+use super::tables::{HopKey, StoredBatch, StoredHopKeys, StoredHops};
 use crate::error::StoreError;
 
 const HEADER: usize = 1 + 4 + 8;
@@ -184,6 +184,17 @@ pub fn decode_hops(row: &[u8]) -> Result<Vec<Hop>, StoreError> {
         })
 }
 
+/// The index keys of a stored hop group's hops (`start_unix_ns`, `id`).
+pub fn decode_hop_keys(row: &[u8]) -> Result<Vec<HopKey>, StoreError> {
+    let raw = body(row, "hop_groups")?;
+    StoredHopKeys::decode(raw.as_ref())
+        .map(|h| h.hops)
+        .map_err(|error| StoreError::Decode {
+            table: "hop_groups",
+            error,
+        })
+}
+
 /// The decompressed body of a framed row.
 fn body<'a>(row: &'a [u8], table: &'static str) -> Result<std::borrow::Cow<'a, [u8]>, StoreError> {
     if row.len() < HEADER {
@@ -311,7 +322,9 @@ mod tests {
         let hops: Vec<Hop> = (0..3)
             .map(|i| Hop {
                 id: format!("h-{i}"),
+                start_unix_ns: 1_000 + i,
                 request: vec![b'q'; 1024],
+                client: Some(Default::default()),
                 ..Hop::default()
             })
             .collect();
@@ -323,6 +336,12 @@ mod tests {
         for level in [0, 1] {
             let row = frame(&group, 3, 0, compressor(level).as_mut());
             assert_eq!(decode_hops(&row).expect("decodes"), hops);
+            let keys = decode_hop_keys(&row).expect("keys decode");
+            let keys: Vec<(&str, u64)> = keys
+                .iter()
+                .map(|k| (k.id.as_str(), k.start_unix_ns))
+                .collect();
+            assert_eq!(keys, [("h-0", 1_000), ("h-1", 1_001), ("h-2", 1_002)]);
         }
     }
 

@@ -172,8 +172,8 @@ pub(super) fn evict_oldest(
             let (count, _) = batch::header(row)?;
             held.hop_bytes = held.hop_bytes.saturating_sub(row.len() as u64);
             evicted.hops += u64::from(count);
-            // Their index entries: the group's hops, decoded for their keys.
-            for hop in batch::decode_hops(row)? {
+            // Their index entries: the group's hops, decoded for their keys only.
+            for hop in batch::decode_hop_keys(row)? {
                 index.remove((hop.start_unix_ns, hop.id.as_str()))?;
             }
         }
