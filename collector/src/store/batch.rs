@@ -175,24 +175,20 @@ pub fn push_hop(group: &mut Vec<u8>, hop: &Hop) {
 
 /// Decodes a stored hop group.
 pub fn decode_hops(row: &[u8]) -> Result<Vec<Hop>, StoreError> {
-    let raw = body(row, "hop_groups")?;
-    StoredHops::decode(raw.as_ref())
-        .map(|h| h.hops)
-        .map_err(|error| StoreError::Decode {
-            table: "hop_groups",
-            error,
-        })
+    decode_hop_group::<StoredHops>(row).map(|h| h.hops)
 }
 
 /// The index keys of a stored hop group's hops (`start_unix_ns`, `id`).
 pub fn decode_hop_keys(row: &[u8]) -> Result<Vec<HopKey>, StoreError> {
+    decode_hop_group::<StoredHopKeys>(row).map(|h| h.hops)
+}
+
+fn decode_hop_group<M: Message + Default>(row: &[u8]) -> Result<M, StoreError> {
     let raw = body(row, "hop_groups")?;
-    StoredHopKeys::decode(raw.as_ref())
-        .map(|h| h.hops)
-        .map_err(|error| StoreError::Decode {
-            table: "hop_groups",
-            error,
-        })
+    M::decode(raw.as_ref()).map_err(|error| StoreError::Decode {
+        table: "hop_groups",
+        error,
+    })
 }
 
 /// The decompressed body of a framed row.
