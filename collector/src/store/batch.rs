@@ -10,12 +10,12 @@ use bytes::Bytes;
 use ktrail_proto::v1::{Event, Hop};
 use prost::Message;
 
-use super::tables::{HopKey, StoredBatch, StoredHopKeys, StoredHops};
+use super::tables::{StoredBatch, StoredHops};
 use crate::error::StoreError;
 
-const HEADER: usize = 1 + 4 + 8;
-const CODEC_PROST: u8 = 0;
-const CODEC_ZSTD: u8 = 1;
+pub(super) const HEADER: usize = 1 + 4 + 8;
+pub(super) const CODEC_PROST: u8 = 0;
+pub(super) const CODEC_ZSTD: u8 = 1;
 
 /// The prost encoding of `StoredBatch { node, events }`, written field by field so
 /// the events need not be moved or cloned into the wrapper.
@@ -175,20 +175,13 @@ pub fn push_hop(group: &mut Vec<u8>, hop: &Hop) {
 
 /// Decodes a stored hop group.
 pub fn decode_hops(row: &[u8]) -> Result<Vec<Hop>, StoreError> {
-    decode_hop_group::<StoredHops>(row).map(|h| h.hops)
-}
-
-/// The index keys of a stored hop group's hops (`start_unix_ns`, `id`).
-pub fn decode_hop_keys(row: &[u8]) -> Result<Vec<HopKey>, StoreError> {
-    decode_hop_group::<StoredHopKeys>(row).map(|h| h.hops)
-}
-
-fn decode_hop_group<M: Message + Default>(row: &[u8]) -> Result<M, StoreError> {
     let raw = body(row, "hop_groups")?;
-    M::decode(raw.as_ref()).map_err(|error| StoreError::Decode {
-        table: "hop_groups",
-        error,
-    })
+    StoredHops::decode(raw.as_ref())
+        .map(|h| h.hops)
+        .map_err(|error| StoreError::Decode {
+            table: "hop_groups",
+            error,
+        })
 }
 
 /// The decompressed body of a framed row.
@@ -211,7 +204,7 @@ fn body<'a>(row: &'a [u8], table: &'static str) -> Result<std::borrow::Cow<'a, [
     }
 }
 
-fn corrupt_in(table: &'static str, what: &str) -> StoreError {
+pub(super) fn corrupt_in(table: &'static str, what: &str) -> StoreError {
     StoreError::Decode {
         table,
         error: prost::DecodeError::new(what.to_string()),
@@ -332,12 +325,17 @@ mod tests {
         for level in [0, 1] {
             let row = frame(&group, 3, 0, compressor(level).as_mut());
             assert_eq!(decode_hops(&row).expect("decodes"), hops);
-            let keys = decode_hop_keys(&row).expect("keys decode");
-            let keys: Vec<(&str, u64)> = keys
+            let mut keys = Vec::new();
+            super::super::hop_keys::for_each(&row, |k| {
+                keys.push((k.id, k.start_unix_ns));
+                Ok(())
+            })
+            .expect("keys decode");
+            let expected: Vec<(String, u64)> = hops
                 .iter()
-                .map(|k| (k.id.as_str(), k.start_unix_ns))
+                .map(|h| (h.id.clone(), h.start_unix_ns))
                 .collect();
-            assert_eq!(keys, [("h-0", 1_000), ("h-1", 1_001), ("h-2", 1_002)]);
+            assert_eq!(keys, expected);
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod batch;
 mod flows;
+mod hop_keys;
 mod retention;
 mod tables;
 pub mod writer;

@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use redb::{ReadableTable, WriteTransaction};
 use tracing::debug;
 
-use super::batch;
 use super::tables::{BATCH_AGE, EVENT_BATCHES, HOP_GROUPS, HOP_INDEX};
+use super::{batch, hop_keys};
 use crate::error::StoreError;
 
 /// Bytes of the event and hop rows held.
@@ -172,10 +172,11 @@ pub(super) fn evict_oldest(
             let (count, _) = batch::header(row)?;
             held.hop_bytes = held.hop_bytes.saturating_sub(row.len() as u64);
             evicted.hops += u64::from(count);
-            // Their index entries: the group's hops, decoded for their keys only.
-            for hop in batch::decode_hop_keys(row)? {
+            // Their index entries: the group's hops, read for their keys only.
+            hop_keys::for_each(row, |hop| {
                 index.remove((hop.start_unix_ns, hop.id.as_str()))?;
-            }
+                Ok(())
+            })?;
         }
     }
     if evicted.batches + evicted.hops > 0 {

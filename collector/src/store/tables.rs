@@ -73,23 +73,5 @@ pub struct StoredHops {
     pub hops: Vec<Hop>,
 }
 
-/// A [`StoredHops`] read for the hops' index keys only: prost skips the other fields,
-/// so retention deletes a group's index entries without building its hops (a group
-/// holds one commit's hops, hundreds of thousands under load).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredHopKeys {
-    #[prost(message, repeated, tag = "1")]
-    pub hops: Vec<HopKey>,
-}
-
-/// The fields of `Hop` that make its [`HOP_INDEX`] key (same tags).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HopKey {
-    #[prost(string, tag = "1")]
-    pub id: String,
-    #[prost(uint64, tag = "6")]
-    pub start_unix_ns: u64,
-}
-
 /// `flow_id` → `Flow`, its latest version.
 pub const FLOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("flows");
