@@ -93,3 +93,41 @@ fn varint(r: &mut impl Read) -> Result<Option<u64>, StoreError> {
     }
     Err(corrupt_in(TABLE, "varint longer than 10 bytes"))
 }
+
+#[cfg(test)]
+mod tests {
+    use ktrail_proto::v1::Hop;
+
+    use super::*;
+    use crate::store::batch::{compressor, frame, push_hop};
+
+    #[test]
+    fn a_damaged_group_is_an_error_not_a_panic() {
+        let mut group = Vec::new();
+        for i in 0..50 {
+            let hop = Hop {
+                id: format!("h-{i}"),
+                start_unix_ns: i,
+                request: vec![b'q'; 300],
+                ..Hop::default()
+            };
+            push_hop(&mut group, &hop);
+        }
+        let row = frame(&group, 50, 0, compressor(1).as_mut());
+        assert_eq!(row[0], CODEC_ZSTD);
+        let mut n = 0;
+        for_each(&row, |_| {
+            n += 1;
+            Ok(())
+        })
+        .expect("whole row");
+        assert_eq!(n, 50);
+        for cut in [0, HEADER - 1, HEADER + 2, row.len() / 2, row.len() - 1] {
+            assert!(for_each(&row[..cut], |_| Ok(())).is_err(), "cut at {cut}");
+        }
+        let mut plain = row[..HEADER].to_vec();
+        plain[0] = CODEC_PROST;
+        plain.extend_from_slice(&group[..group.len() - 7]);
+        assert!(for_each(&plain, |_| Ok(())).is_err(), "a hop cut short");
+    }
+}
