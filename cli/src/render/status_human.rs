@@ -2,6 +2,7 @@
 
 use ktrail_proto::v1::{AgentStatus, PipelineCounters, StatusReply, StoreCounters};
 
+use crate::escape::human_bytes;
 use crate::style::{Color, Style};
 use crate::time::local_time_s;
 
@@ -112,38 +113,22 @@ pub fn status_lines(reply: &StatusReply, now_ns: u64, style: &Style) -> Vec<Stri
     lines
 }
 
-/// Binary units, one decimal: `1.9 GiB`.
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// The store on disk against its cap, and what retention deleted to stay there
 /// (deleted on purpose, so not painted as a drop).
 fn store_line(s: &StoreCounters, style: &Style) -> String {
     let cap = match s.max_bytes {
         0 => "no cap".to_owned(),
-        cap => format!("cap {}", bytes(cap)),
+        cap => format!("cap {}", human_bytes(cap)),
     };
     let file = if s.max_bytes > 0 && s.file_bytes > s.max_bytes {
-        style.paint(Color::Yellow, &bytes(s.file_bytes))
+        style.paint(Color::Yellow, &human_bytes(s.file_bytes))
     } else {
-        bytes(s.file_bytes)
+        human_bytes(s.file_bytes)
     };
     format!(
         "store: {file} on disk ({cap}), {} of events and hops   deleted by retention: {} events \
          in {} batches, {} hops",
-        bytes(s.row_bytes),
+        human_bytes(s.row_bytes),
         s.evicted_events,
         s.evicted_batches,
         s.evicted_hops,
