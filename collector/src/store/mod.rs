@@ -9,7 +9,6 @@ mod tables;
 pub mod writer;
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -258,7 +257,7 @@ impl Store {
         let r = self.retention()?;
         Ok(StoreCounters {
             // Unreadable only if the file was removed under us: nothing on disk then.
-            file_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.blocks() * 512),
+            file_bytes: retention::bytes_on_disk(&self.path).unwrap_or(0),
             max_bytes,
             row_bytes: r.event_bytes + r.hop_bytes,
             evicted_batches: r.evicted_batches,

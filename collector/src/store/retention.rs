@@ -16,7 +16,7 @@
 //! still grows after that.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use redb::{ReadableTable, WriteTransaction};
 use tracing::debug;
@@ -89,9 +89,8 @@ impl DiskCap {
 
     /// Measures the file after a commit that left `held` bytes of rows.
     pub fn after_commit(&mut self, held: u64) -> Option<BudgetLowered> {
-        let file_bytes = match std::fs::metadata(&self.file) {
-            // Blocks, not length: redb grows the file's length ahead of use, sparse.
-            Ok(m) => m.blocks() * 512,
+        let file_bytes = match bytes_on_disk(&self.file) {
+            Ok(bytes) => bytes,
             Err(error) => {
                 debug!(file = %self.file.display(), %error, "cannot measure the store's file");
                 return None;
@@ -116,6 +115,12 @@ impl DiskCap {
             row_budget: self.row_budget,
         })
     }
+}
+
+/// What a file takes on disk: its blocks, not its length (redb grows the file's
+/// length ahead of use, sparse).
+pub(super) fn bytes_on_disk(path: &Path) -> std::io::Result<u64> {
+    std::fs::metadata(path).map(|m| m.blocks() * 512)
 }
 
 /// Rows one commit deletes beyond those it added. Deleting is a B-tree removal per

@@ -351,8 +351,7 @@ async fn the_file_on_disk_stays_within_the_cap() {
     wait_acked(&mut rx, last).await;
     drop(w);
     let stats = task.await.expect("join").expect("ok");
-    use std::os::unix::fs::MetadataExt;
-    let on_disk = std::fs::metadata(store.path()).expect("stat").blocks() * 512;
+    let on_disk = super::retention::bytes_on_disk(store.path()).expect("stat");
     let retention = store.retention().expect("retention");
     assert!(
         on_disk <= CAP,
