@@ -178,36 +178,38 @@ impl Programs {
     pub fn attach_syscalls_and_tcp(&mut self, empty: bool) -> Result<(), LoadError> {
         // Exit first: a syscall entered while only the entry program was attached would
         // leave its thread's slot set, and pair with the thread's next, untraced, exit.
-        let programs = if empty {
-            [
-                ("sys_exit_empty", "sys_exit"),
-                ("sys_enter_empty", "sys_enter"),
-            ]
+        if empty {
+            self.attach_raw_syscall("sys_exit_empty", "sys_exit")?;
+            self.attach_raw_syscall("sys_enter_empty", "sys_enter")?;
         } else {
-            [("sys_exit", "sys_exit"), ("sys_enter", "sys_enter")]
-        };
-        for (program, tracepoint) in programs {
-            if program == "sys_exit" {
-                // BTF-typed (tp_btf): see agent-ebpf/src/probes/sys_exit.rs.
-                let btf = Btf::from_sys_fs().map_err(|e| LoadError::Btf(Box::new(e)))?;
-                let p: &mut BtfTracePoint = self.program(program)?;
-                p.load(tracepoint, &btf)
-                    .map_err(program_err(program, "raw_syscalls", "(load)"))?;
-                p.attach()
-                    .map_err(program_err(program, "raw_syscalls", tracepoint))?;
-                continue;
-            }
-            let p: &mut RawTracePoint = self.program(program)?;
-            p.load()
-                .map_err(program_err(program, "raw_syscalls", "(load)"))?;
-            p.attach(tracepoint)
-                .map_err(program_err(program, "raw_syscalls", tracepoint))?;
+            // BTF-typed (tp_btf): see agent-ebpf/src/probes/sys_exit.rs.
+            let btf = Btf::from_sys_fs().map_err(|e| LoadError::Btf(Box::new(e)))?;
+            let p: &mut BtfTracePoint = self.program("sys_exit")?;
+            p.load("sys_exit", &btf)
+                .map_err(program_err("sys_exit", "raw_syscalls", "(load)"))?;
+            p.attach()
+                .map_err(program_err("sys_exit", "raw_syscalls", "sys_exit"))?;
+            self.attach_raw_syscall("sys_enter", "sys_enter")?;
         }
         self.attach(
             "inet_sock_set_state",
             "sock",
             &["inet_sock_set_state".into()],
         )
+    }
+
+    /// Loads `program` and attaches it to the raw tracepoint `raw_syscalls:tracepoint`.
+    fn attach_raw_syscall(
+        &mut self,
+        program: &'static str,
+        tracepoint: &str,
+    ) -> Result<(), LoadError> {
+        let p: &mut RawTracePoint = self.program(program)?;
+        p.load()
+            .map_err(program_err(program, "raw_syscalls", "(load)"))?;
+        p.attach(tracepoint)
+            .map_err(program_err(program, "raw_syscalls", tracepoint))?;
+        Ok(())
     }
 
     pub fn seed_tracked(
