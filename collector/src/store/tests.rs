@@ -376,3 +376,59 @@ async fn the_file_on_disk_stays_within_the_cap() {
         "the newest kept"
     );
 }
+
+/// While a commit cannot finish (here: another write transaction holds the store,
+/// as a long retention catch-up does), the writer takes no more than
+/// `max_batch_bytes` into its next transaction and `max_queued_bytes` into its queue;
+/// then senders wait, however many op slots are free, and go on once it commits.
+#[tokio::test]
+async fn a_stalled_commit_stops_ingest_at_the_queued_bytes_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let row = stored("n", 1..=10).expect("row").body.encoded_len();
+    let cfg = WriterConfig {
+        commit_interval: Duration::ZERO,
+        queue: 1024,
+        max_batch_bytes: 4 * row,
+        max_queued_bytes: 4 * row,
+        ..WriterConfig::default()
+    };
+    let blocker = store.db().begin_write().expect("a write transaction");
+    let (w, task) = writer::spawn(store.clone(), cfg);
+    let (tx, _acks) = mpsc::unbounded_channel();
+    let write = |i: u64| EventsWrite {
+        agent_id: "a".into(),
+        events: stored("n", i * 10 + 1..=i * 10 + 10),
+        status: AgentStatus::default(),
+        ack: Some(AckTarget {
+            conn_id: 1,
+            acked_seq: i * 10 + 10,
+            tx: tx.clone(),
+        }),
+    };
+    // The first commit (1 to 4 rows, as many as were queued when it started) stalls
+    // on the held transaction; 4 rows fill the next transaction, 4 more the queue.
+    let mut taken = 0;
+    for i in 0..64 {
+        let queued = tokio::time::timeout(Duration::from_millis(200), w.write_events(write(i)));
+        match queued.await {
+            Ok(result) => {
+                result.expect("queued");
+                taken += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(
+        (9..=12).contains(&taken),
+        "{taken} rows taken in while the commit stalled; expected 1-4 committing + 4 + 4"
+    );
+    drop(blocker);
+    w.write_events(write(taken))
+        .await
+        .expect("queued once the commit went through");
+    w.flush().await.expect("flushed");
+    assert_eq!(store.event_count("a").expect("count"), (taken + 1) * 10);
+    drop(w);
+    task.await.expect("join").expect("ok");
+}

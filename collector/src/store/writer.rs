@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ktrail_proto::v1::{AgentStatus, Hop, IngestAck};
 use prost::Message;
 use redb::{Database, ReadableTable};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tonic::Status;
 use tracing::{debug, error, warn};
@@ -97,6 +97,26 @@ enum WriteOp {
     Flush(oneshot::Sender<()>),
 }
 
+impl WriteOp {
+    /// What the op adds to a transaction: its rows' bytes as held in memory.
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Events(w) => w.events.as_ref().map_or(0, |e| e.body.encoded_len()),
+            Self::Hops(hops) => hops.group.len(),
+            Self::Flow { bytes, .. } => bytes.len(),
+            Self::Agent(_) | Self::Flush(_) => 0,
+        }
+    }
+}
+
+/// An op in the writer's queue, holding its share of `max_queued_bytes` until the
+/// writer takes it into a transaction.
+#[derive(Debug)]
+struct Queued {
+    op: WriteOp,
+    _bytes: Option<OwnedSemaphorePermit>,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("the store writer has stopped")]
 pub struct WriterClosed;
@@ -105,7 +125,10 @@ pub struct WriterClosed;
 /// last commit) when every clone is dropped.
 #[derive(Clone, Debug)]
 pub struct StoreWriter {
-    tx: mpsc::Sender<WriteOp>,
+    tx: mpsc::Sender<Queued>,
+    /// Bytes the queue may still take (`max_queued_bytes`).
+    room: Arc<Semaphore>,
+    max_queued_bytes: usize,
 }
 
 impl StoreWriter {
@@ -149,8 +172,24 @@ impl StoreWriter {
         rx.await.map_err(|_| WriterClosed)
     }
 
+    /// Waits for room in the queue, in ops and in bytes: ingest then stops reading
+    /// the agents' streams, and they buffer (or drop, counted) on their side.
     async fn send(&self, op: WriteOp) -> Result<(), WriterClosed> {
-        self.tx.send(op).await.map_err(|_| WriterClosed)
+        let bytes = op.bytes().min(self.max_queued_bytes);
+        let permit = match u32::try_from(bytes) {
+            Ok(0) => None,
+            Ok(n) => Some(
+                self.room
+                    .clone()
+                    .acquire_many_owned(n)
+                    .await
+                    .map_err(|_| WriterClosed)?,
+            ),
+            // Larger than a u32 of bytes: clamped to the bound, so unreachable.
+            Err(_) => return Err(WriterClosed),
+        };
+        let queued = Queued { op, _bytes: permit };
+        self.tx.send(queued).await.map_err(|_| WriterClosed)
     }
 }
 
@@ -161,6 +200,11 @@ pub struct WriterConfig {
     pub commit_interval: Duration,
     /// Writes queued before senders wait (backpressure on ingest).
     pub queue: usize,
+    /// Bytes of rows queued before senders wait. While a slow commit (retention
+    /// catching up) holds the writer, this, not `queue`, bounds what ingest has
+    /// taken in but not yet put in a transaction: 256 received batches of ~0.6 MB
+    /// would be 150 MB.
+    pub max_queued_bytes: usize,
     /// A transaction being filled stops taking writes at this many bytes (senders
     /// wait, the queue being bounded), so memory stays bounded under any load.
     pub max_batch_bytes: usize,
@@ -176,6 +220,7 @@ impl Default for WriterConfig {
         Self {
             commit_interval: Duration::from_millis(50),
             queue: 256,
+            max_queued_bytes: 16 * 1024 * 1024,
             max_batch_bytes: 32 * 1024 * 1024,
             compression_level: 1,
             max_store_bytes: 0,
@@ -217,10 +262,10 @@ struct Batch {
 impl Batch {
     fn push(&mut self, op: WriteOp) {
         self.ops += 1;
+        self.bytes += op.bytes();
         match op {
             WriteOp::Events(w) => {
                 if let Some(events) = w.events {
-                    self.bytes += events.body.encoded_len();
                     self.data.events.push((w.agent_id.clone(), events));
                 }
                 self.data.agents.insert(w.agent_id, w.status);
@@ -231,12 +276,8 @@ impl Batch {
                     .agents
                     .insert(Arc::from(status.agent_id.as_str()), status);
             }
-            WriteOp::Hops(hops) => {
-                self.bytes += hops.group.len();
-                self.data.hops.push(hops);
-            }
+            WriteOp::Hops(hops) => self.data.hops.push(hops),
             WriteOp::Flow { id, bytes } => {
-                self.bytes += bytes.len();
                 self.data.flows.insert(id, bytes);
             }
             WriteOp::Flush(tx) => self.flushes.push(tx),
@@ -287,6 +328,12 @@ pub fn spawn(
     cfg: WriterConfig,
 ) -> (StoreWriter, JoinHandle<Result<WriterStats, StoreError>>) {
     let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+    let max_queued_bytes = cfg.max_queued_bytes.clamp(1, u32::MAX as usize);
+    let writer = StoreWriter {
+        tx,
+        room: Arc::new(Semaphore::new(max_queued_bytes)),
+        max_queued_bytes,
+    };
     let disk_cap = (cfg.max_store_bytes > 0).then(|| {
         // Unreadable means a fresh store: the budget starts at the cap.
         let stored = store.meta(META_ROW_BUDGET).ok().flatten();
@@ -311,7 +358,7 @@ pub fn spawn(
         disk_cap,
     });
     let task = tokio::spawn(run(ctx, rx, cfg));
-    (StoreWriter { tx }, task)
+    (writer, task)
 }
 
 type InFlight = (
@@ -322,7 +369,7 @@ type InFlight = (
 
 async fn run(
     ctx: Arc<CommitCtx>,
-    mut rx: mpsc::Receiver<WriteOp>,
+    mut rx: mpsc::Receiver<Queued>,
     cfg: WriterConfig,
 ) -> Result<WriterStats, StoreError> {
     let mut stats = WriterStats::default();
@@ -339,7 +386,7 @@ async fn run(
                 // Whatever is already queued joins this commit.
                 while !closed && next.bytes < cfg.max_batch_bytes {
                     match rx.try_recv() {
-                        Ok(op) => next.push(op),
+                        Ok(queued) => next.push(queued.op),
                         Err(mpsc::error::TryRecvError::Empty) => break,
                         Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
                     }
@@ -356,7 +403,7 @@ async fn run(
         }
         tokio::select! {
             op = rx.recv(), if !closed && !full => match op {
-                Some(op) => next.push(op),
+                Some(queued) => next.push(queued.op),
                 None => closed = true,
             },
             done = async { (&mut in_flight.as_mut().expect("guarded").0).await },
