@@ -32,13 +32,18 @@ pub const MAX_GO_CONN_TYPES: u32 = 4_096;
 /// agent's RSS counts them twice: 8 MiB shows as 16 MiB. At 200,000 events/s of 256
 /// bytes (~90 MB/s) it holds ~90 ms, nine drain ticks.
 pub const RING_BYTES: u32 = 8 * 1024 * 1024;
-/// The kernel programs submit without waking the reader, and wake it only when a CPU
-/// has written this many bytes since it last did: one wakeup (an inter-processor interrupt and a context
-/// switch) per event was most of the cost of a traced syscall. The agent also drains
-/// on a timer (`DRAIN_EVERY_MS`), so a trickle of events is not held back.
-pub const WAKEUP_BYTES: u64 = 256 * 1024;
-/// How often the agent drains the ring buffer without being woken.
+/// How often the agent drains the ring buffer. The kernel programs never wake it
+/// (`BPF_RB_NO_WAKEUP`): a wakeup is an irq_work self-interrupt raised on the traced
+/// task's CPU, charged to that task (on a VM an APIC write that exits to the
+/// hypervisor); one per event was most of the cost of a traced syscall, and even one
+/// per 256 KiB was ~10 % of a traced RPC's added CPU. Polling costs the traced tasks
+/// nothing.
 pub const DRAIN_EVERY_MS: u64 = 10;
+/// While the ring is busy, i.e. a drain found at least `BUSY_DRAIN_BYTES` waiting, the
+/// next drain comes this soon, so a burst does not wait a full tick in a filling ring.
+pub const BUSY_DRAIN_EVERY_MS: u64 = 1;
+/// A quarter of the ring: 10 ms at 200 MB/s.
+pub const BUSY_DRAIN_BYTES: usize = RING_BYTES as usize / 4;
 /// Default size of `ENTERED`; the agent sets it to the kernel's pid_max at load.
 pub const DEFAULT_MAX_TIDS: u32 = 32_768;
 pub const MAX_TRACKED: u32 = 65_536;

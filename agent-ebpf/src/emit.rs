@@ -3,19 +3,19 @@
 use core::mem::offset_of;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::BPF_RB_NO_WAKEUP,
     cty::c_void,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, gen,
     },
 };
 use ktrail_agent_common::{
-    maps::{DROP_READ_FAILED, DROP_RINGBUF_FULL, WAKEUP_BYTES},
+    maps::{DROP_READ_FAILED, DROP_RINGBUF_FULL},
     AgentConfig, EventHeader, EventKind, SyscallEvent, TrackedProcess,
     FLAG_PAYLOAD_READ_FAILED, FLAG_PAYLOAD_TRUNCATED, MAX_PAYLOAD, PROC_TRACKED,
 };
 
-use crate::maps::{SyscallScratch, CONFIG, DROPS, EVENTS, PROCS, TRACKED, UNWOKEN_BYTES};
+use crate::maps::{SyscallScratch, CONFIG, DROPS, EVENTS, PROCS, TRACKED};
 
 /// A mask the verifier understands; the real bound is MAX_PAYLOAD (see SyscallScratch).
 const LEN_MASK: u64 = (2 * MAX_PAYLOAD - 1) as u64;
@@ -209,28 +209,11 @@ pub fn send_syscall_event(scratch: &SyscallScratch) {
 }
 
 /// Writes a record into `EVENTS` (counting a full ring as a drop) without waking the
-/// reader, unless this CPU has written `WAKEUP_BYTES` since it last woke it. The default
-/// (flags 0) wakes a caught-up reader at every record: an irq_work self-interrupt and a
-/// context switch per event. The agent drains on a short timer as well, so a record
-/// that wakes no one waits at most that long. The count is per CPU, in a map (an
-/// inlined read) rather than `bpf_ringbuf_query` (a helper call per event), so up to
-/// `WAKEUP_BYTES` per CPU wait for the reader: 512 KiB on two CPUs of an 8-MiB ring.
+/// reader: it polls (`DRAIN_EVERY_MS`), and a wakeup would cost the traced task an
+/// interrupt on its own CPU.
 #[inline(always)]
 pub fn output<T: ?Sized>(data: &T) {
-    let len = core::mem::size_of_val(data) as u64;
-    let mut flags = BPF_RB_NO_WAKEUP;
-    if let Some(unwoken) = UNWOKEN_BYTES.get_ptr_mut(0) {
-        // SAFETY: a per-CPU slot: no other CPU writes it. A program nested in this one
-        // on the same CPU (softirq) may lose an add: that only moves the wakeup a little.
-        unsafe {
-            *unwoken += len;
-            if *unwoken >= WAKEUP_BYTES {
-                *unwoken = 0;
-                flags = BPF_RB_FORCE_WAKEUP;
-            }
-        }
-    }
-    if EVENTS.output(data, flags as u64).is_err() {
+    if EVENTS.output(data, BPF_RB_NO_WAKEUP as u64).is_err() {
         count_drop(DROP_RINGBUF_FULL);
     }
 }

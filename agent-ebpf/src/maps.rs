@@ -34,11 +34,6 @@ pub static PROCS: Array<ProcSlot> = Array::with_max_entries(DEFAULT_MAX_TIDS, 0)
 pub static FD_CACHE: LruHashMap<FdKey, FdCacheEntry> =
     LruHashMap::with_max_entries(MAX_FD_CACHE, 0);
 
-/// Per CPU: bytes written into `EVENTS` since this CPU last woke the reader (emit.rs
-/// `output`), so deciding whether to wake it costs no helper call.
-#[map]
-pub static UNWOKEN_BYTES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
 #[map]
 pub static TARGETS: Array<TargetPattern> = Array::with_max_entries(MAX_TARGETS, 0);
 

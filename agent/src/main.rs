@@ -179,7 +179,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tls_tx.clone(),
     );
     tokio::select! {
-        r = reader.run(ring) => r.context("reading the ring buffer")?,
+        () = reader.run(ring) => {}
         _ = shutdown_signal() => info!("shutting down"),
     }
 

@@ -3,9 +3,8 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use ktrail_agent_common::maps::DRAIN_EVERY_MS;
+use ktrail_agent_common::maps::{BUSY_DRAIN_BYTES, BUSY_DRAIN_EVERY_MS, DRAIN_EVERY_MS};
 use ktrail_proto::v1::{event::Body, Event};
-use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
 use tracing::debug;
 
 use crate::{
@@ -49,29 +48,27 @@ impl Reader {
         }
     }
 
-    pub async fn run(mut self, ring: RingBuf<MapData>) -> std::io::Result<()> {
-        // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the fd
-        // stays open for as long as it is registered.
-        let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
-        // The kernel programs wake us only when WAKEUP_BYTES are waiting (see
-        // agent-ebpf/src/emit.rs); below that, events are collected on this tick.
-        let mut tick = tokio::time::interval(Duration::from_millis(DRAIN_EVERY_MS));
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    /// Polls the ring: the kernel programs never wake the reader (see
+    /// `DRAIN_EVERY_MS`). Runs until the task is dropped.
+    pub async fn run(mut self, mut ring: RingBuf<MapData>) {
         loop {
-            tokio::select! {
-                guard = fd.readable_mut() => {
-                    let mut guard = guard?;
-                    self.drain(guard.get_inner_mut());
-                    guard.clear_ready();
-                }
-                _ = tick.tick() => self.drain(fd.get_mut()),
-            }
+            let started = tokio::time::Instant::now();
+            let read = self.drain(&mut ring);
+            let every = if read >= BUSY_DRAIN_BYTES {
+                BUSY_DRAIN_EVERY_MS
+            } else {
+                DRAIN_EVERY_MS
+            };
+            tokio::time::sleep_until(started + Duration::from_millis(every)).await;
         }
     }
 
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Reads every record waiting; returns their bytes.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
         let mut unannounced = 0;
+        let mut read = 0;
         while let Some(item) = ring.next() {
+            read += item.len();
             self.handle(&item);
             unannounced += 1;
             // Once per batch's worth, not per event: the sender then takes full batches
@@ -84,6 +81,7 @@ impl Reader {
         if unannounced > 0 {
             self.outbox.wake_sender();
         }
+        read
     }
 
     fn handle(&mut self, bytes: &[u8]) {
