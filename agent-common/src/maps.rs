@@ -43,7 +43,7 @@ pub const DRAIN_EVERY_MS: u64 = 10;
 /// next drain comes this soon, so a burst does not wait a full tick in a filling ring.
 pub const BUSY_DRAIN_EVERY_MS: u64 = 1;
 /// A quarter of the ring: 10 ms at 200 MB/s.
-pub const BUSY_DRAIN_BYTES: usize = RING_BYTES as usize / 4;
+pub const BUSY_DRAIN_BYTES: u64 = RING_BYTES as u64 / 4;
 /// Default size of `ENTERED`; the agent sets it to the kernel's pid_max at load.
 pub const DEFAULT_MAX_TIDS: u32 = 32_768;
 pub const MAX_TRACKED: u32 = 65_536;

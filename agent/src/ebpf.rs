@@ -14,6 +14,7 @@ use ktrail_agent_common::{
 };
 
 use crate::metrics::KernelDrops;
+use crate::ring::{EventRing, RingError};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ktrail.bpf.o"));
 
@@ -50,6 +51,8 @@ pub enum LoadError {
     TooManyTargets,
     #[error("reading the kernel's BTF for the sys_exit program: {0}")]
     Btf(#[source] Box<aya::BtfError>),
+    #[error("eBPF map EVENTS: {0}")]
+    Ring(#[from] RingError),
 }
 
 pub struct Programs {
@@ -241,12 +244,15 @@ impl Programs {
         Ok(seeded.len())
     }
 
-    pub fn take_ring(&mut self) -> Result<aya::maps::RingBuf<MapData>, LoadError> {
+    pub fn take_ring(&mut self) -> Result<EventRing, LoadError> {
         let map = self
             .ebpf
             .take_map(names::EVENTS)
             .ok_or(LoadError::MissingMap(names::EVENTS))?;
-        aya::maps::RingBuf::try_from(map).map_err(map_err(names::EVENTS))
+        match map {
+            aya::maps::Map::RingBuf(data) => Ok(EventRing::new(data)?),
+            _ => Err(RingError::NotARingBuffer.into()),
+        }
     }
 
     /// The TRACKED and PROCS maps, owned (after `seed_tracked`), for `exclude.rs` to

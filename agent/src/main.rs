@@ -13,6 +13,7 @@ mod metrics;
 mod outbox;
 mod procfs;
 mod reader;
+mod ring;
 mod scan;
 mod sender;
 mod tracefs;

@@ -2,7 +2,6 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use aya::maps::{MapData, RingBuf};
 use ktrail_agent_common::maps::{BUSY_DRAIN_BYTES, BUSY_DRAIN_EVERY_MS, DRAIN_EVERY_MS};
 use ktrail_proto::v1::{event::Body, Event};
 use tracing::debug;
@@ -14,6 +13,7 @@ use crate::{
     metrics::Metrics,
     outbox::Outbox,
     procfs,
+    ring::EventRing,
 };
 
 /// Events read between two wakeups of the sender: its batch size.
@@ -50,7 +50,7 @@ impl Reader {
 
     /// Polls the ring: the kernel programs never wake the reader (see
     /// `DRAIN_EVERY_MS`). Runs until the task is dropped.
-    pub async fn run(mut self, mut ring: RingBuf<MapData>) {
+    pub async fn run(mut self, mut ring: EventRing) {
         loop {
             let started = tokio::time::Instant::now();
             let read = self.drain(&mut ring);
@@ -64,12 +64,10 @@ impl Reader {
     }
 
     /// Reads every record waiting; returns their bytes.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
+    fn drain(&mut self, ring: &mut EventRing) -> u64 {
         let mut unannounced = 0;
-        let mut read = 0;
-        while let Some(item) = ring.next() {
-            read += item.len();
-            self.handle(&item);
+        let read = ring.drain(|record| {
+            self.handle(record);
             unannounced += 1;
             // Once per batch's worth, not per event: the sender then takes full batches
             // (outbox.rs), and a ring that never runs dry still feeds it.
@@ -77,7 +75,7 @@ impl Reader {
                 self.outbox.wake_sender();
                 unannounced = 0;
             }
-        }
+        });
         if unannounced > 0 {
             self.outbox.wake_sender();
         }
