@@ -1,5 +1,7 @@
 //! The hop assembler: connections by key, fed event by event, driven by ticks.
 
+use std::sync::Arc;
+
 use ktrail_proto::v1::{event::Body, Event, EventRef, Hop, SyscallEvent, TcpStateChange};
 
 use super::build::build_hops;
@@ -180,8 +182,8 @@ impl HopAssembler {
             seq: event.seq,
         };
         let side = &mut conn.sides[idx];
-        if !event.comm.is_empty() {
-            side.ident.comm.clone_from(&event.comm);
+        if !event.comm.is_empty() && side.ident.comm != event.comm {
+            Arc::make_mut(&mut side.ident).comm.clone_from(&event.comm);
         }
         side.last_activity = now;
         side.saw_event_at(event.timestamp_unix_ns, sc.duration_ns);
