@@ -8,6 +8,7 @@ pub mod agents;
 pub mod clock;
 pub mod error;
 pub mod export;
+pub mod fast_hash;
 pub mod flows;
 pub mod hops;
 pub mod ingest;

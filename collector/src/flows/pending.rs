@@ -2,12 +2,13 @@
 //! completes after the work it caused (the etcd write inside a POST ends
 //! first), and an id (sandbox, uid) is often learned after the hops naming it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ktrail_proto::v1::Hop;
 
 use super::keys::{HopKeys, Key};
+use crate::fast_hash::FastMap;
 
 /// Slots (held hops and holes) kept per hop of the cap.
 const MAX_SLOTS_PER_HOP: usize = 8;
@@ -33,7 +34,7 @@ pub struct Pending {
     first: u64,
     held: usize,
     /// Hop numbers by lookup key, oldest first.
-    by_key: HashMap<Key, VecDeque<u64>>,
+    by_key: FastMap<Key, VecDeque<u64>>,
     cap: usize,
     ttl_ns: u64,
     /// Hops that left unmatched after `ttl_ns`, or pushed out at the cap.
@@ -47,7 +48,7 @@ impl Pending {
             slots: VecDeque::new(),
             first: 0,
             held: 0,
-            by_key: HashMap::new(),
+            by_key: FastMap::default(),
             cap: cap.max(1),
             ttl_ns,
             expired: 0,

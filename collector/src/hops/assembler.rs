@@ -1,6 +1,6 @@
 //! The hop assembler: connections by key, fed event by event, driven by ticks.
 
-use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use ktrail_proto::v1::{event::Body, Event, EventRef, Hop, SyscallEvent, TcpStateChange};
 
@@ -14,6 +14,7 @@ use super::run::{Direction, Transfer};
 use super::side::{Role, Side, SideIdentity};
 use super::view_cache::ViewCache;
 use super::HopConfig;
+use crate::fast_hash::{FastMap, FastSet};
 
 /// Counters of the assembler's work, for logs and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,12 +48,12 @@ pub struct AssemblerStats {
 #[derive(Debug)]
 pub struct HopAssembler {
     cfg: HopConfig,
-    conns: HashMap<u64, Connection>,
-    by_key: HashMap<ConnectionKey, u64>,
+    conns: FastMap<u64, Connection>,
+    by_key: FastMap<ConnectionKey, u64>,
     /// The views of the sockets events name.
     views: ViewCache,
     /// Connections that may have something to emit or evict on a tick.
-    active: HashSet<u64>,
+    active: FastSet<u64>,
     next_conn: u64,
     arrival: u64,
     ids: IdGen,
@@ -72,10 +73,10 @@ impl HopAssembler {
     pub fn new(cfg: HopConfig, id_seed: u64) -> Self {
         Self {
             cfg,
-            conns: HashMap::new(),
-            by_key: HashMap::new(),
+            conns: FastMap::default(),
+            by_key: FastMap::default(),
             views: ViewCache::default(),
-            active: HashSet::new(),
+            active: FastSet::default(),
             next_conn: 0,
             arrival: 0,
             ids: IdGen::new(id_seed),
@@ -181,8 +182,8 @@ impl HopAssembler {
             seq: event.seq,
         };
         let side = &mut conn.sides[idx];
-        if !event.comm.is_empty() {
-            side.ident.comm.clone_from(&event.comm);
+        if !event.comm.is_empty() && side.ident.comm != event.comm {
+            Arc::make_mut(&mut side.ident).comm.clone_from(&event.comm);
         }
         side.last_activity = now;
         side.saw_event_at(event.timestamp_unix_ns, sc.duration_ns);

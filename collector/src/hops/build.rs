@@ -86,10 +86,18 @@ fn timing(client: &EndPart, server: &EndPart) -> (u64, u64) {
     }
 }
 
-fn refs_of(run: &Option<Run>, out: &mut Vec<EventRef>) {
+/// Moves a run's event references to `out`: the pair is built once and then
+/// dropped, so its runs' references (two strings each) need no copies.
+fn take_refs(run: &mut Option<Run>, out: &mut Vec<EventRef>) {
     if let Some(run) = run {
-        out.extend(run.refs.iter().cloned());
+        out.append(&mut run.refs);
     }
+}
+
+/// A run's captured bytes, moved out (as [`take_refs`]), and how many it moved.
+fn take_capture(run: &mut Option<Run>) -> (Vec<u8>, u64) {
+    run.as_mut()
+        .map_or((Vec::new(), 0), |r| (std::mem::take(&mut r.data), r.bytes))
 }
 
 /// The decoded messages of an end's runs.
@@ -224,8 +232,8 @@ fn build_hop(pair: PairReady) -> Hop {
     let PairReady {
         protocol,
         kind,
-        client,
-        server,
+        mut client,
+        mut server,
         mut refs,
         stream,
         stream_timed_by,
@@ -243,29 +251,36 @@ fn build_hop(pair: PairReady) -> Hop {
     let clock_node = node_of(timer(&client, &server));
     // The request as the client sent it, the response as the server sent it,
     // unless only the receiving end saw them in plaintext.
-    let (c_req, s_req) = (client.request.as_ref(), server.request.as_ref());
-    let (c_resp, s_resp) = (client.response.as_ref(), server.response.as_ref());
-    let request = if server.tls && !client.tls {
-        s_req.or(c_req)
+    let request_from_server = if server.tls && !client.tls {
+        server.request.is_some()
     } else {
-        c_req.or(s_req)
+        client.request.is_none()
     };
-    let response = if client.tls && !server.tls {
-        c_resp.or(s_resp)
+    let response_from_client = if client.tls && !server.tls {
+        client.response.is_some()
     } else {
-        s_resp.or(c_resp)
+        server.response.is_none()
     };
+    let (request_data, request_bytes) = take_capture(if request_from_server {
+        &mut server.request
+    } else {
+        &mut client.request
+    });
+    let (response_data, response_bytes) = take_capture(if response_from_client {
+        &mut client.response
+    } else {
+        &mut server.response
+    });
     for run in [
-        &client.request,
-        &client.response,
-        &server.request,
-        &server.response,
+        &mut client.request,
+        &mut client.response,
+        &mut server.request,
+        &mut server.response,
     ] {
-        refs_of(run, &mut refs);
+        take_refs(run, &mut refs);
     }
     refs.sort_by(|a, b| (&a.node, &a.agent_id, a.seq).cmp(&(&b.node, &b.agent_id, b.seq)));
     refs.dedup();
-    let request_data = request.map(|r| r.data.clone()).unwrap_or_default();
     let (dreq, dresp) = decoded(&client, &server);
     let mut hop = Hop {
         id: String::new(),
@@ -277,9 +292,9 @@ fn build_hop(pair: PairReady) -> Hop {
         duration_ns,
         summary: summarize(&request_data),
         request: request_data,
-        response: response.map(|r| r.data.clone()).unwrap_or_default(),
-        request_bytes: request.map_or(0, |r| r.bytes),
-        response_bytes: response.map_or(0, |r| r.bytes),
+        response: response_data,
+        request_bytes,
+        response_bytes,
         kind: match kind {
             PairKind::RequestResponse => "request/response",
             PairKind::Connection => "connection",

@@ -1,5 +1,7 @@
 //! One connection: its sides, and pairing their exchanges into hops.
 
+use std::sync::Arc;
+
 use ktrail_proto::v1::EventRef;
 use ktrail_protocols::Protocol;
 
@@ -36,7 +38,7 @@ pub enum PairKind {
 #[derive(Clone, Debug, Default)]
 pub struct EndPart {
     /// `None` when no agent saw this end.
-    pub ident: Option<SideIdentity>,
+    pub ident: Option<Arc<SideIdentity>>,
     pub request: Option<Run>,
     pub response: Option<Run>,
     pub event_span: Option<(u64, u64)>,

@@ -3,14 +3,13 @@
 //! local id); the events of one connection carry the same socket again and again,
 //! so its view is built once and shared.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use ktrail_proto::v1::{FdKind, Socket};
 
 use super::endpoint::{socket_view, SocketView};
+use crate::fast_hash::FastMap;
 
 /// Sockets remembered; past it the cache starts over (it is only a cache: a
 /// forgotten socket's view is built again).
@@ -27,8 +26,10 @@ struct Seen {
 #[derive(Debug, Default)]
 pub struct ViewCache {
     /// By a hash of the node and the socket's fields; collisions share a slot.
-    by_hash: HashMap<u64, Vec<Seen>>,
+    by_hash: FastMap<u64, Vec<Seen>>,
     len: usize,
+    /// Hashes the (node, socket) pairs for `by_hash`.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl ViewCache {
@@ -37,7 +38,7 @@ impl ViewCache {
         if socket.kind != FdKind::Socket as i32 {
             return None;
         }
-        let hash = hash_of(node, socket);
+        let hash = self.hash_of(node, socket);
         if let Some(seen) = self
             .by_hash
             .get(&hash)
@@ -58,19 +59,19 @@ impl ViewCache {
         self.len += 1;
         view
     }
-}
 
-fn hash_of(node: &str, socket: &Socket) -> u64 {
-    let mut h = DefaultHasher::new();
-    node.hash(&mut h);
-    socket.family.hash(&mut h);
-    socket.local_addr.hash(&mut h);
-    socket.local_port.hash(&mut h);
-    socket.remote_addr.hash(&mut h);
-    socket.remote_port.hash(&mut h);
-    socket.inode.hash(&mut h);
-    socket.peer_inode.hash(&mut h);
-    h.finish()
+    fn hash_of(&self, node: &str, socket: &Socket) -> u64 {
+        self.hasher.hash_one((
+            node,
+            socket.family.as_str(),
+            socket.local_addr.as_str(),
+            socket.local_port,
+            socket.remote_addr.as_str(),
+            socket.remote_port,
+            socket.inode,
+            socket.peer_inode,
+        ))
+    }
 }
 
 #[cfg(test)]
