@@ -38,7 +38,7 @@ impl Store {
         let groups = txn.open_table(HOP_GROUPS)?;
         let mut decoded: HashMap<u64, Vec<Hop>> = HashMap::new();
         let mut hops = Vec::new();
-        for row in index.range((from, "")..=(to, "\u{10ffff}"))? {
+        for row in index.range((from, 0)..=(to, u64::MAX))? {
             let (_, value) = row?;
             let (group_no, i) = value.value();
             if let std::collections::hash_map::Entry::Vacant(slot) = decoded.entry(group_no) {

@@ -16,11 +16,12 @@ use ktrail_proto::v1::{AgentStatus, Hop, StoreCounters};
 use prost::Message;
 use redb::{Database, ReadableTable, ReadableTableMetadata};
 
-pub use tables::{StoredBatch, StoredEvent};
 use tables::{
-    AGENTS, BATCH_AGE, EVENT_BATCHES, HOP_GROUPS, HOP_INDEX, LEGACY_EVENTS, LEGACY_HOPS, META,
-    META_EVENT_BYTES, META_EVICTED_BATCHES, META_EVICTED_EVENTS, META_EVICTED_HOPS, META_HOP_BYTES,
+    hop_id_key, AGENTS, BATCH_AGE, EVENT_BATCHES, HOP_GROUPS, HOP_INDEX, LEGACY_EVENTS,
+    LEGACY_HOPS, LEGACY_HOP_INDEX, META, META_EVENT_BYTES, META_EVICTED_BATCHES,
+    META_EVICTED_EVENTS, META_EVICTED_HOPS, META_HOP_BYTES,
 };
+pub use tables::{StoredBatch, StoredEvent};
 
 use crate::error::StoreError;
 
@@ -60,6 +61,29 @@ pub struct Retention {
     pub evicted_batches: u64,
     pub evicted_events: u64,
     pub evicted_hops: u64,
+}
+
+/// Moves a store's [`LEGACY_HOP_INDEX`] (the hop id in the key) into [`HOP_INDEX`],
+/// in one transaction, and drops it.
+fn migrate_hop_index(db: &Database) -> Result<(), StoreError> {
+    match db.begin_read()?.open_table(LEGACY_HOP_INDEX) {
+        Ok(_) => {}
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    let txn = db.begin_write()?;
+    {
+        let legacy = txn.open_table(LEGACY_HOP_INDEX)?;
+        let mut index = txn.open_table(HOP_INDEX)?;
+        for row in legacy.iter()? {
+            let (key, value) = row?;
+            let (start, id) = key.value();
+            index.insert((start, hop_id_key(id)), value.value())?;
+        }
+    }
+    txn.delete_table(LEGACY_HOP_INDEX)?;
+    txn.commit()?;
+    Ok(())
 }
 
 /// An open store. Cheap to clone.
@@ -109,6 +133,7 @@ impl Store {
         txn.open_table(HOP_GROUPS)?;
         txn.open_table(tables::FLOWS)?;
         txn.commit()?;
+        migrate_hop_index(&db)?;
         Ok(Self {
             db: Arc::new(db),
             path,

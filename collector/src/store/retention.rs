@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use redb::{ReadableTable, WriteTransaction};
 use tracing::debug;
 
-use super::tables::{BATCH_AGE, EVENT_BATCHES, HOP_GROUPS, HOP_INDEX};
+use super::tables::{hop_id_key, BATCH_AGE, EVENT_BATCHES, HOP_GROUPS, HOP_INDEX};
 use super::{batch, hop_keys};
 use crate::error::StoreError;
 
@@ -179,7 +179,7 @@ pub(super) fn evict_oldest(
             evicted.hops += u64::from(count);
             // Their index entries: the group's hops, read for their keys only.
             hop_keys::for_each(row, |hop| {
-                index.remove((hop.start_unix_ns, hop.id.as_str()))?;
+                index.remove((hop.start_unix_ns, hop_id_key(&hop.id)))?;
                 Ok(())
             })?;
         }

@@ -17,8 +17,23 @@ pub const BATCH_AGE: TableDefinition<u64, (&str, u64, u64, u64, u64)> =
     TableDefinition::new("batch_age");
 /// `agent_id` → `AgentStatus`.
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
-/// `(start_unix_ns, hop_id)` → `(hop group, index in it)`.
-pub const HOP_INDEX: TableDefinition<(u64, &str), (u64, u32)> = TableDefinition::new("hop_index");
+/// `(start_unix_ns, hop_id_key(hop id))` → `(hop group, index in it)`. Fixed-width
+/// on purpose: redb inserts into a leaf of variable-width entries by rewriting every
+/// entry's offset, and with the id itself in the key that was 11 % of the collector's
+/// CPU (one entry per hop).
+pub const HOP_INDEX: TableDefinition<(u64, u64), (u64, u32)> = TableDefinition::new("hop_index_v2");
+/// `(start_unix_ns, hop_id)` → `(hop group, index in it)`: [`HOP_INDEX`] as stores
+/// written before it held it; moved into it when such a store is opened.
+pub const LEGACY_HOP_INDEX: TableDefinition<(u64, &str), (u64, u32)> =
+    TableDefinition::new("hop_index");
+
+/// A hop id's key in [`HOP_INDEX`]: 64-bit FNV-1a, a fixed function (the keys are
+/// stored). Two hops collide only with the same start nanosecond and the same hash.
+pub fn hop_id_key(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 /// `hop group` (one per commit) → the hops of a commit, a [`StoredHops`] framed like
 /// an event batch ([`super::batch`]): compressed together, not one by one.
 pub const HOP_GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("hop_groups");

@@ -106,6 +106,74 @@ async fn the_window_loads_the_latest_hops_in_order() {
     assert_eq!(loaded.hops_total, 10);
 }
 
+/// A store written before the fixed-width hop index (its index keyed by the hop id
+/// itself) opens with its index moved over: its hops load and are found by time.
+#[tokio::test]
+async fn a_store_with_the_id_keyed_hop_index_is_migrated_at_open() {
+    use super::tables::{hop_id_key, HOP_INDEX, LEGACY_HOP_INDEX};
+    use redb::{ReadableTable, ReadableTableMetadata};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let (w, task) = writer::spawn(store.clone(), WriterConfig::default());
+        for i in 0..5u64 {
+            let hop = Hop {
+                id: format!("h-{i}"),
+                start_unix_ns: 1_000 + i,
+                ..Hop::default()
+            };
+            w.write_hop(&hop).await.expect("queued");
+        }
+        drop(w);
+        task.await.expect("join").expect("ok");
+        // Rewrite the index as the earlier version kept it.
+        let txn = store.db().begin_write().expect("write");
+        {
+            let mut index = txn.open_table(HOP_INDEX).expect("index");
+            let mut legacy = txn.open_table(LEGACY_HOP_INDEX).expect("legacy");
+            for i in 0..5u64 {
+                let id = format!("h-{i}");
+                let place = index
+                    .remove((1_000 + i, hop_id_key(&id)))
+                    .expect("remove")
+                    .expect("indexed")
+                    .value();
+                legacy
+                    .insert((1_000 + i, id.as_str()), place)
+                    .expect("insert");
+            }
+            assert_eq!(index.len().expect("len"), 0);
+        }
+        txn.commit().expect("commit");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let ids = |hops: Vec<Hop>| hops.into_iter().map(|h| h.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.hops_between(1_001, 1_003).expect("between")),
+        ["h-1", "h-2", "h-3"]
+    );
+    let loaded = store.load(10).expect("load");
+    assert_eq!(loaded.hops_total, 5);
+    assert_eq!(ids(loaded.recent_hops), ["h-0", "h-1", "h-2", "h-3", "h-4"]);
+    let txn = store.db().begin_read().expect("read");
+    assert!(
+        matches!(
+            txn.open_table(LEGACY_HOP_INDEX),
+            Err(redb::TableError::TableDoesNotExist(_))
+        ),
+        "the old index is dropped"
+    );
+    assert_eq!(
+        txn.open_table(HOP_INDEX)
+            .expect("index")
+            .iter()
+            .expect("iter")
+            .count(),
+        5
+    );
+}
+
 #[test]
 fn a_file_as_data_dir_is_a_clear_error() {
     let file = tempfile::NamedTempFile::new().expect("temp file");

@@ -24,9 +24,9 @@ use tracing::{debug, error, warn};
 use super::batch::{self, Compressor, RowBody};
 use super::retention::{evict_oldest, eviction_target, BudgetLowered, DiskCap, Held};
 use super::tables::{
-    AGENTS, BATCH_AGE, EVENT_BATCHES, FLOWS, HOP_GROUPS, HOP_INDEX, META, META_EVENT_BYTES,
-    META_EVICTED_BATCHES, META_EVICTED_EVENTS, META_EVICTED_HOPS, META_HOP_BYTES, META_NEXT_BATCH,
-    META_NEXT_HOP_GROUP, META_ROW_BUDGET,
+    hop_id_key, AGENTS, BATCH_AGE, EVENT_BATCHES, FLOWS, HOP_GROUPS, HOP_INDEX, META,
+    META_EVENT_BYTES, META_EVICTED_BATCHES, META_EVICTED_EVENTS, META_EVICTED_HOPS, META_HOP_BYTES,
+    META_NEXT_BATCH, META_NEXT_HOP_GROUP, META_ROW_BUDGET,
 };
 use super::Store;
 use crate::error::StoreError;
@@ -64,13 +64,13 @@ pub struct EventsWrite {
 /// their encodings, back to back as in a stored hop group ([`batch::push_hop`]).
 #[derive(Debug, Default)]
 pub struct EncodedHops {
-    keys: Vec<(u64, String)>,
+    keys: Vec<(u64, u64)>,
     group: Vec<u8>,
 }
 
 impl EncodedHops {
     pub fn push(&mut self, hop: &Hop) {
-        self.keys.push((hop.start_unix_ns, hop.id.clone()));
+        self.keys.push((hop.start_unix_ns, hop_id_key(&hop.id)));
         batch::push_hop(&mut self.group, hop);
     }
 
@@ -551,8 +551,8 @@ fn commit(ctx: &CommitCtx, data: &BatchData) -> Result<Committed, StoreError> {
                 let group_no = get(&meta, META_NEXT_HOP_GROUP)?;
                 let mut index = txn.open_table(HOP_INDEX)?;
                 let keys = data.hops.iter().flat_map(|h| &h.keys);
-                for (i, (start, id)) in keys.enumerate() {
-                    index.insert((*start, id.as_str()), (group_no, i as u32))?;
+                for (i, key) in keys.enumerate() {
+                    index.insert(*key, (group_no, i as u32))?;
                 }
                 group.clear();
                 for chunk in &data.hops {
