@@ -227,7 +227,7 @@ mod tests {
         }
 
         fn put(&mut self, pos: u64, byte: u8) {
-            let bytes: &mut [u8] = bytemuck_bytes(&mut self.data);
+            let bytes: &mut [u8] = as_bytes_mut(&mut self.data);
             let at = (pos & (self.size - 1)) as usize;
             bytes[at] = byte;
             bytes[at + self.size as usize] = byte;
@@ -248,26 +248,29 @@ mod tests {
         /// Commits the record at `start` (clears its busy bit).
         fn commit(&mut self, start: u64) {
             let at = (start & (self.size - 1)) as usize;
-            let bytes: &mut [u8] = bytemuck_bytes(&mut self.data);
+            let bytes: &mut [u8] = as_bytes_mut(&mut self.data);
             bytes[at + 3] &= 0x7f;
             bytes[at + 3 + self.size as usize] &= 0x7f;
         }
 
-        fn drain(&self) -> (Vec<Vec<u8>>, u64) {
-            let view = RingView {
+        fn view(&self) -> RingView<'_> {
+            RingView {
                 consumer_pos: &self.consumer_pos,
                 producer_pos: &self.producer_pos,
                 data: self.data.as_ptr().cast(),
                 mask: self.size - 1,
-            };
+            }
+        }
+
+        fn drain(&self) -> (Vec<Vec<u8>>, u64) {
             let mut got = Vec::new();
             // SAFETY: `data` holds the ring twice over, written by `push`.
-            let read = unsafe { view.drain(|r| got.push(r.to_vec())) };
+            let read = unsafe { self.view().drain(|r| got.push(r.to_vec())) };
             (got, read)
         }
     }
 
-    fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {
+    fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
         // SAFETY: u8 has no alignment or validity requirements.
         unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len() * 8) }
     }
@@ -320,12 +323,7 @@ mod tests {
             ring.push(&i.to_le_bytes().repeat(25), 0);
         }
         let produced = ring.producer_pos.load(Ordering::Relaxed);
-        let view = RingView {
-            consumer_pos: &ring.consumer_pos,
-            producer_pos: &ring.producer_pos,
-            data: ring.data.as_ptr().cast(),
-            mask: ring.size - 1,
-        };
+        let view = ring.view();
         let (mut records, mut seen) = (0u64, Vec::new());
         // SAFETY: `data` holds the ring twice over, written by `push`.
         let read = unsafe {

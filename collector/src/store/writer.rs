@@ -128,7 +128,7 @@ pub struct StoreWriter {
     tx: mpsc::Sender<Queued>,
     /// Bytes the queue may still take (`max_queued_bytes`).
     room: Arc<Semaphore>,
-    max_queued_bytes: usize,
+    max_queued_bytes: u32,
 }
 
 impl StoreWriter {
@@ -175,18 +175,19 @@ impl StoreWriter {
     /// Waits for room in the queue, in ops and in bytes: ingest then stops reading
     /// the agents' streams, and they buffer (or drop, counted) on their side.
     async fn send(&self, op: WriteOp) -> Result<(), WriterClosed> {
-        let bytes = op.bytes().min(self.max_queued_bytes);
-        let permit = match u32::try_from(bytes) {
-            Ok(0) => None,
-            Ok(n) => Some(
+        // An op larger than the whole bound waits for all of it.
+        let bytes = u32::try_from(op.bytes())
+            .unwrap_or(u32::MAX)
+            .min(self.max_queued_bytes);
+        let permit = match bytes {
+            0 => None,
+            n => Some(
                 self.room
                     .clone()
                     .acquire_many_owned(n)
                     .await
                     .map_err(|_| WriterClosed)?,
             ),
-            // Larger than a u32 of bytes: clamped to the bound, so unreachable.
-            Err(_) => return Err(WriterClosed),
         };
         let queued = Queued { op, _bytes: permit };
         self.tx.send(queued).await.map_err(|_| WriterClosed)
@@ -328,10 +329,12 @@ pub fn spawn(
     cfg: WriterConfig,
 ) -> (StoreWriter, JoinHandle<Result<WriterStats, StoreError>>) {
     let (tx, rx) = mpsc::channel(cfg.queue.max(1));
-    let max_queued_bytes = cfg.max_queued_bytes.clamp(1, u32::MAX as usize);
+    let max_queued_bytes = u32::try_from(cfg.max_queued_bytes)
+        .unwrap_or(u32::MAX)
+        .max(1);
     let writer = StoreWriter {
         tx,
-        room: Arc::new(Semaphore::new(max_queued_bytes)),
+        room: Arc::new(Semaphore::new(max_queued_bytes as usize)),
         max_queued_bytes,
     };
     let disk_cap = (cfg.max_store_bytes > 0).then(|| {
