@@ -22,6 +22,14 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CpuPriority {
+    /// SCHED_IDLE: run only on CPU time nothing else on the node wants.
+    Idle,
+    /// The node's default policy (SCHED_OTHER, nice 0), like the components traced.
+    Normal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -131,6 +139,15 @@ struct Args {
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
 
+    /// CPU scheduling of the collector's threads. With `idle` (SCHED_IDLE, and so the
+    /// idle I/O class) a control-plane component that wakes up takes the CPU from the
+    /// collector at once, so stitching never delays the cluster it watches; on a node
+    /// whose CPUs are saturated the collector falls behind instead, its agents buffer
+    /// and, once full, drop events, counted in `ktrail status`. `normal` competes
+    /// equally with the traced components.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "idle")]
+    cpu_priority: CpuPriority,
+
     /// Log format on stderr. Verbosity: RUST_LOG (default "info").
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -145,6 +162,30 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Sets the calling thread's (and so every later thread's) scheduling policy. A failure
+/// (a seccomp profile that forbids the call) leaves the collector at the node's default,
+/// which only costs the traced components CPU, so it is logged, not fatal.
+fn apply_cpu_priority(priority: CpuPriority) {
+    if priority == CpuPriority::Normal {
+        return;
+    }
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for SCHED_IDLE.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc == 0 {
+        info!(
+            cpu_priority = "idle",
+            "collector threads run under SCHED_IDLE"
+        );
+    } else {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(
+            %error,
+            "could not set SCHED_IDLE (--cpu-priority idle); running at the default priority"
+        );
     }
 }
 
@@ -164,6 +205,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let format = args.log_format;
     init_logging(format);
+    // Before the runtime: its threads inherit the policy.
+    apply_cpu_priority(args.cpu_priority);
     let result = tokio::runtime::Runtime::new()
         .context("starting the async runtime")
         .and_then(|rt| rt.block_on(run(args)));

@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::net::TcpListener;
+use common::{free_port, CollectorProcess};
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ktrail_collector::Store;
@@ -22,32 +22,8 @@ use tonic::Streaming;
 const EVENTS: u64 = 20_000;
 const PER_BATCH: u64 = 100;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn start(dir: &Path, port: u16) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_ktrail-collector"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--insecure"])
-        .arg("--data-dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("collector starts");
-    Proc(child)
+fn start(dir: &Path, port: u16) -> CollectorProcess {
+    CollectorProcess::spawn(dir, port, &[])
 }
 
 fn event(seq: u64) -> Event {

@@ -4,8 +4,9 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ktrail_collector::{Collector, CollectorConfig};
@@ -27,6 +28,40 @@ pub const T0: u64 = 1_700_000_000_000_000_000;
 pub const MS: u64 = 1_000_000;
 pub const REQ: &[u8] = b"GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: cp\r\n\r\n";
 pub const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+
+/// The `ktrail-collector` binary on 127.0.0.1:`port`, killed when dropped (also when a
+/// test panics).
+pub struct CollectorProcess(pub Child);
+
+impl CollectorProcess {
+    /// Starts it plaintext on `dir`, with `extra` flags.
+    pub fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_ktrail-collector"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--insecure"])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("collector starts");
+        Self(child)
+    }
+}
+
+impl Drop for CollectorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
 
 pub async fn start_collector(dir: &Path) -> Collector {
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
