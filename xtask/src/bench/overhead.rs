@@ -137,7 +137,10 @@ struct Round {
     /// Agent counters over its targeted writes run: events read, dropped.
     writes_events: u64,
     writes_dropped: u64,
+    /// Agent counters over its targeted RPC run, once its queue drained: events read
+    /// from the ring, and dropped (ring full, queue full: all reasons).
     rpc_events: u64,
+    rpc_dropped: u64,
     /// Targeted RPC with the collector stopped (SIGSTOP).
     paused_rpc: M,
     /// Wall time of the targeted RPC run and the CPU the agent and collector used in it.
@@ -192,10 +195,12 @@ pub fn run(env: &Env, cfg: &Config) -> Result<Section> {
         round.rpc_wall = t0.elapsed().as_secs_f64();
         round.rpc_agent_cpu = cpu_seconds(agent.pid()) - cpu0.0;
         round.rpc_collector_cpu = cpu_seconds(collector.pid()) - cpu0.1;
+        drain(env, r)?;
         let m1 = metrics()?;
         round.rpc_events =
             metric(&m1, "ktrail_agent_events_total") - metric(&m0, "ktrail_agent_events_total");
-        drain(env, r)?;
+        round.rpc_dropped = metric(&m1, "ktrail_agent_events_dropped_total")
+            - metric(&m0, "ktrail_agent_events_dropped_total");
         // Diagnosis: the same with the collector stopped (SIGSTOP), so only the kernel
         // programs and the agent work; the agent holds the events until SIGCONT.
         let mut collector = collector;
@@ -399,7 +404,7 @@ fn section(cfg: &Config, rounds: &[Round], all: &[Round]) -> Section {
         "| round | RPC untraced | RPC agent | RPC agent, collector stopped | RPC untargeted | \
          RPC strace | RPC floor | writes untraced | writes agent | writes untargeted | \
          writes strace | writes floor | \
-         agent events (RPC run) | agent / collector CPU s in the RPC run (wall s) | agent \
+         agent events / dropped (RPC run) | agent / collector CPU s in the RPC run (wall s) | agent \
          events / dropped (writes run) | other agents during untraced runs |"
     );
     let _ = writeln!(
@@ -409,7 +414,7 @@ fn section(cfg: &Config, rounds: &[Round], all: &[Round]) -> Section {
     for (i, r) in all.iter().enumerate() {
         let _ = writeln!(
             body,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | \
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | \
              {:.2} / {:.2} ({:.2}) | {} / {} | {} |",
             i + 1,
             cell(r.base_rpc),
@@ -424,6 +429,7 @@ fn section(cfg: &Config, rounds: &[Round], all: &[Round]) -> Section {
             cell(r.strace_writes),
             cell(r.floor_writes),
             r.rpc_events,
+            r.rpc_dropped,
             r.rpc_agent_cpu,
             r.rpc_collector_cpu,
             r.rpc_wall,
