@@ -51,15 +51,21 @@ fn serving(dir: &std::path::Path, extra: &[&str]) -> CollectorProcess {
     collector
 }
 
-#[test]
-fn every_thread_of_the_collector_runs_under_sched_idle_by_default() {
+/// The policy of every thread of a collector started with `extra` flags.
+fn policies_with(extra: &[&str]) -> Vec<(String, u32)> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let collector = serving(dir.path(), &[]);
+    let collector = serving(dir.path(), extra);
     let threads = thread_policies(collector.0.id());
     assert!(
         threads.len() > 1,
         "a runtime has several threads: {threads:?}"
     );
+    threads
+}
+
+#[test]
+fn every_thread_of_the_collector_runs_under_sched_idle_by_default() {
+    let threads = policies_with(&[]);
     assert!(
         threads.iter().all(|(_, policy)| *policy == SCHED_IDLE),
         "every thread under SCHED_IDLE ({SCHED_IDLE}): {threads:?}"
@@ -68,13 +74,7 @@ fn every_thread_of_the_collector_runs_under_sched_idle_by_default() {
 
 #[test]
 fn normal_leaves_the_collector_under_the_default_policy() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let collector = serving(dir.path(), &["--cpu-priority", "normal"]);
-    let threads = thread_policies(collector.0.id());
-    assert!(
-        threads.len() > 1,
-        "a runtime has several threads: {threads:?}"
-    );
+    let threads = policies_with(&["--cpu-priority", "normal"]);
     assert!(
         threads.iter().all(|(_, policy)| *policy == SCHED_OTHER),
         "every thread under SCHED_OTHER: {threads:?}"
