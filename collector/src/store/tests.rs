@@ -86,19 +86,24 @@ async fn writes_commit_then_ack_and_survive_reopening() {
     assert_eq!(store.event_count("a1").expect("count"), 2);
 }
 
+/// Hops `h-0`, `h-1`, … starting at `starts`, in that order.
+async fn write_numbered_hops(w: &writer::StoreWriter, starts: impl IntoIterator<Item = u64>) {
+    for (i, start_unix_ns) in starts.into_iter().enumerate() {
+        let hop = Hop {
+            id: format!("h-{i}"),
+            start_unix_ns,
+            ..Hop::default()
+        };
+        w.write_hop(&hop).await.expect("queued");
+    }
+}
+
 #[tokio::test]
 async fn the_window_loads_the_latest_hops_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
     let (w, _task) = writer::spawn(store.clone(), WriterConfig::default());
-    for i in 0..10u64 {
-        let hop = Hop {
-            id: format!("h-{i}"),
-            start_unix_ns: 100 - i,
-            ..Hop::default()
-        };
-        w.write_hop(&hop).await.expect("queued");
-    }
+    write_numbered_hops(&w, (0..10).map(|i| 100 - i)).await;
     w.flush().await.expect("flushed");
     let loaded = store.load(3).expect("load");
     let ids: Vec<&str> = loaded.recent_hops.iter().map(|h| h.id.as_str()).collect();
@@ -117,14 +122,7 @@ async fn a_store_with_the_id_keyed_hop_index_is_migrated_at_open() {
     {
         let store = Store::open(dir.path()).expect("open");
         let (w, task) = writer::spawn(store.clone(), WriterConfig::default());
-        for i in 0..5u64 {
-            let hop = Hop {
-                id: format!("h-{i}"),
-                start_unix_ns: 1_000 + i,
-                ..Hop::default()
-            };
-            w.write_hop(&hop).await.expect("queued");
-        }
+        write_numbered_hops(&w, (0..5).map(|i| 1_000 + i)).await;
         drop(w);
         task.await.expect("join").expect("ok");
         // Rewrite the index as the earlier version kept it.
