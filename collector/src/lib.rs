@@ -17,6 +17,7 @@ pub mod metadata;
 pub mod node_clocks;
 pub mod query;
 pub mod replay;
+pub mod scheduling;
 pub mod server;
 pub mod shutdown;
 pub mod store;

@@ -8,10 +8,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ktrail_collector::export::OtlpConfig;
+use ktrail_collector::scheduling::{self, Scheduling};
 use ktrail_collector::store::writer::WriterConfig;
 use ktrail_collector::web::WebConfig;
 use ktrail_collector::{Collector, CollectorConfig};
-use tracing::info;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 // Ingest allocates and frees many small buffers per event (decoded strings and
@@ -22,11 +23,23 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum CpuPriority {
+enum SchedulingArg {
+    /// The normal policy, asking for 0.3-ms time slices instead of the kernel's ~1.4 ms.
+    ShortSlices,
     /// SCHED_IDLE: run only on CPU time nothing else on the node wants.
     Idle,
-    /// The node's default policy (SCHED_OTHER, nice 0), like the components traced.
-    Normal,
+    /// The kernel's defaults (SCHED_OTHER, nice 0, default slices).
+    Default,
+}
+
+impl From<SchedulingArg> for Scheduling {
+    fn from(arg: SchedulingArg) -> Self {
+        match arg {
+            SchedulingArg::ShortSlices => Scheduling::ShortSlices,
+            SchedulingArg::Idle => Scheduling::Idle,
+            SchedulingArg::Default => Scheduling::Default,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -139,14 +152,19 @@ struct Args {
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
 
-    /// CPU scheduling of the collector's threads. With `idle` (SCHED_IDLE, and so the
-    /// idle I/O class) a control-plane component that wakes up takes the CPU from the
-    /// collector at once, so stitching never delays the cluster it watches; on a node
-    /// whose CPUs are saturated the collector falls behind instead, its agents buffer
-    /// and, once full, drop events, counted in `ktrail status`. `normal` competes
-    /// equally with the traced components.
-    #[arg(long, value_enum, value_name = "POLICY", default_value = "idle")]
-    cpu_priority: CpuPriority,
+    /// How the collector's threads share the node's CPUs with the control plane it
+    /// watches. `short-slices`: a component that wakes up waits at most 0.3 ms for a
+    /// CPU the collector holds, and the collector keeps its fair share when the CPUs
+    /// are saturated. `idle` (SCHED_IDLE, and the idle I/O class): the collector never
+    /// delays anything, and on a saturated node falls behind: its agents buffer and,
+    /// once full, drop events, counted in `ktrail status`. `default`: the kernel's.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "POLICY",
+        default_value = "short-slices"
+    )]
+    scheduling: SchedulingArg,
 
     /// Log format on stderr. Verbosity: RUST_LOG (default "info").
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
@@ -162,30 +180,6 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Sets the calling thread's (and so every later thread's) scheduling policy. A failure
-/// (a seccomp profile that forbids the call) leaves the collector at the node's default,
-/// which only costs the traced components CPU, so it is logged, not fatal.
-fn apply_cpu_priority(priority: CpuPriority) {
-    if priority == CpuPriority::Normal {
-        return;
-    }
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for SCHED_IDLE.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-    if rc == 0 {
-        info!(
-            cpu_priority = "idle",
-            "collector threads run under SCHED_IDLE"
-        );
-    } else {
-        let error = std::io::Error::last_os_error();
-        tracing::warn!(
-            %error,
-            "could not set SCHED_IDLE (--cpu-priority idle); running at the default priority"
-        );
     }
 }
 
@@ -205,8 +199,14 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let format = args.log_format;
     init_logging(format);
-    // Before the runtime: its threads inherit the policy.
-    apply_cpu_priority(args.cpu_priority);
+    // Before the runtime: its threads inherit the policy. A failure (a seccomp profile
+    // that forbids the call) leaves the kernel's defaults, which only cost the traced
+    // components some CPU, so it is logged, not fatal.
+    let scheduling = Scheduling::from(args.scheduling);
+    match scheduling::apply(scheduling) {
+        Ok(()) => info!(?scheduling, "collector threads scheduled"),
+        Err(error) => warn!(%error, ?scheduling, "kept the kernel's default scheduling"),
+    }
     let result = tokio::runtime::Runtime::new()
         .context("starting the async runtime")
         .and_then(|rt| rt.block_on(run(args)));
