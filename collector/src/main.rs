@@ -24,10 +24,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum SchedulingArg {
-    /// SCHED_IDLE: run only on CPU time nothing else on the node wants.
-    Idle,
     /// The normal policy, asking for 0.3-ms time slices instead of the kernel's ~1.4 ms.
     ShortSlices,
+    /// SCHED_IDLE: run only on CPU time nothing else on the node wants.
+    Idle,
     /// The kernel's defaults (SCHED_OTHER, nice 0, default slices).
     Default,
 }
@@ -153,13 +153,17 @@ struct Args {
     otlp_endpoint: Option<String>,
 
     /// How the collector's threads share the node's CPUs with the control plane it
-    /// watches. `idle` (SCHED_IDLE, and the idle I/O class): a component that wakes
-    /// takes the CPU from the collector at once, so stitching never delays it; on a
-    /// saturated node the collector runs last: its agents buffer and, once full, drop
-    /// events, counted in `ktrail status`. `short-slices`: the normal policy with 0.3-ms
-    /// slices; a waking component waits at most that long, and the collector keeps its
-    /// fair share under saturation. `default`: the kernel's.
-    #[arg(long, value_enum, value_name = "POLICY", default_value = "idle")]
+    /// watches. `short-slices`: a component that wakes up waits at most 0.3 ms for a
+    /// CPU the collector holds, and the collector keeps its fair share when the CPUs
+    /// are saturated. `idle` (SCHED_IDLE, and the idle I/O class): the collector never
+    /// delays anything, and on a saturated node falls behind: its agents buffer and,
+    /// once full, drop events, counted in `ktrail status`. `default`: the kernel's.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "POLICY",
+        default_value = "short-slices"
+    )]
     scheduling: SchedulingArg,
 
     /// Log format on stderr. Verbosity: RUST_LOG (default "info").

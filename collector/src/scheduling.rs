@@ -3,7 +3,7 @@
 //! Set once, on the main thread before the async runtime starts: every thread spawned
 //! later (the runtime's workers, the blocking pool that commits the store) inherits it.
 
-/// The collector's CPU scheduling (`ktrail-collector --scheduling`, `idle` by default).
+/// The collector's CPU scheduling (`ktrail-collector --scheduling`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheduling {
     /// The normal policy with short time slices ([`SHORT_SLICE_NS`]): a component that
