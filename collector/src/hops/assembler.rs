@@ -59,6 +59,8 @@ pub struct HopAssembler {
     ids: IdGen,
     stats: AssemblerStats,
     last_sweep: u64,
+    /// Collector clock of the latest [`HopAssembler::agent_connected`].
+    last_agent_connected: u64,
 }
 
 fn normalize_state(state: &str) -> String {
@@ -82,6 +84,7 @@ impl HopAssembler {
             ids: IdGen::new(id_seed),
             stats: AssemblerStats::default(),
             last_sweep: 0,
+            last_agent_connected: 0,
         }
     }
 
@@ -99,6 +102,7 @@ impl HopAssembler {
                 no_response_ns: self.cfg.no_response_ns,
             },
             missing_side_wait_ns: self.cfg.missing_side_wait_ns,
+            absence_provable_from: self.last_agent_connected,
         }
     }
 
@@ -321,9 +325,11 @@ impl HopAssembler {
         }
     }
 
-    /// An agent connected: connections that stopped waiting for a missing side
-    /// wait for it again (Connection::forget_absences).
-    pub fn agent_connected(&mut self) {
+    /// An agent connected at `now`: connections that stopped waiting for a
+    /// missing side wait for it again (Connection::forget_absences), and a
+    /// wait already under way cannot prove a side absent any more.
+    pub fn agent_connected(&mut self, now: u64) {
+        self.last_agent_connected = now;
         for conn in self.conns.values_mut() {
             conn.forget_absences();
         }

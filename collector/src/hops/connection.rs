@@ -25,6 +25,10 @@ pub struct PairTiming {
     pub completion: Completion,
     /// How long a complete exchange waits for the other side to show up.
     pub missing_side_wait_ns: u64,
+    /// Collector clock of the latest agent connection. A wait that began
+    /// before it does not prove a side absent: the new agent may trace that
+    /// side but could not have seen the exchange waited for.
+    pub absence_provable_from: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -374,7 +378,7 @@ impl Connection {
                     } else {
                         let since = *self.head_wait_since.get_or_insert(now);
                         let due = now.saturating_sub(since) >= t.missing_side_wait_ns;
-                        if due && waiting == Absent {
+                        if due && waiting == Absent && since >= t.absence_provable_from {
                             self.absent_confirmed[role_index(waiting_role)] = true;
                         }
                         due
@@ -447,8 +451,8 @@ impl Connection {
         };
         let wait = t.missing_side_wait_ns;
         while let Some(head) = self.sides[primary].streams.ready.front() {
-            let id = head.id;
-            let age = now.saturating_sub(head.ready_at);
+            let (id, ready_at) = (head.id, head.ready_at);
+            let age = now.saturating_sub(ready_at);
             let other_role = role.opposite();
             let matched =
                 other.is_some_and(|o| self.sides[o].streams.ready.iter().any(|i| i.id == id));
@@ -459,7 +463,7 @@ impl Connection {
             if !emit {
                 break;
             }
-            if other.is_none() && age >= wait {
+            if other.is_none() && age >= wait && ready_at >= t.absence_provable_from {
                 self.absent_confirmed[role_index(other_role)] = true;
             }
             let Some(mut item) = self.sides[primary].streams.ready.pop_front() else {

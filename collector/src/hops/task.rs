@@ -164,7 +164,7 @@ async fn run(
                 Some(HopInput::Connected { node, agent_id }) => {
                     presence.departed.remove(&agent_id);
                     flows.on_node_back(&node);
-                    asm.agent_connected();
+                    asm.agent_connected(now());
                     presence.connected.insert(agent_id, node);
                 }
                 Some(HopInput::Disconnected { node, agent_id, reason, at_unix_ns }) => {
