@@ -6,7 +6,7 @@ use ktrail_proto::v1::{event::Body, Event, EventRef, Hop, SyscallEvent, TcpState
 
 use super::build::build_hops;
 use super::classify::{classify, is_tls_plaintext, SyscallClass};
-use super::connection::{Connection, DataIn, PairReady, PairTiming};
+use super::connection::{AbsenceProof, Connection, DataIn, PairReady, PairTiming};
 use super::endpoint::{tcp_state_view, ConnectionKey};
 use super::exchange::Completion;
 use super::ids::IdGen;
@@ -59,9 +59,12 @@ pub struct HopAssembler {
     ids: IdGen,
     stats: AssemblerStats,
     last_sweep: u64,
-    /// Collector clock of the latest [`HopAssembler::agent_connected`].
-    last_agent_connected: u64,
+    absence_proof: AbsenceProof,
 }
+
+/// How far apart two nodes' clocks may be when an exchange seen on one is
+/// compared with an agent's start on another.
+const AGENT_CLOCK_MARGIN_NS: u64 = 1_000_000_000;
 
 fn normalize_state(state: &str) -> String {
     let upper = state.trim().to_ascii_uppercase();
@@ -84,7 +87,7 @@ impl HopAssembler {
             ids: IdGen::new(id_seed),
             stats: AssemblerStats::default(),
             last_sweep: 0,
-            last_agent_connected: 0,
+            absence_proof: AbsenceProof::default(),
         }
     }
 
@@ -102,7 +105,7 @@ impl HopAssembler {
                 no_response_ns: self.cfg.no_response_ns,
             },
             missing_side_wait_ns: self.cfg.missing_side_wait_ns,
-            absence_provable_from: self.last_agent_connected,
+            absence_proof: self.absence_proof,
         }
     }
 
@@ -329,7 +332,22 @@ impl HopAssembler {
     /// missing side wait for it again (Connection::forget_absences), and a
     /// wait already under way cannot prove a side absent any more.
     pub fn agent_connected(&mut self, now: u64) {
-        self.last_agent_connected = now;
+        self.absence_proof.wait_begun_after = now;
+        self.forget_absences();
+    }
+
+    /// The first event of an agent run, at `first_event_ns` (its node's clock).
+    /// Exchanges before it cannot prove its side of a connection absent, however
+    /// long they waited: the collector may get a backlog of older exchanges from
+    /// its peers' agents after it connected (a collector that starts after the
+    /// agents, or agents that start one after the other).
+    pub fn agent_started(&mut self, first_event_ns: u64) {
+        let after = first_event_ns.saturating_add(AGENT_CLOCK_MARGIN_NS);
+        self.absence_proof.exchange_after = self.absence_proof.exchange_after.max(after);
+        self.forget_absences();
+    }
+
+    fn forget_absences(&mut self) {
         for conn in self.conns.values_mut() {
             conn.forget_absences();
         }

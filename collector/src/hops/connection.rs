@@ -25,10 +25,26 @@ pub struct PairTiming {
     pub completion: Completion,
     /// How long a complete exchange waits for the other side to show up.
     pub missing_side_wait_ns: u64,
-    /// Collector clock of the latest agent connection. A wait that began
-    /// before it does not prove a side absent: the new agent may trace that
-    /// side but could not have seen the exchange waited for.
-    pub absence_provable_from: u64,
+    /// When waiting for a side in vain proves it absent: an agent that connected
+    /// or started later may trace that side but could not have seen the exchange.
+    pub absence_proof: AbsenceProof,
+}
+
+/// Which waits prove a side absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AbsenceProof {
+    /// Collector clock of the latest agent connection: a wait must begin after it.
+    pub wait_begun_after: u64,
+    /// Event time (any node's clock) the exchange must be after: the latest
+    /// agent's first event, plus a margin for the nodes' clock offsets.
+    pub exchange_after: u64,
+}
+
+impl AbsenceProof {
+    fn holds(&self, wait_began: u64, exchange_ts: Option<u64>) -> bool {
+        wait_began >= self.wait_begun_after
+            && exchange_ts.is_some_and(|ts| ts >= self.exchange_after)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -378,7 +394,11 @@ impl Connection {
                     } else {
                         let since = *self.head_wait_since.get_or_insert(now);
                         let due = now.saturating_sub(since) >= t.missing_side_wait_ns;
-                        if due && waiting == Absent && since >= t.absence_provable_from {
+                        let complete = if cs == Complete { ci } else { si };
+                        let exchange_ts = complete
+                            .and_then(|i| self.sides[i].runs.front())
+                            .map(|r| r.first_ts);
+                        if due && waiting == Absent && t.absence_proof.holds(since, exchange_ts) {
                             self.absent_confirmed[role_index(waiting_role)] = true;
                         }
                         due
@@ -451,7 +471,7 @@ impl Connection {
         };
         let wait = t.missing_side_wait_ns;
         while let Some(head) = self.sides[primary].streams.ready.front() {
-            let (id, ready_at) = (head.id, head.ready_at);
+            let (id, ready_at, exchange_ts) = (head.id, head.ready_at, head.event_ts());
             let age = now.saturating_sub(ready_at);
             let other_role = role.opposite();
             let matched =
@@ -463,7 +483,7 @@ impl Connection {
             if !emit {
                 break;
             }
-            if other.is_none() && age >= wait && ready_at >= t.absence_provable_from {
+            if other.is_none() && age >= wait && t.absence_proof.holds(ready_at, exchange_ts) {
                 self.absent_confirmed[role_index(other_role)] = true;
             }
             let Some(mut item) = self.sides[primary].streams.ready.pop_front() else {

@@ -62,6 +62,16 @@ pub struct StreamItem {
 }
 
 impl StreamItem {
+    /// When its first message moved (event time), if it has one.
+    pub fn event_ts(&self) -> Option<u64> {
+        self.request
+            .as_ref()
+            .or(self.response.as_ref())
+            .map(|m| m.ts_first)
+    }
+}
+
+impl StreamItem {
     /// (start, duration) on the side's clock: the request's first byte to the
     /// response's last byte.
     pub fn timing(&self) -> (u64, u64) {

@@ -2,7 +2,7 @@
 //! fed by ingest, ticked every 50 ms, publishing hops and flows live and to
 //! the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -75,6 +75,8 @@ struct Departure {
 struct Presence {
     connected: HashMap<Arc<str>, Arc<str>>,
     departed: HashMap<Arc<str>, Departure>,
+    /// Agent runs whose first events arrived (one per agent process run).
+    started: HashSet<Arc<str>>,
 }
 
 impl Presence {
@@ -151,6 +153,12 @@ async fn run(
             input = rx.recv() => match input {
                 Some(HopInput::Events { node, agent_id, events }) => {
                     let t = now();
+                    if !presence.started.contains(&agent_id) {
+                        if let Some(first) = events.iter().map(|e| e.timestamp_unix_ns).min() {
+                            presence.started.insert(agent_id.clone());
+                            asm.agent_started(first);
+                        }
+                    }
                     for event in &events {
                         if is_process_event(event) {
                             let event = publisher.live.clocks().corrected_event(&node, event);

@@ -891,6 +891,41 @@ fn an_agent_connecting_during_a_wait_still_gets_its_end_of_the_next_exchanges() 
     );
 }
 
+/// A collector that starts after the agents gets each agent's backlog once it
+/// connects: the client's node's exchanges from before the server's node's agent
+/// started may wait for the server's end after every agent connected, and still
+/// do not prove it absent; the server's agent could not have seen them (the deploy
+/// test failed on this under SCHED_IDLE, where the collector starts slower).
+#[test]
+fn exchanges_from_before_an_agent_started_do_not_prove_its_end_absent() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kube-apiserver", "etcd");
+    let chunks = vector("apiserver-etcd-pods.txt");
+    let client = side_events(&c, &chunks, true);
+    let server = side_events(&s, &chunks, false);
+    let half = client.len() / 2;
+    sim.asm.agent_connected(sim.now);
+    sim.asm.agent_started(T0 - 10_000 * MS);
+    sim.asm.agent_started(server[half].timestamp_unix_ns);
+    sim.feed_all(CLIENT_NODE, client[..half].to_vec());
+    sim.run_for(1_000);
+    let early = sim.take_hops();
+    assert!(!early.is_empty());
+    assert!(early.iter().all(|h| !end(h, false).observed));
+    sim.feed_all(CLIENT_NODE, client[half..].to_vec());
+    sim.run_for(200);
+    sim.feed_all(SERVER_NODE, server[half..].to_vec());
+    sim.run_for(2_000);
+    let late = sim.take_hops();
+    let all = describe(&late);
+    assert!(
+        late.iter()
+            .filter(|h| h.kind != "connection")
+            .all(|h| end(h, false).observed),
+        "{all}"
+    );
+}
+
 /// Agents attached to running components (a DaemonSet) see long-lived
 /// connections from their middle: the headers of kube-apiserver's etcd calls
 /// and of the scheduler's pod watch refer to HPACK entries they never saw.
