@@ -6,18 +6,16 @@ use ktrail_proto::v1::EventRef;
 use ktrail_protocols::Protocol;
 
 use super::decode::h2_stream_ids;
+use super::emitted::Emitted;
 use super::endpoint::{ConnectionKey, LocalId};
 use super::exchange::{is_complete, split, Completion};
 use super::roles::{self, RoleHint};
 use super::run::{data_time, Direction, Run, Transfer};
 use super::side::{Role, Side, SideIdentity};
-use super::stream::{ItemId, StreamItem};
+use super::stream::StreamItem;
 
 /// Events kept per connection for its next hop (TCP state changes).
 const MAX_CONN_REFS: usize = 32;
-/// Stream items remembered as emitted, so an end showing up late does not
-/// emit them again.
-const MAX_EMITTED_ITEMS: usize = 4096;
 
 /// Timing of pairing, all on the collector clock.
 #[derive(Clone, Copy, Debug)]
@@ -124,8 +122,7 @@ pub struct Connection {
     /// Collector clock since when [`Connection::is_finished`] holds.
     pub finished_since: Option<u64>,
     /// Stream items already emitted (oldest first, bounded).
-    emitted_items: std::collections::VecDeque<ItemId>,
-    emitted_set: std::collections::HashSet<ItemId>,
+    emitted: Emitted,
     /// The server's copy of the streams was preferred once (the client's
     /// header tables were lost): kept for the connection's life, since a
     /// client that recovers its tables may still have lost stream items,
@@ -157,23 +154,8 @@ impl Connection {
             locked: [None; 2],
             last_activity: now,
             finished_since: None,
-            emitted_items: std::collections::VecDeque::new(),
-            emitted_set: std::collections::HashSet::new(),
+            emitted: Emitted::default(),
         }
-    }
-
-    /// Remembers an emitted stream item; false if it was emitted before.
-    fn note_emitted(&mut self, id: ItemId) -> bool {
-        if !self.emitted_set.insert(id) {
-            return false;
-        }
-        self.emitted_items.push_back(id);
-        if self.emitted_items.len() > MAX_EMITTED_ITEMS {
-            if let Some(old) = self.emitted_items.pop_front() {
-                self.emitted_set.remove(&old);
-            }
-        }
-        true
     }
 
     pub fn side_index(&self, node: &str, pid: u32, local_id: &LocalId) -> Option<usize> {
@@ -472,10 +454,11 @@ impl Connection {
         let wait = t.missing_side_wait_ns;
         while let Some(head) = self.sides[primary].streams.ready.front() {
             let (id, ready_at, exchange_ts) = (head.id, head.ready_at, head.event_ts());
+            let print = head.print;
             let age = now.saturating_sub(ready_at);
             let other_role = role.opposite();
-            let matched =
-                other.is_some_and(|o| self.sides[o].streams.ready.iter().any(|i| i.id == id));
+            let copy = other.and_then(|o| self.sides[o].streams.copy_of(id, print));
+            let matched = copy.is_some();
             let emit = force
                 || matched
                 || age >= wait
@@ -489,33 +472,66 @@ impl Connection {
             let Some(mut item) = self.sides[primary].streams.ready.pop_front() else {
                 break;
             };
-            if !self.note_emitted(id) {
+            if !self.emitted.note_id(id) || print.is_some_and(|p| self.emitted.take_orphan(&p)) {
                 // Emitted from the other end's copy before this end showed up.
                 continue;
             }
-            let mut pair = match role {
-                Role::Client => self.take_pair(Some(primary), other, false, false),
-                Role::Server => self.take_pair(other, Some(primary), false, false),
-            };
-            if let Some(o) = other {
-                if let Some(mut copy) = self.sides[o].streams.take(id) {
-                    item.refs.append(&mut copy.refs);
+            match (other, copy) {
+                (Some(o), Some(pos)) => {
+                    if let Some(mut copy) = self.sides[o].streams.ready.remove(pos) {
+                        item.refs.append(&mut copy.refs);
+                    }
                 }
+                (Some(_), None) => {
+                    if let Some(p) = print {
+                        self.emitted.went_out_unpaired(p);
+                    }
+                }
+                (None, _) => {}
             }
-            pair.refs.append(&mut item.refs);
-            pair.stream = Some(item);
-            pair.stream_timed_by = Some(role);
-            out.push(pair);
+            out.push(self.stream_pair(item, primary, role, other));
         }
-        // The other side's copies nobody claimed: their hop went out without
-        // them (they came too late), so this is no loss.
+        // The other side's copies nobody claimed: mostly their hop went out
+        // without them (they came too late), so this is no loss; but a message
+        // only the other end has (the primary's read of it was cut, or its
+        // probes attached later) becomes a hop of its own.
+        let mut orphans = Vec::new();
         for (i, side) in self.sides.iter_mut().enumerate() {
-            if i != primary {
-                side.streams
-                    .ready
-                    .retain(|it| !force && now.saturating_sub(it.ready_at) < 2 * wait);
+            if i == primary {
+                continue;
+            }
+            // Ready in arrival order: the old ones are at the front.
+            let old = |it: &StreamItem| force || now.saturating_sub(it.ready_at) >= 2 * wait;
+            while side.streams.ready.front().is_some_and(old) {
+                orphans.extend(side.streams.ready.pop_front().map(|it| (i, it)));
             }
         }
+        for (i, item) in orphans {
+            let Some(p) = item.print else { continue };
+            if !self.emitted.take_unpaired(&p) {
+                self.emitted.went_out_as_orphan(p);
+                let item_role = self.role_of(i).unwrap_or(role.opposite());
+                out.push(self.stream_pair(item, i, item_role, Some(primary)));
+            }
+        }
+    }
+
+    /// A hop for stream `item` of side `own` (in `role`), timed by that side.
+    fn stream_pair(
+        &mut self,
+        mut item: StreamItem,
+        own: usize,
+        role: Role,
+        other: Option<usize>,
+    ) -> PairReady {
+        let mut pair = match role {
+            Role::Client => self.take_pair(Some(own), other, false, false),
+            Role::Server => self.take_pair(other, Some(own), false, false),
+        };
+        pair.refs.append(&mut item.refs);
+        pair.stream = Some(item);
+        pair.stream_timed_by = Some(role);
+        pair
     }
 
     fn poll_connection_hop(

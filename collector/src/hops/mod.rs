@@ -9,6 +9,7 @@ mod build;
 mod classify;
 mod connection;
 mod decode;
+mod emitted;
 mod endpoint;
 mod exchange;
 mod ids;

@@ -59,6 +59,8 @@ pub struct StreamItem {
     pub refs: Vec<EventRef>,
     /// Collector clock when it became ready.
     pub ready_at: u64,
+    /// Set once ready (see [`StreamItem::content_print`]).
+    pub print: Option<ItemPrint>,
 }
 
 impl StreamItem {
@@ -68,6 +70,51 @@ impl StreamItem {
             .as_ref()
             .or(self.response.as_ref())
             .map(|m| m.ts_first)
+    }
+
+    /// What tells this message of a long-lived stream apart from its neighbours,
+    /// on either end. Streams' items are numbered per end, and the two numberings
+    /// drift apart when one end misses a message (a read cut by the capture limit,
+    /// probes attached at different moments), so copies are paired by this.
+    fn content_print(&self) -> Option<ItemPrint> {
+        if !matches!(self.id.kind, ItemKind::WatchEvent | ItemKind::StreamMessage) {
+            return None;
+        }
+        let m = self.response.as_ref().or(self.request.as_ref())?;
+        let version = m
+            .objects
+            .iter()
+            .find_map(|o| o.resource_version.as_deref())
+            .map(|v| {
+                use std::hash::BuildHasher;
+                foldhash::fast::FixedState::with_seed(0).hash_one(v)
+            });
+        Some(ItemPrint {
+            stream_id: self.id.stream_id,
+            kind: self.id.kind,
+            body_len: m.body_len,
+            version,
+        })
+    }
+}
+
+/// A stream message's identity by content (see [`StreamItem::content_print`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemPrint {
+    pub stream_id: u32,
+    pub kind: ItemKind,
+    /// From the frames' headers: known even when the body was not captured.
+    pub body_len: u64,
+    /// Of the object's resourceVersion, when the captured body had it.
+    pub version: Option<u64>,
+}
+
+impl ItemPrint {
+    pub fn same_message(&self, other: &Self) -> bool {
+        self.stream_id == other.stream_id
+            && self.kind == other.kind
+            && self.body_len == other.body_len
+            && (self.version.is_none() || other.version.is_none() || self.version == other.version)
     }
 }
 
@@ -172,6 +219,7 @@ impl SideStreams {
                     ]
                     .concat(),
                     ready_at: now,
+                    print: None,
                 });
                 flushed = true;
             }
@@ -179,7 +227,8 @@ impl SideStreams {
         flushed
     }
 
-    fn push_ready(&mut self, item: StreamItem) {
+    fn push_ready(&mut self, mut item: StreamItem) {
+        item.print = item.content_print();
         if self.ready.len() >= MAX_READY {
             self.ready.pop_front();
             self.dropped_items += 1;
@@ -256,6 +305,7 @@ impl SideStreams {
                         response: None,
                         refs: std::mem::take(&mut acc.request_refs),
                         ready_at: now,
+                        print: None,
                     });
                 }
                 let (kind, idx) = if is_watch_event(&m) {
@@ -282,6 +332,7 @@ impl SideStreams {
                     response: resp,
                     refs,
                     ready_at: now,
+                    print: None,
                 });
                 return;
             }
@@ -296,6 +347,7 @@ impl SideStreams {
             response,
             refs,
             ready_at: now,
+            print: None,
         });
     }
 
@@ -328,6 +380,7 @@ impl SideStreams {
                     ]
                     .concat(),
                     ready_at: now,
+                    print: None,
                 };
                 self.push_ready(item);
             }
@@ -342,9 +395,23 @@ impl SideStreams {
         }
     }
 
-    /// Removes the item `id` if ready, for merging into the other side's hop.
-    pub fn take(&mut self, id: ItemId) -> Option<StreamItem> {
-        let pos = self.ready.iter().position(|i| i.id == id)?;
-        self.ready.remove(pos)
+    /// The position of this end's copy of the other end's item `id` (with
+    /// `print`): the item with that id when it is the same message, else the
+    /// first with the same print.
+    pub fn copy_of(&self, id: ItemId, print: Option<ItemPrint>) -> Option<usize> {
+        let same = |i: &StreamItem| match (&print, &i.print) {
+            (Some(p), Some(q)) => p.same_message(q),
+            _ => false,
+        };
+        let mut by_print = None;
+        for (pos, i) in self.ready.iter().enumerate() {
+            if i.id == id && (print.is_none() || i.print.is_none() || same(i)) {
+                return Some(pos);
+            }
+            if by_print.is_none() && same(i) {
+                by_print = Some(pos);
+            }
+        }
+        by_print
     }
 }

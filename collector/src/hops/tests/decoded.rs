@@ -341,6 +341,75 @@ fn etcd_watch_yields_one_hop_per_event_as_they_arrive() {
         .contains("PUT /registry/pods/default/mynginx-trace-test")));
 }
 
+/// Each end numbers a stream's messages as it sees them. When the client's end
+/// misses one (a read lost to it, its probes attached a moment later), the two
+/// numberings drift apart: copies are paired by content, and the message only the
+/// server's end has still becomes a hop (the deploy test once lost the scheduler's
+/// ADDED watch event this way, its references merged into the next event's hop).
+#[test]
+fn a_watch_event_one_end_missed_is_not_lost_or_merged_into_another() {
+    let (c, s) = pair("kube-apiserver", "etcd");
+    let chunks = vector("apiserver-etcd-pods.txt");
+    let client = side_events(&c, &chunks, true);
+    let server = side_events(&s, &chunks, false);
+    let run = |client: &[ktrail_proto::v1::Event]| {
+        let mut sim = Sim::new();
+        sim.feed_all(CLIENT_NODE, client.to_vec());
+        sim.feed_all(SERVER_NODE, server.clone());
+        sim.run_for(3_000);
+        sim.take_hops()
+    };
+    let watch_events = |hops: &[Hop]| -> Vec<String> {
+        let mut v: Vec<String> = hops
+            .iter()
+            .filter(|h| h.kind == "watch-event")
+            .map(|h| h.summary.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    let full = run(&client);
+    let expected = watch_events(&full);
+    assert!(expected.len() >= 3, "{}", describe(&full));
+    // The read that brought the client the first watch event's message (the
+    // largest of the event's client events, numbered from 1 as fed).
+    let at = |seq: u64| usize::try_from(seq).unwrap() - 1;
+    let data_len = |e: &ktrail_proto::v1::Event| match &e.body {
+        Some(ktrail_proto::v1::event::Body::Syscall(sc)) => sc.data.len(),
+        _ => 0,
+    };
+    let first = full
+        .iter()
+        .find(|h| h.kind == "watch-event")
+        .and_then(|h| {
+            h.events
+                .iter()
+                .filter(|r| r.node == CLIENT_NODE)
+                .max_by_key(|r| data_len(&client[at(r.seq)]))
+        })
+        .map(|r| at(r.seq))
+        .expect("the first watch event has a client reference");
+    let mut missed = client.clone();
+    missed.remove(first);
+    let hops = run(&missed);
+    let all = describe(&hops);
+    assert_eq!(watch_events(&hops), expected, "{all}");
+    for h in hops.iter().filter(|h| h.kind == "watch-event") {
+        let own = full
+            .iter()
+            .find(|f| f.kind == "watch-event" && f.summary == h.summary)
+            .expect("listed above");
+        let server_refs = |h: &Hop| -> Vec<u64> {
+            h.events
+                .iter()
+                .filter(|r| r.node == SERVER_NODE)
+                .map(|r| r.seq)
+                .collect()
+        };
+        assert_eq!(server_refs(h), server_refs(own), "{}\n{all}", h.summary);
+    }
+}
+
 #[test]
 fn kubernetes_watch_yields_one_hop_per_event() {
     let (hops, all) = replayed(
