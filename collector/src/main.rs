@@ -153,17 +153,13 @@ struct Args {
     otlp_endpoint: Option<String>,
 
     /// How the collector's threads share the node's CPUs with the control plane it
-    /// watches. `short-slices`: a component that wakes up waits at most 0.3 ms for a
-    /// CPU the collector holds, and the collector keeps its fair share when the CPUs
-    /// are saturated. `idle` (SCHED_IDLE, and the idle I/O class): the collector never
+    /// watches. `idle` (SCHED_IDLE, and the idle I/O class): the collector never
     /// delays anything, and on a saturated node falls behind: its agents buffer and,
-    /// once full, drop events, counted in `ktrail status`. `default`: the kernel's.
-    #[arg(
-        long,
-        value_enum,
-        value_name = "POLICY",
-        default_value = "short-slices"
-    )]
+    /// once full, drop events, counted in `ktrail status`. `short-slices`: a component
+    /// that wakes up waits at most 0.3 ms for a CPU the collector holds, and the
+    /// collector keeps its fair share when the CPUs are saturated. `default`: the
+    /// kernel's.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "idle")]
     scheduling: SchedulingArg,
 
     /// Log format on stderr. Verbosity: RUST_LOG (default "info").

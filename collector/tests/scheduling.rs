@@ -1,7 +1,7 @@
 //! `--scheduling`: every thread of the collector binary (the runtime's workers and the
-//! blocking pool that commits the store) asks for 0.3-ms time slices by default, so the
-//! control-plane components it shares a node with wait at most that long for a CPU it
-//! holds; runs under SCHED_IDLE with `idle`; and keeps the kernel's defaults with
+//! blocking pool that commits the store) runs under SCHED_IDLE by default, so the
+//! control-plane components it shares a node with never wait for a CPU it holds; asks
+//! for 0.3-ms time slices with `short-slices`; and keeps the kernel's defaults with
 //! `default`.
 
 mod common;
@@ -88,22 +88,22 @@ fn threads_with(extra: &[&str]) -> Vec<ThreadSched> {
 }
 
 #[test]
-fn every_thread_of_the_collector_asks_for_short_slices_by_default() {
+fn every_thread_of_the_collector_runs_under_sched_idle_by_default() {
     let threads = threads_with(&[]);
+    assert!(
+        threads.iter().all(|t| t.policy == SCHED_IDLE),
+        "every thread under SCHED_IDLE ({SCHED_IDLE}): {threads:?}"
+    );
+}
+
+#[test]
+fn short_slices_asks_for_short_slices_on_every_thread() {
+    let threads = threads_with(&["--scheduling", "short-slices"]);
     assert!(
         threads
             .iter()
             .all(|t| t.policy == SCHED_OTHER && t.slice_ns == Some(SHORT_SLICE_NS)),
         "every thread under SCHED_OTHER with a {SHORT_SLICE_NS}-ns slice: {threads:?}"
-    );
-}
-
-#[test]
-fn idle_puts_every_thread_under_sched_idle() {
-    let threads = threads_with(&["--scheduling", "idle"]);
-    assert!(
-        threads.iter().all(|t| t.policy == SCHED_IDLE),
-        "every thread under SCHED_IDLE ({SCHED_IDLE}): {threads:?}"
     );
 }
 
