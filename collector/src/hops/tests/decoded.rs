@@ -890,26 +890,29 @@ fn a_client_agent_later_than_the_wait_does_not_duplicate_hops() {
     }
 }
 
-/// A DaemonSet's agents start one after the other. The client's node's agent sees a
-/// long-lived connection's exchanges while the server's node has no agent yet, so
-/// the server's end is confirmed absent and hops stop waiting for it; once the
-/// server's agent connects, the next exchanges wait for its end again (the deploy
-/// test's worker watch events, unobserved on apiserver's end, failed on this).
-#[test]
-fn an_agent_connecting_later_gets_its_end_of_the_next_exchanges() {
+/// A long-lived connection seen by the client's node's agent alone at first:
+/// `first_half` feeds the `Sim` that agent's events of the first half of the
+/// exchanges (given), with whatever the server's node's agent does meanwhile
+/// (connects, starts at the time given). Those hops go out without the server's
+/// end. Then both agents report the second half, the server's 200 ms after the
+/// client's, and every hop of it must have the server's end.
+fn the_server_agent_gets_its_end_of_the_second_half(
+    first_half: impl FnOnce(&mut Sim, Vec<ktrail_proto::v1::Event>, u64),
+) {
     let mut sim = Sim::new();
     let (c, s) = pair("kube-apiserver", "etcd");
     let chunks = vector("apiserver-etcd-pods.txt");
     let client = side_events(&c, &chunks, true);
     let server = side_events(&s, &chunks, false);
     let half = client.len() / 2;
-    sim.feed_all(CLIENT_NODE, client[..half].to_vec());
-    sim.run_for(1_000);
+    first_half(
+        &mut sim,
+        client[..half].to_vec(),
+        server[half].timestamp_unix_ns,
+    );
     let early = sim.take_hops();
     assert!(!early.is_empty());
     assert!(early.iter().all(|h| !end(h, false).observed));
-    sim.asm.agent_connected(sim.now);
-    // The server's agent reports 200 ms after the client's.
     sim.feed_all(CLIENT_NODE, client[half..].to_vec());
     sim.run_for(200);
     sim.feed_all(SERVER_NODE, server[half..].to_vec());
@@ -926,6 +929,20 @@ fn an_agent_connecting_later_gets_its_end_of_the_next_exchanges() {
     );
 }
 
+/// A DaemonSet's agents start one after the other. The client's node's agent sees a
+/// long-lived connection's exchanges while the server's node has no agent yet, so
+/// the server's end is confirmed absent and hops stop waiting for it; once the
+/// server's agent connects, the next exchanges wait for its end again (the deploy
+/// test's worker watch events, unobserved on apiserver's end, failed on this).
+#[test]
+fn an_agent_connecting_later_gets_its_end_of_the_next_exchanges() {
+    the_server_agent_gets_its_end_of_the_second_half(|sim, client, _| {
+        sim.feed_all(CLIENT_NODE, client);
+        sim.run_for(1_000);
+        sim.asm.agent_connected(sim.now);
+    });
+}
+
 /// The same start-up, with the server's agent connecting while the client's first
 /// exchanges are still waiting for the server's end: that wait began before the agent
 /// could see anything, so it must not confirm the end absent (the deploy test failed on
@@ -933,31 +950,12 @@ fn an_agent_connecting_later_gets_its_end_of_the_next_exchanges() {
 /// API server's end, so it could not hang under the etcd write it delivered).
 #[test]
 fn an_agent_connecting_during_a_wait_still_gets_its_end_of_the_next_exchanges() {
-    let mut sim = Sim::new();
-    let (c, s) = pair("kube-apiserver", "etcd");
-    let chunks = vector("apiserver-etcd-pods.txt");
-    let client = side_events(&c, &chunks, true);
-    let server = side_events(&s, &chunks, false);
-    let half = client.len() / 2;
-    sim.feed_all(CLIENT_NODE, client[..half].to_vec());
-    sim.run_for(100);
-    sim.asm.agent_connected(sim.now);
-    sim.run_for(1_000);
-    let early = sim.take_hops();
-    assert!(!early.is_empty());
-    assert!(early.iter().all(|h| !end(h, false).observed));
-    sim.feed_all(CLIENT_NODE, client[half..].to_vec());
-    sim.run_for(200);
-    sim.feed_all(SERVER_NODE, server[half..].to_vec());
-    sim.run_for(2_000);
-    let late = sim.take_hops();
-    let all = describe(&late);
-    assert!(
-        late.iter()
-            .filter(|h| h.kind != "connection")
-            .all(|h| end(h, false).observed),
-        "{all}"
-    );
+    the_server_agent_gets_its_end_of_the_second_half(|sim, client, _| {
+        sim.feed_all(CLIENT_NODE, client);
+        sim.run_for(100);
+        sim.asm.agent_connected(sim.now);
+        sim.run_for(1_000);
+    });
 }
 
 /// A collector that starts after the agents gets each agent's backlog once it
@@ -967,32 +965,13 @@ fn an_agent_connecting_during_a_wait_still_gets_its_end_of_the_next_exchanges() 
 /// test failed on this under SCHED_IDLE, where the collector starts slower).
 #[test]
 fn exchanges_from_before_an_agent_started_do_not_prove_its_end_absent() {
-    let mut sim = Sim::new();
-    let (c, s) = pair("kube-apiserver", "etcd");
-    let chunks = vector("apiserver-etcd-pods.txt");
-    let client = side_events(&c, &chunks, true);
-    let server = side_events(&s, &chunks, false);
-    let half = client.len() / 2;
-    sim.asm.agent_connected(sim.now);
-    sim.asm.agent_started(T0 - 10_000 * MS);
-    sim.asm.agent_started(server[half].timestamp_unix_ns);
-    sim.feed_all(CLIENT_NODE, client[..half].to_vec());
-    sim.run_for(1_000);
-    let early = sim.take_hops();
-    assert!(!early.is_empty());
-    assert!(early.iter().all(|h| !end(h, false).observed));
-    sim.feed_all(CLIENT_NODE, client[half..].to_vec());
-    sim.run_for(200);
-    sim.feed_all(SERVER_NODE, server[half..].to_vec());
-    sim.run_for(2_000);
-    let late = sim.take_hops();
-    let all = describe(&late);
-    assert!(
-        late.iter()
-            .filter(|h| h.kind != "connection")
-            .all(|h| end(h, false).observed),
-        "{all}"
-    );
+    the_server_agent_gets_its_end_of_the_second_half(|sim, client, server_start| {
+        sim.asm.agent_connected(sim.now);
+        sim.asm.agent_started(T0 - 10_000 * MS);
+        sim.asm.agent_started(server_start);
+        sim.feed_all(CLIENT_NODE, client);
+        sim.run_for(1_000);
+    });
 }
 
 /// Agents attached to running components (a DaemonSet) see long-lived
