@@ -482,12 +482,13 @@ impl Connection {
                         item.refs.append(&mut copy.refs);
                     }
                 }
-                (Some(_), None) => {
+                // The other end may show up later with its copy (its agent's
+                // events late), even if it is not known yet.
+                _ => {
                     if let Some(p) = print {
                         self.emitted.went_out_unpaired(p);
                     }
                 }
-                (None, _) => {}
             }
             out.push(self.stream_pair(item, primary, role, other));
         }

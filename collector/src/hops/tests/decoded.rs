@@ -890,6 +890,29 @@ fn a_client_agent_later_than_the_wait_does_not_duplicate_hops() {
     }
 }
 
+/// The server's agent reporting the same exchanges later than the wait (its events
+/// held up): the client's hops went out without its end, and its copies, left over,
+/// are not emitted again as hops of their own.
+#[test]
+fn a_server_agent_later_than_the_wait_does_not_duplicate_watch_events() {
+    let mut sim = Sim::new();
+    let (c, s) = pair("kube-apiserver", "etcd");
+    let chunks = vector("apiserver-etcd-pods.txt");
+    sim.feed_all(CLIENT_NODE, side_events(&c, &chunks, true));
+    sim.run_for(1_000);
+    let early = sim.take_hops();
+    let events = early.iter().filter(|h| h.kind == "watch-event").count();
+    assert!(events >= 3, "{}", describe(&early));
+    sim.feed_all(SERVER_NODE, side_events(&s, &chunks, false));
+    sim.run_for(3_000);
+    let late = sim.take_hops();
+    let all = describe(&late);
+    assert!(
+        late.iter().all(|h| h.kind != "watch-event"),
+        "again:\n{all}"
+    );
+}
+
 /// A long-lived connection seen by the client's node's agent alone at first:
 /// `first_half` feeds the `Sim` that agent's events of the first half of the
 /// exchanges (given), with whatever the server's node's agent does meanwhile
