@@ -862,19 +862,33 @@ fn garbage_after_an_h2_preface_never_panics_and_stays_bounded() {
     assert_eq!(sim.asm.stats().connections, 0);
 }
 
-#[test]
-fn a_client_agent_later_than_the_wait_does_not_duplicate_hops() {
+/// The etcd connection reported by one end's agent (the server's when
+/// `server_first`), then, past the missing-side wait, by the other's: the hops that
+/// went out before the second agent reported, and those after.
+fn one_agent_later_than_the_wait(server_first: bool) -> (Vec<Hop>, Vec<Hop>) {
     let mut sim = Sim::new();
     let (c, s) = pair("kube-apiserver", "etcd");
     let chunks = vector("apiserver-etcd-pods.txt");
-    sim.feed_all(SERVER_NODE, side_events(&s, &chunks, false));
+    let client = (CLIENT_NODE, side_events(&c, &chunks, true));
+    let server = (SERVER_NODE, side_events(&s, &chunks, false));
+    let (first, second) = if server_first {
+        (server, client)
+    } else {
+        (client, server)
+    };
+    sim.feed_all(first.0, first.1);
     sim.run_for(1_000);
     let early = sim.take_hops();
     assert!(!early.is_empty());
-    assert!(early.iter().all(|h| !end(h, true).observed));
-    sim.feed_all(CLIENT_NODE, side_events(&c, &chunks, true));
-    sim.run_for(2_000);
-    let late = sim.take_hops();
+    assert!(early.iter().all(|h| !end(h, server_first).observed));
+    sim.feed_all(second.0, second.1);
+    sim.run_for(3_000);
+    (early, sim.take_hops())
+}
+
+#[test]
+fn a_client_agent_later_than_the_wait_does_not_duplicate_hops() {
+    let (early, late) = one_agent_later_than_the_wait(true);
     let all = describe(&late);
     // What went out already does not come again; what the server had not
     // finished yet comes from the client.
@@ -895,17 +909,9 @@ fn a_client_agent_later_than_the_wait_does_not_duplicate_hops() {
 /// are not emitted again as hops of their own.
 #[test]
 fn a_server_agent_later_than_the_wait_does_not_duplicate_watch_events() {
-    let mut sim = Sim::new();
-    let (c, s) = pair("kube-apiserver", "etcd");
-    let chunks = vector("apiserver-etcd-pods.txt");
-    sim.feed_all(CLIENT_NODE, side_events(&c, &chunks, true));
-    sim.run_for(1_000);
-    let early = sim.take_hops();
+    let (early, late) = one_agent_later_than_the_wait(false);
     let events = early.iter().filter(|h| h.kind == "watch-event").count();
     assert!(events >= 3, "{}", describe(&early));
-    sim.feed_all(SERVER_NODE, side_events(&s, &chunks, false));
-    sim.run_for(3_000);
-    let late = sim.take_hops();
     let all = describe(&late);
     assert!(
         late.iter().all(|h| h.kind != "watch-event"),
