@@ -376,11 +376,14 @@ impl Connection {
                     } else {
                         let since = *self.head_wait_since.get_or_insert(now);
                         let due = now.saturating_sub(since) >= t.missing_side_wait_ns;
-                        let complete = if cs == Complete { ci } else { si };
-                        let exchange_ts = complete
-                            .and_then(|i| self.sides[i].runs.front())
-                            .map(|r| r.first_ts);
-                        if due && waiting == Absent && t.absence_proof.holds(since, exchange_ts) {
+                        // When the exchange began (its complete side's first run).
+                        let exchange_ts = || {
+                            let complete = if cs == Complete { ci } else { si };
+                            complete
+                                .and_then(|i| self.sides[i].runs.front())
+                                .map(|r| r.first_ts)
+                        };
+                        if due && waiting == Absent && t.absence_proof.holds(since, exchange_ts()) {
                             self.absent_confirmed[role_index(waiting_role)] = true;
                         }
                         due
@@ -453,8 +456,7 @@ impl Connection {
         };
         let wait = t.missing_side_wait_ns;
         while let Some(head) = self.sides[primary].streams.ready.front() {
-            let (id, ready_at, exchange_ts) = (head.id, head.ready_at, head.event_ts());
-            let print = head.print;
+            let (id, ready_at, print) = (head.id, head.ready_at, head.print);
             let age = now.saturating_sub(ready_at);
             let other_role = role.opposite();
             let copy = other.and_then(|o| self.sides[o].streams.copy_of(id, print));
@@ -466,7 +468,7 @@ impl Connection {
             if !emit {
                 break;
             }
-            if other.is_none() && age >= wait && t.absence_proof.holds(ready_at, exchange_ts) {
+            if other.is_none() && age >= wait && t.absence_proof.holds(ready_at, head.event_ts()) {
                 self.absent_confirmed[role_index(other_role)] = true;
             }
             let Some(mut item) = self.sides[primary].streams.ready.pop_front() else {
