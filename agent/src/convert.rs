@@ -1,6 +1,6 @@
 //! Typed kernel records → protocol events, with node time and names filled in.
 
-use std::net::Ipv6Addr;
+use std::{borrow::Cow, net::Ipv6Addr};
 
 use ktrail_agent_common::{FdKind, SocketInfo, AF_INET, AF_INET6, AF_UNIX, FLAG_PAYLOAD_TRUNCATED};
 use ktrail_proto::v1::{self as pb, event::Body};
@@ -8,38 +8,75 @@ use ktrail_proto::v1::{self as pb, event::Body};
 use crate::{clock::WallClock, decode::KernelRecord};
 
 pub fn comm_str(comm: &[u8; 16]) -> String {
+    comm_text(comm).into_owned()
+}
+
+/// The task name up to its NUL, borrowed when it is UTF-8 (it nearly always is).
+pub fn comm_text(comm: &[u8; 16]) -> Cow<'_, str> {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
+    String::from_utf8_lossy(&comm[..end])
 }
 
 pub fn addr_string(family: u16, raw: &[u8; 16]) -> String {
-    match family {
-        AF_INET => ipv4_string([raw[0], raw[1], raw[2], raw[3]]),
-        AF_INET6 => Ipv6Addr::from(*raw).to_string(),
-        _ => String::new(),
+    AddrText::of(family, raw).as_str().to_owned()
+}
+
+/// An address's text on the stack: the direct encoder (syscall_wire.rs) writes it
+/// without allocating a `String` per address.
+pub struct AddrText {
+    buf: [u8; 46],
+    len: usize,
+}
+
+impl AddrText {
+    pub fn of(family: u16, raw: &[u8; 16]) -> Self {
+        let mut text = Self {
+            buf: [0; 46],
+            len: 0,
+        };
+        match family {
+            AF_INET => text.ipv4([raw[0], raw[1], raw[2], raw[3]]),
+            AF_INET6 => {
+                use std::io::Write as _;
+                let mut cursor = std::io::Cursor::new(&mut text.buf[..]);
+                // 45 bytes at most (an IPv4-mapped address in full): always fits.
+                let _ = write!(cursor, "{}", Ipv6Addr::from(*raw));
+                text.len = cursor.position() as usize;
+            }
+            _ => {}
+        }
+        text
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, dots, colons and hex letters are written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+
+    /// Dotted quad, as `Ipv4Addr`'s `Display` writes it, without the formatting
+    /// machinery (two addresses per socket event: 10 % of the agent's CPU through `fmt`).
+    fn ipv4(&mut self, octets: [u8; 4]) {
+        for (i, octet) in octets.into_iter().enumerate() {
+            if i > 0 {
+                self.push(b'.');
+            }
+            if octet >= 100 {
+                self.push(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                self.push(b'0' + octet / 10 % 10);
+            }
+            self.push(b'0' + octet % 10);
+        }
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.buf[self.len] = byte;
+        self.len += 1;
     }
 }
 
-/// Dotted quad, as `Ipv4Addr`'s `Display` writes it, without the formatting machinery
-/// (two addresses per socket event: 10 % of the agent's CPU through `fmt`).
-fn ipv4_string(octets: [u8; 4]) -> String {
-    let mut out = String::with_capacity(15);
-    for (i, octet) in octets.into_iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        if octet >= 100 {
-            out.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            out.push(char::from(b'0' + octet / 10 % 10));
-        }
-        out.push(char::from(b'0' + octet % 10));
-    }
-    out
-}
-
-fn family_name(family: u16) -> &'static str {
+pub fn family_name(family: u16) -> &'static str {
     match family {
         AF_INET => "inet",
         AF_INET6 => "inet6",
@@ -68,7 +105,8 @@ fn socket(kind: FdKind, s: &SocketInfo) -> Option<pb::Socket> {
     })
 }
 
-pub fn errno_name(errno: i64) -> String {
+/// The errno's symbolic name; the number after an `E` for one not listed.
+pub fn errno_name(errno: i64) -> Cow<'static, str> {
     let name = match errno as i32 {
         libc::EPERM => "EPERM",
         libc::ENOENT => "ENOENT",
@@ -102,9 +140,9 @@ pub fn errno_name(errno: i64) -> String {
         libc::EINPROGRESS => "EINPROGRESS",
         libc::ENOEXEC => "ENOEXEC",
         libc::ECHILD => "ECHILD",
-        _ => return format!("E{errno}"),
+        _ => return Cow::Owned(format!("E{errno}")),
     };
-    name.to_string()
+    Cow::Borrowed(name)
 }
 
 /// TCP state names as the kernel's `tcp_states.h` has them.
@@ -126,15 +164,15 @@ pub fn tcp_state_name(state: i32) -> &'static str {
     }
 }
 
-pub fn to_proto(record: KernelRecord, clock: &WallClock) -> pb::Event {
+pub fn to_proto(record: KernelRecord<'_>, clock: &WallClock) -> pb::Event {
     let h = *record.header();
     let body = match record {
-        KernelRecord::Syscall(mut s) => Body::Syscall(pb::SyscallEvent {
+        KernelRecord::Syscall(s) => Body::Syscall(pb::SyscallEvent {
             name: s.syscall.name().into(),
             fd: s.fd,
             ret: s.ret,
             errno: if s.ret < 0 {
-                errno_name(-s.ret)
+                errno_name(-s.ret).into_owned()
             } else {
                 String::new()
             },
@@ -145,8 +183,9 @@ pub fn to_proto(record: KernelRecord, clock: &WallClock) -> pb::Event {
             // Secret values never leave the node: raw buffers and TLS plaintext are stored
             // and shown as captured (`ktrail trace`, `ktrail show --syscalls`).
             data: {
-                ktrail_protocols::raw_redact::buffer(&mut s.payload);
-                s.payload.into()
+                let mut data = s.payload.to_vec();
+                ktrail_protocols::raw_redact::buffer(&mut data);
+                data.into()
             },
         }),
         KernelRecord::Exec(p) => Body::Exec(pb::ProcessExec {
@@ -205,7 +244,7 @@ mod tests {
         }
         for n in 0..=255u8 {
             assert_eq!(
-                ipv4_string([n, n, n, n]),
+                addr_string(AF_INET, &[n, n, n, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
                 std::net::Ipv4Addr::from([n; 4]).to_string()
             );
         }

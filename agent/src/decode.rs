@@ -22,8 +22,10 @@ pub enum DecodeError {
     BadPayloadLen { claimed: usize, present: usize },
 }
 
+/// A syscall record; its payload is a slice of the ring's bytes (copied once, when
+/// the event is encoded).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyscallRecord {
+pub struct SyscallRecord<'a> {
     pub header: EventHeader,
     pub syscall: Syscall,
     pub fd: i32,
@@ -33,7 +35,7 @@ pub struct SyscallRecord {
     pub fd_kind: FdKind,
     pub socket: SocketInfo,
     pub flags: u32,
-    pub payload: Vec<u8>,
+    pub payload: &'a [u8],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,15 +48,15 @@ pub struct ProcessRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KernelRecord {
-    Syscall(SyscallRecord),
+pub enum KernelRecord<'a> {
+    Syscall(SyscallRecord<'a>),
     Exec(ProcessRecord),
     Fork(ProcessRecord),
     Exit(ProcessRecord),
     TcpState(TcpStateEvent),
 }
 
-impl KernelRecord {
+impl KernelRecord<'_> {
     pub fn header(&self) -> &EventHeader {
         match self {
             Self::Syscall(s) => &s.header,
@@ -88,7 +90,7 @@ fn need(bytes: &[u8], n: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
-pub fn decode(bytes: &[u8]) -> Result<KernelRecord, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<KernelRecord<'_>, DecodeError> {
     need(bytes, size_of::<EventHeader>())?;
     let header: EventHeader = read_prefix(bytes, EventHeader::default());
     let kind =
@@ -108,7 +110,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelRecord, DecodeError> {
     }
 }
 
-fn decode_syscall(bytes: &[u8]) -> Result<SyscallRecord, DecodeError> {
+fn decode_syscall(bytes: &[u8]) -> Result<SyscallRecord<'_>, DecodeError> {
     need(bytes, SyscallEvent::HEADER_LEN)?;
     // The fixed part only: the payload follows in `bytes` and is sliced from there,
     // so no 4 KiB struct is built per event.
@@ -157,7 +159,7 @@ fn decode_syscall(bytes: &[u8]) -> Result<SyscallRecord, DecodeError> {
         fd_kind,
         socket: f.socket,
         flags: f.flags,
-        payload: bytes[SyscallEvent::HEADER_LEN..SyscallEvent::HEADER_LEN + claimed].to_vec(),
+        payload: &bytes[SyscallEvent::HEADER_LEN..SyscallEvent::HEADER_LEN + claimed],
     })
 }
 
@@ -211,7 +213,7 @@ pub mod encode {
             flags: r.flags,
             payload: [0; MAX_PAYLOAD],
         });
-        ev.payload[..r.payload.len()].copy_from_slice(&r.payload);
+        ev.payload[..r.payload.len()].copy_from_slice(r.payload);
         as_bytes(&*ev)[..ev.wire_len()].to_vec()
     }
 
@@ -253,7 +255,7 @@ mod tests {
         }
     }
 
-    fn syscall_record() -> SyscallRecord {
+    fn syscall_record() -> SyscallRecord<'static> {
         SyscallRecord {
             header: header(EventKind::Syscall),
             syscall: Syscall::Write,
@@ -273,7 +275,7 @@ mod tests {
                 peer_inode: 0,
             },
             flags: 0,
-            payload: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            payload: b"GET / HTTP/1.1\r\n\r\n",
         }
     }
 
@@ -288,7 +290,8 @@ mod tests {
     #[test]
     fn syscall_with_full_payload_round_trips() {
         let mut r = syscall_record();
-        r.payload = vec![0xab; MAX_PAYLOAD];
+        let full = [0xab; MAX_PAYLOAD];
+        r.payload = &full;
         assert_eq!(decode(&encode::syscall(&r)), Ok(KernelRecord::Syscall(r)));
     }
 
@@ -297,7 +300,7 @@ mod tests {
         for (kind, wrap) in [
             (
                 EventKind::ProcessExec,
-                KernelRecord::Exec as fn(ProcessRecord) -> KernelRecord,
+                KernelRecord::Exec as fn(ProcessRecord) -> KernelRecord<'static>,
             ),
             (EventKind::ProcessFork, KernelRecord::Fork),
             (EventKind::ProcessExit, KernelRecord::Exit),

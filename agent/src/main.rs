@@ -16,6 +16,7 @@ mod reader;
 mod ring;
 mod scan;
 mod sender;
+mod syscall_wire;
 mod tracefs;
 mod wire;
 

@@ -97,7 +97,12 @@ impl Outbox {
     pub fn push(&self, mut event: Event) -> bool {
         event.seq = 0;
         // Encoded before taking the lock: the sender's batches wait for it.
-        let bytes = wire::encode_unnumbered(&event);
+        self.push_encoded(wire::encode_unnumbered(&event))
+    }
+
+    /// [`Self::push`] for an event already encoded without its `seq` (as
+    /// [`wire::encode_unnumbered`] encodes it).
+    pub fn push_encoded(&self, bytes: Vec<u8>) -> bool {
         let size = footprint(&bytes);
         let mut inner = self.lock();
         if inner.queue.len() >= self.capacity || inner.bytes + size > self.capacity_bytes {

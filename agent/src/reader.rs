@@ -9,11 +9,12 @@ use tracing::debug;
 use crate::{
     clock::WallClock,
     convert,
-    decode::{decode, KernelRecord},
+    decode::{decode, KernelRecord, SyscallRecord},
     metrics::Metrics,
     outbox::Outbox,
     procfs,
     ring::EventRing,
+    syscall_wire,
 };
 
 /// Events read between two wakeups of the sender: its batch size.
@@ -92,6 +93,30 @@ impl Reader {
                 return;
             }
         };
+        match record {
+            KernelRecord::Syscall(syscall) => self.handle_syscall(&syscall),
+            other => self.handle_other(other),
+        }
+    }
+
+    /// Syscalls, nearly all events, are encoded straight from the ring's bytes
+    /// (syscall_wire.rs), without a `pb::Event` built first.
+    fn handle_syscall(&mut self, record: &SyscallRecord<'_>) {
+        let pid = record.header.tgid;
+        let own = convert::comm_text(&record.header.comm);
+        self.remember(pid, &own);
+        // Raised in softirq context: no name of its own.
+        let comm = match own.is_empty() {
+            true => self.known.get(&pid).map_or("", String::as_str),
+            false => &own,
+        };
+        tracing::trace!(?record, comm, "event");
+        let timestamp = self.clock.to_unix_ns(record.header.ktime_ns);
+        let bytes = syscall_wire::encode_syscall_event(record, comm, timestamp);
+        self.outbox.push_encoded(bytes);
+    }
+
+    fn handle_other(&mut self, record: KernelRecord<'_>) {
         let pid = record.header().tgid;
         let exiting = matches!(&record, KernelRecord::Exit(_));
         let execed = matches!(&record, KernelRecord::Exec(_));
@@ -109,19 +134,8 @@ impl Reader {
             if let Some(Body::Exec(exec)) = event.body.as_mut() {
                 exec.process = info;
             }
-        } else if !self.known.contains_key(&pid) {
-            if self.known.len() >= MAX_KNOWN_PROCESSES {
-                self.known.clear();
-            }
-            let comm = match procfs::process_info(pid) {
-                Some(info) => {
-                    let comm = info.comm.clone();
-                    self.outbox.push_process(info);
-                    comm
-                }
-                None => event.comm.clone(),
-            };
-            self.known.insert(pid, comm);
+        } else {
+            self.remember(pid, &event.comm);
         }
         if event.comm.is_empty() {
             if let Some(comm) = self.known.get(&pid) {
@@ -133,5 +147,25 @@ impl Reader {
         }
         tracing::trace!(?event, "event");
         self.outbox.push(event);
+    }
+
+    /// A process seen for the first time: its metadata goes to the collector once, and
+    /// its name is kept for its events raised without one.
+    fn remember(&mut self, pid: u32, comm: &str) {
+        if self.known.contains_key(&pid) {
+            return;
+        }
+        if self.known.len() >= MAX_KNOWN_PROCESSES {
+            self.known.clear();
+        }
+        let comm = match procfs::process_info(pid) {
+            Some(info) => {
+                let comm = info.comm.clone();
+                self.outbox.push_process(info);
+                comm
+            }
+            None => comm.to_owned(),
+        };
+        self.known.insert(pid, comm);
     }
 }
