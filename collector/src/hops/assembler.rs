@@ -10,7 +10,7 @@ use super::connection::{AbsenceProof, Connection, DataIn, PairReady, PairTiming}
 use super::endpoint::{tcp_state_view, ConnectionKey};
 use super::exchange::Completion;
 use super::ids::IdGen;
-use super::run::{Direction, Transfer};
+use super::run::{Direction, EventSource, Transfer};
 use super::side::{Role, Side, SideIdentity};
 use super::view_cache::ViewCache;
 use super::HopConfig;
@@ -183,9 +183,9 @@ impl HopAssembler {
                 now,
             )),
         };
-        let r = EventRef {
-            node: node.to_owned(),
-            agent_id: agent_id.to_owned(),
+        let source = EventSource {
+            node,
+            agent_id,
             seq: event.seq,
         };
         let side = &mut conn.sides[idx];
@@ -214,18 +214,18 @@ impl HopAssembler {
                     plaintext: is_tls_plaintext(&sc.name),
                     arrival,
                 };
-                conn.push_data(idx, data, r, now);
+                conn.push_data(idx, data, &source, now);
             }
             SyscallClass::Connect => {
-                side.push_ref(r);
+                side.push_ref(source.to_ref());
                 conn.add_hint(node, &view.local_id, Role::Client);
             }
             SyscallClass::Accept => {
-                side.push_ref(r);
+                side.push_ref(source.to_ref());
                 conn.add_hint(node, &view.local_id, Role::Server);
             }
             SyscallClass::Close => {
-                side.push_ref(r);
+                side.push_ref(source.to_ref());
                 conn.close_side(idx, now);
             }
             SyscallClass::Other => {}

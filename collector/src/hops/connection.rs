@@ -10,7 +10,7 @@ use super::emitted::Emitted;
 use super::endpoint::{ConnectionKey, LocalId};
 use super::exchange::{is_complete, split, Completion};
 use super::roles::{self, RoleHint};
-use super::run::{data_time, Direction, Run, Transfer};
+use super::run::{data_time, Direction, EventSource, Run, Transfer};
 use super::side::{Role, Side, SideIdentity};
 use super::stream::StreamItem;
 
@@ -228,7 +228,7 @@ impl Connection {
 
     /// A data transfer of side `idx`: decoded, then kept as part of a run
     /// (request/response runs) or, on an HTTP/2 connection, of its streams.
-    pub fn push_data(&mut self, idx: usize, data: DataIn<'_>, r: EventRef, now: u64) {
+    pub fn push_data(&mut self, idx: usize, data: DataIn<'_>, r: &EventSource<'_>, now: u64) {
         let DataIn {
             dir,
             transfer: t,
@@ -251,7 +251,7 @@ impl Connection {
             .feed(role, dir, t.data, t.bytes, data_time(dir, t));
         if side.decoder.protocol() == Protocol::Http2 {
             side.runs.clear();
-            side.streams.add_ref(&h2_stream_ids(t.data), &r, now);
+            side.streams.add_ref(&h2_stream_ids(t.data), r, now);
             for m in msgs {
                 side.streams.push_message(m, now);
             }

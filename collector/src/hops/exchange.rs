@@ -87,13 +87,19 @@ pub fn is_complete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hops::run::Transfer;
-    use ktrail_proto::v1::EventRef;
+    use crate::hops::run::{EventSource, Transfer};
     use std::collections::VecDeque;
 
     fn runs(dirs: &[Direction]) -> VecDeque<Run> {
         dirs.iter()
-            .map(|d| Run::new(*d, &Transfer::default(), EventRef::default()))
+            .map(|d| {
+                let source = EventSource {
+                    node: "n",
+                    agent_id: "a",
+                    seq: 1,
+                };
+                Run::new(*d, &Transfer::default(), &source)
+            })
             .collect()
     }
 

@@ -7,7 +7,7 @@ use ktrail_proto::v1::EventRef;
 
 use super::decode::SideDecoder;
 use super::endpoint::{Endpoint, LocalId};
-use super::run::{Direction, Run, Transfer};
+use super::run::{Direction, EventSource, Run, Transfer};
 use super::stream::SideStreams;
 
 /// Client or server end of a connection.
@@ -118,7 +118,13 @@ impl Side {
         }
     }
 
-    pub fn push_transfer(&mut self, dir: Direction, t: &Transfer<'_>, r: EventRef, arrival: u64) {
+    pub fn push_transfer(
+        &mut self,
+        dir: Direction,
+        t: &Transfer<'_>,
+        r: &EventSource<'_>,
+        arrival: u64,
+    ) {
         self.first_data.get_or_insert((dir, arrival));
         match self.runs.back_mut() {
             Some(run) if run.dir == dir => run.add(t, r),

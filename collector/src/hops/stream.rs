@@ -11,6 +11,7 @@ use ktrail_proto::v1::EventRef;
 use ktrail_protocols::{Message, Part};
 
 use super::decode::is_watch_event;
+use super::run::EventSource;
 
 /// Streams assembled at once per side; the least recently active goes first.
 pub const MAX_STREAMS: usize = 256;
@@ -237,17 +238,17 @@ impl SideStreams {
     }
 
     /// A chunk's event reference, for the streams its frames name.
-    pub fn add_ref(&mut self, sids: &[u32], r: &EventRef, now: u64) {
+    pub fn add_ref(&mut self, sids: &[u32], r: &EventSource<'_>, now: u64) {
         if sids.is_empty() {
             if self.loose_refs.len() < MAX_STREAM_REFS {
-                self.loose_refs.push(r.clone());
+                self.loose_refs.push(r.to_ref());
             }
             return;
         }
         for &sid in sids {
             let acc = self.acc(sid, now);
             if acc.refs.len() < MAX_STREAM_REFS {
-                acc.refs.push(r.clone());
+                acc.refs.push(r.to_ref());
             }
         }
     }

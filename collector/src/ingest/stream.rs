@@ -254,7 +254,7 @@ impl AgentStream {
 
     /// Live tracers get process and syscall events; the assembler gets what
     /// can make a hop.
-    async fn fan_out(&self, accepted: Vec<Event>) {
+    async fn fan_out(&self, mut accepted: Vec<Event>) {
         if self.shared.live.has_tracers() {
             for event in &accepted {
                 if matches!(
@@ -273,7 +273,9 @@ impl AgentStream {
                 }
             }
         }
-        let events: Vec<Event> = accepted.into_iter().filter(is_relevant).collect();
+        // In place: nearly every event is relevant, and then none moves.
+        accepted.retain(is_relevant);
+        let events = accepted;
         if events.is_empty() {
             return;
         }
