@@ -10,11 +10,13 @@
 use bytes::{Buf, Bytes};
 use ktrail_proto::field::{BATCH_EVENTS, BATCH_PROCESSES, MESSAGE_BATCH};
 use ktrail_proto::v1::agent_message::Body;
-use ktrail_proto::v1::{AgentMessage, Event, EventBatch, IngestAck, ProcessInfo};
+use ktrail_proto::v1::{AgentMessage, EventBatch, IngestAck, ProcessInfo};
 use prost::encoding::{decode_key, decode_varint, WireType};
 use prost::Message;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, ProstCodec};
 use tonic::Status;
+
+use super::event_decode::decode_event;
 
 /// One message from an agent.
 #[derive(Debug, Default)]
@@ -111,7 +113,7 @@ fn decode_batch(bytes: &Bytes) -> Result<Option<EventBatch>, prost::DecodeError>
         rest = &rest[len..];
         let field = bytes.slice(start..start + len);
         match tag {
-            BATCH_EVENTS => batch.events.push(Event::decode(field)?),
+            BATCH_EVENTS => batch.events.push(decode_event(&field)?),
             _ => batch.processes.push(ProcessInfo::decode(field)?),
         }
     }
@@ -144,7 +146,7 @@ mod tests {
     use super::*;
     use crate::store::batch::{self, RowBody};
     use ktrail_proto::v1::event::Body as EventBody;
-    use ktrail_proto::v1::{Hello, LossReport, SyscallEvent};
+    use ktrail_proto::v1::{Event, Hello, LossReport, SyscallEvent};
 
     fn batch_message() -> AgentMessage {
         let events = (1..=5)

@@ -2,6 +2,7 @@
 //! deduplicated by sequence number, stored, acked after commit.
 
 mod codec;
+mod event_decode;
 mod loss;
 mod server;
 mod stream;
