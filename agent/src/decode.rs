@@ -239,7 +239,7 @@ pub mod encode {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn header(kind: EventKind) -> EventHeader {
@@ -255,7 +255,8 @@ mod tests {
         }
     }
 
-    fn syscall_record() -> SyscallRecord<'static> {
+    /// A socket write of a short HTTP request (also the fixture of syscall_wire.rs).
+    pub(crate) fn syscall_record() -> SyscallRecord<'static> {
         SyscallRecord {
             header: header(EventKind::Syscall),
             syscall: Syscall::Write,

@@ -176,44 +176,18 @@ fn message_len(tag: u32, len: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use ktrail_agent_common::{
-        EventHeader, EventKind, Syscall, AF_INET, AF_INET6, AF_UNIX, MAX_PAYLOAD,
-    };
+    use ktrail_agent_common::{Syscall, AF_INET6, AF_UNIX, MAX_PAYLOAD};
     use prost::Message;
 
     use super::*;
     use crate::{clock::WallClock, convert, decode::KernelRecord};
 
     fn record(payload: &[u8]) -> SyscallRecord<'_> {
-        let mut comm = [0u8; 16];
-        comm[..14].copy_from_slice(b"kube-apiserver");
         SyscallRecord {
-            header: EventHeader {
-                kind: EventKind::Syscall as u32,
-                cpu: 1,
-                ktime_ns: 123_456_789,
-                tgid: 4242,
-                tid: 4343,
-                comm,
-            },
-            syscall: Syscall::Write,
-            fd: 7,
             ret: payload.len() as i64,
-            duration_ns: 1500,
             requested: payload.len() as u64,
-            fd_kind: FdKind::Socket,
-            socket: SocketInfo {
-                fd_kind: FdKind::Socket as u16,
-                family: AF_INET,
-                local_port: 6443,
-                remote_port: 54321,
-                local_addr: [192, 168, 56, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                remote_addr: [10, 0, 0, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                inode: 99,
-                peer_inode: 0,
-            },
-            flags: 0,
             payload,
+            ..crate::decode::tests::syscall_record()
         }
     }
 
