@@ -22,10 +22,11 @@ use crate::store::writer::{EncodedHops, StoreWriter};
 
 /// How often time-based completion runs.
 pub const TICK: Duration = Duration::from_millis(50);
-/// Queue between ingest and the assembler, in received batches (up to 512 events
-/// each, ~0.6 MB decoded with 1 KiB payloads): 32 is enough to smooth the hand-over,
-/// and ingest waits beyond it. At 256 a saturated collector held ~150 MB here.
-pub const INPUT_QUEUE: usize = 32;
+/// Queue between ingest and the assembler, in received batches (up to 1,024 events
+/// each, ~1.2 MB decoded with 1 KiB payloads): 16 is enough to smooth the hand-over,
+/// and ingest waits beyond it. At 256 batches of 512 a saturated collector held ~150 MB
+/// here; 16 of 1,024 hold as many events as the 32 of 512 before agents' batches grew.
+pub const INPUT_QUEUE: usize = 16;
 /// Hops no flow has claimed yet, kept for a flow to claim them (flows/pending.rs).
 /// About 5 KB each (a `Hop` with its captured request and response, its lookup
 /// keys, and its slot in the table, which never shrinks): at the stitcher's default of
