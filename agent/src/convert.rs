@@ -85,16 +85,18 @@ pub fn family_name(family: u16) -> &'static str {
     }
 }
 
-fn socket(kind: FdKind, s: &SocketInfo) -> Option<pb::Socket> {
-    if kind == FdKind::None {
-        return None;
+/// The protocol's kind of an fd that has a socket message; none for `FdKind::None`.
+pub fn socket_kind(kind: FdKind) -> Option<pb::FdKind> {
+    match kind {
+        FdKind::None => None,
+        FdKind::Socket => Some(pb::FdKind::Socket),
+        FdKind::File => Some(pb::FdKind::File),
     }
+}
+
+fn socket(kind: FdKind, s: &SocketInfo) -> Option<pb::Socket> {
     Some(pb::Socket {
-        kind: match kind {
-            FdKind::Socket => pb::FdKind::Socket,
-            FdKind::File => pb::FdKind::File,
-            FdKind::None => pb::FdKind::None,
-        } as i32,
+        kind: socket_kind(kind)? as i32,
         family: family_name(s.family).into(),
         local_addr: addr_string(s.family, &s.local_addr),
         local_port: s.local_port as u32,

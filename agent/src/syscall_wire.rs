@@ -11,7 +11,7 @@ use ktrail_agent_common::{FdKind, SocketInfo, FLAG_PAYLOAD_TRUNCATED};
 use ktrail_proto::v1 as pb;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 
-use crate::convert::{errno_name, family_name, AddrText};
+use crate::convert::{errno_name, family_name, socket_kind, AddrText};
 use crate::decode::SyscallRecord;
 
 /// The encoding of the `Event` for `record` without its `seq` (as
@@ -27,13 +27,14 @@ pub fn encode_syscall_event(
     let errno = (record.ret < 0).then(|| errno_name(-record.ret));
     let errno = errno.as_deref().unwrap_or("");
     let socket = SocketFields::of(record.fd_kind, &record.socket);
+    let socket_len = socket.as_ref().map(SocketFields::len);
     let syscall_len = text_len(1, record.syscall.name())
         + varint_len(2, record.fd as u64)
         + varint_len(3, record.ret as u64)
         + text_len(4, errno)
         + varint_len(5, record.duration_ns)
         + varint_len(6, record.requested)
-        + socket.as_ref().map_or(0, |s| message_len(7, s.len()))
+        + socket_len.map_or(0, |len| message_len(7, len))
         + text_len(8, record.payload)
         + varint_len(9, u64::from(truncated(record)));
     let event_len = varint_len(2, timestamp_unix_ns)
@@ -56,19 +57,15 @@ pub fn encode_syscall_event(
     text(4, errno, &mut out);
     varint(5, record.duration_ns, &mut out);
     varint(6, record.requested, &mut out);
-    if let Some(socket) = &socket {
-        message_head(7, socket.len(), &mut out);
+    if let (Some(socket), Some(len)) = (&socket, socket_len) {
+        message_head(7, len, &mut out);
         socket.write(&mut out);
     }
-    let data = out.len();
     text(8, record.payload, &mut out);
-    if !record.payload.is_empty() {
-        // Secret values never leave the node; redaction keeps the length, so the
-        // copy is redacted where it lies.
-        let payload = out.len() - record.payload.len();
-        debug_assert!(payload > data);
-        ktrail_protocols::raw_redact::buffer(&mut out[payload..]);
-    }
+    // Secret values never leave the node; redaction keeps the length, so the copy is
+    // redacted where it lies.
+    let payload = out.len() - record.payload.len();
+    ktrail_protocols::raw_redact::buffer(&mut out[payload..]);
     varint(9, u64::from(truncated(record)), &mut out);
     debug_assert_eq!(out.len(), event_len);
     out
@@ -92,13 +89,8 @@ struct SocketFields {
 
 impl SocketFields {
     fn of(kind: FdKind, s: &SocketInfo) -> Option<Self> {
-        let kind = match kind {
-            FdKind::None => return None,
-            FdKind::Socket => pb::FdKind::Socket,
-            FdKind::File => pb::FdKind::File,
-        };
         Some(Self {
-            kind,
+            kind: socket_kind(kind)?,
             family: family_name(s.family),
             local_addr: AddrText::of(s.family, &s.local_addr),
             local_port: u32::from(s.local_port),

@@ -59,14 +59,8 @@ fn syscall(whole: &Bytes, mut body: &[u8]) -> Option<SyscallEvent> {
             (7, WireType::LengthDelimited) if sc.socket.is_none() => {
                 sc.socket = Some(socket(delimited(&mut body)?)?);
             }
-            (8, WireType::LengthDelimited) => {
-                let data = delimited(&mut body)?;
-                sc.data = if data.is_empty() {
-                    Bytes::new()
-                } else {
-                    whole.slice_ref(data)
-                };
-            }
+            // An empty payload gives an empty `Bytes`, as prost's does.
+            (8, WireType::LengthDelimited) => sc.data = whole.slice_ref(delimited(&mut body)?),
             (9, WireType::Varint) => sc.truncated = varint(&mut body)? != 0,
             _ => return None,
         }
